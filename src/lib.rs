@@ -1,0 +1,1 @@
+//! shipit: build locally, ship a tar.gz over SSH, switch atomically, health-check, roll back.
