@@ -1,0 +1,488 @@
+//! Artifacts: the gzip'd tar that a deploy ships.
+//!
+//! `pack` turns a package root plus include/exclude rules into
+//! `dist/<app>-<version>.tar.gz` and its `.sha256`, byte-identical for identical inputs:
+//! entries sorted, owners 0, one mtime for everything, no host- or time-dependent bytes
+//! in the tar or gzip headers. `inspect` reads an artifact back and applies the safe
+//! unpack rules (no absolute paths, no `..`, no links out of the tree, every file matching
+//! the manifest), so a bad artifact is refused before anything is uploaded.
+
+pub mod gzip;
+pub mod manifest;
+pub mod select;
+
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+pub use manifest::{EntryType, Manifest, ManifestEntry};
+use select::{Entry, Kind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    /// The package's inputs are not what the config says (missing root, empty include...).
+    #[error("{0}")]
+    Invalid(String),
+    /// Something would land outside the release directory.
+    #[error("{0}")]
+    Escape(String),
+    /// An artifact that is not what it claims to be.
+    #[error("{0}")]
+    Corrupt(String),
+    #[error("{what} `{path}`: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ArtifactError {
+    let path = path.to_owned();
+    move |source| ArtifactError::Io { what, path, source }
+}
+
+/// A packaged artifact on the local disk.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub size: u64,
+    pub manifest: Manifest,
+}
+
+pub struct PackRequest<'a> {
+    pub root: &'a Path,
+    pub include: &'a [String],
+    pub exclude: &'a [String],
+    pub app: &'a str,
+    pub version: &'a str,
+    pub commit: Option<&'a str>,
+    /// Seconds since the epoch, stamped on every entry.
+    pub mtime: u64,
+    pub out_dir: &'a Path,
+    /// Called with the number of input bytes packed so far, and once with the total first.
+    pub progress: &'a (dyn Fn(Progress) + Sync),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Progress {
+    Total(u64),
+    Done(u64),
+}
+
+pub fn file_name(app: &str, version: &str) -> String {
+    format!("{app}-{version}.tar.gz")
+}
+
+pub fn pack(req: &PackRequest) -> Result<Artifact, ArtifactError> {
+    let entries = select::select(req.root, req.include, req.exclude)?;
+    let hashes = hash_files(&entries)?;
+    let manifest = Manifest {
+        format: manifest::FORMAT,
+        app: req.app.to_owned(),
+        version: req.version.to_owned(),
+        commit: req.commit.map(str::to_owned),
+        entries: entries
+            .iter()
+            .zip(&hashes)
+            .map(|(e, h)| ManifestEntry {
+                path: e.path.clone(),
+                kind: match e.kind {
+                    Kind::Dir => EntryType::Dir,
+                    Kind::File { .. } => EntryType::File,
+                    Kind::Symlink { .. } => EntryType::Symlink,
+                },
+                mode: manifest::mode_string(e.mode),
+                size: match e.kind {
+                    Kind::File { size } => Some(size),
+                    _ => None,
+                },
+                sha256: h.clone(),
+                target: match &e.kind {
+                    Kind::Symlink { target } => Some(target.clone()),
+                    _ => None,
+                },
+            })
+            .collect(),
+    };
+    let total: u64 = entries
+        .iter()
+        .map(|e| {
+            if let Kind::File { size } = e.kind {
+                size
+            } else {
+                0
+            }
+        })
+        .sum();
+    (req.progress)(Progress::Total(total));
+
+    std::fs::create_dir_all(req.out_dir).map_err(io_err("cannot create", req.out_dir))?;
+    let name = file_name(req.app, req.version);
+    let final_path = req.out_dir.join(&name);
+    let tmp_path = req
+        .out_dir
+        .join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = write_archive(&tmp_path, &entries, &hashes, &manifest, req);
+    let (sha256, size) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp_path);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&tmp_path, &final_path).map_err(io_err("cannot write", &final_path))?;
+    let sum_path = req.out_dir.join(format!("{name}.sha256"));
+    std::fs::write(&sum_path, format!("{sha256}  {name}\n"))
+        .map_err(io_err("cannot write", &sum_path))?;
+    Ok(Artifact {
+        path: final_path,
+        sha256,
+        size,
+        manifest,
+    })
+}
+
+/// sha256 of every regular file, on all cores.
+fn hash_files(entries: &[Entry]) -> Result<Vec<Option<String>>, ArtifactError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8);
+    let chunk = entries.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = entries
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|e| match e.kind {
+                            Kind::File { .. } => hash_file(&e.source).map(Some),
+                            _ => Ok(None),
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        let mut all = Vec::with_capacity(entries.len());
+        for h in handles {
+            let part = h
+                .join()
+                .map_err(|_| ArtifactError::Invalid("a hashing thread panicked".into()))??;
+            all.extend(part);
+        }
+        Ok(all)
+    })
+}
+
+pub fn hash_file(path: &Path) -> Result<String, ArtifactError> {
+    let mut file = File::open(path).map_err(io_err("cannot read", path))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = file.read(&mut buf).map_err(io_err("cannot read", path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// A `Write` that only hashes.
+struct HashSink(Sha256);
+
+impl Write for HashSink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.0.update(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Counts and hashes what passes through to the file.
+struct HashingFile {
+    file: io::BufWriter<File>,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl Write for HashingFile {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(data)?;
+        self.hasher.update(&data[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Hashes what is read, to check a file did not change between hashing and packing.
+struct HashingReader<'a, R> {
+    inner: R,
+    hasher: Sha256,
+    read: u64,
+    progress: &'a (dyn Fn(Progress) + Sync),
+    done: &'a mut u64,
+}
+
+impl<R: Read> Read for HashingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        *self.done += n as u64;
+        if self.read % (4 << 20) < n as u64 || n == 0 {
+            (self.progress)(Progress::Done(*self.done));
+        }
+        Ok(n)
+    }
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_mtime(mtime);
+    h.set_uid(0);
+    h.set_gid(0);
+    h
+}
+
+fn write_archive(
+    tmp: &Path,
+    entries: &[Entry],
+    hashes: &[Option<String>],
+    manifest: &Manifest,
+    req: &PackRequest,
+) -> Result<(String, u64), ArtifactError> {
+    let file = File::create(tmp).map_err(io_err("cannot create", tmp))?;
+    let sink = HashingFile {
+        file: io::BufWriter::with_capacity(1 << 20, file),
+        hasher: Sha256::new(),
+        len: 0,
+    };
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut tar = tar::Builder::new(gzip::ParallelGz::new(sink, threads));
+    let werr = io_err("cannot write", tmp);
+
+    let manifest_bytes = manifest.to_bytes();
+    // The manifest's own entries take their place in the sorted order.
+    enum Item<'a> {
+        Disk(&'a Entry, &'a Option<String>),
+        ShipitDir,
+        Manifest,
+    }
+    let mut items: Vec<(&str, Item)> = entries
+        .iter()
+        .zip(hashes)
+        .map(|(e, h)| (e.path.as_str(), Item::Disk(e, h)))
+        .collect();
+    items.push((".shipit", Item::ShipitDir));
+    items.push((manifest::PATH, Item::Manifest));
+    items.sort_by(|a, b| a.0.cmp(b.0));
+
+    let mut done = 0u64;
+    for (path, item) in items {
+        let result = match item {
+            Item::ShipitDir => {
+                let mut h = header(tar::EntryType::Directory, 0o755, 0, req.mtime);
+                tar.append_data(&mut h, format!("{path}/"), io::empty())
+            }
+            Item::Manifest => {
+                let mut h = header(
+                    tar::EntryType::Regular,
+                    0o644,
+                    manifest_bytes.len() as u64,
+                    req.mtime,
+                );
+                tar.append_data(&mut h, path, manifest_bytes.as_slice())
+            }
+            Item::Disk(e, hash) => match &e.kind {
+                Kind::Dir => {
+                    let mut h = header(tar::EntryType::Directory, e.mode, 0, req.mtime);
+                    tar.append_data(&mut h, format!("{path}/"), io::empty())
+                }
+                Kind::Symlink { target } => {
+                    let mut h = header(tar::EntryType::Symlink, e.mode, 0, req.mtime);
+                    tar.append_link(&mut h, path, target)
+                }
+                Kind::File { size } => {
+                    let f = File::open(&e.source).map_err(io_err("cannot read", &e.source))?;
+                    let mut reader = HashingReader {
+                        inner: BufReader::with_capacity(256 << 10, f).take(*size),
+                        hasher: Sha256::new(),
+                        read: 0,
+                        progress: req.progress,
+                        done: &mut done,
+                    };
+                    let mut h = header(tar::EntryType::Regular, e.mode, *size, req.mtime);
+                    tar.append_data(&mut h, path, &mut reader)
+                        .map_err(io_err("cannot write", tmp))?;
+                    let seen = hex::encode(std::mem::take(&mut reader.hasher).finalize());
+                    if reader.read != *size || hash.as_deref() != Some(seen.as_str()) {
+                        return Err(ArtifactError::Invalid(format!(
+                            "`{path}` changed while it was being packaged; run the command again once the build is finished"
+                        )));
+                    }
+                    Ok(())
+                }
+            },
+        };
+        result.map_err(io_err("cannot write", tmp))?;
+    }
+    let gz = tar.into_inner().map_err(io_err("cannot write", tmp))?;
+    let mut sink = gz.finish().map_err(werr)?;
+    sink.flush().map_err(io_err("cannot write", tmp))?;
+    sink.file
+        .get_ref()
+        .sync_all()
+        .map_err(io_err("cannot write", tmp))?;
+    Ok((hex::encode(sink.hasher.finalize()), sink.len))
+}
+
+/// Check that an entry name can be unpacked below a release directory.
+pub fn check_entry_path(path: &str) -> Result<(), ArtifactError> {
+    if path.starts_with('/') {
+        return Err(ArtifactError::Escape(format!(
+            "the archive holds the absolute path `{path}`"
+        )));
+    }
+    for c in Path::new(path).components() {
+        match c {
+            Component::Normal(_) | Component::CurDir => {}
+            _ => {
+                return Err(ArtifactError::Escape(format!(
+                    "the archive holds `{path}`, which climbs out with `..`"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Read an artifact back, check it against the safe unpack rules and its own manifest,
+/// and return what it is. Nothing is written anywhere.
+pub fn inspect(path: &Path) -> Result<Artifact, ArtifactError> {
+    let file = File::open(path).map_err(io_err("cannot read", path))?;
+    let size = file.metadata().map_err(io_err("cannot read", path))?.len();
+    // Hash the compressed bytes as they are read.
+    struct Tee<R> {
+        inner: R,
+        hasher: Sha256,
+    }
+    impl<R: Read> Read for Tee<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.hasher.update(&buf[..n]);
+            Ok(n)
+        }
+    }
+    let mut tee = Tee {
+        inner: BufReader::with_capacity(1 << 20, file),
+        hasher: Sha256::new(),
+    };
+    let corrupt = |what: String| {
+        ArtifactError::Corrupt(format!(
+            "`{}` is not a valid artifact: {what}",
+            path.display()
+        ))
+    };
+    let mut seen: Vec<ManifestEntry> = Vec::new();
+    let mut manifest: Option<Manifest> = None;
+    {
+        let gz = flate2::read::MultiGzDecoder::new(&mut tee);
+        let mut archive = tar::Archive::new(gz);
+        let entries = archive.entries().map_err(|e| corrupt(e.to_string()))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| corrupt(e.to_string()))?;
+            let raw_path = entry.path_bytes().into_owned();
+            let name = String::from_utf8(raw_path)
+                .map_err(|_| corrupt("an entry name is not UTF-8".into()))?;
+            check_entry_path(&name)?;
+            let name = name
+                .trim_end_matches('/')
+                .trim_start_matches("./")
+                .to_owned();
+            let mode = entry.header().mode().map_err(|e| corrupt(e.to_string()))?;
+            let kind = entry.header().entry_type();
+            if name == manifest::PATH {
+                let mut bytes = Vec::new();
+                entry
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| corrupt(e.to_string()))?;
+                manifest = Some(
+                    serde_json::from_slice(&bytes)
+                        .map_err(|e| corrupt(format!("bad manifest: {e}")))?,
+                );
+                continue;
+            }
+            if name == ".shipit" && kind.is_dir() {
+                continue;
+            }
+            let mut me = ManifestEntry {
+                path: name.clone(),
+                kind: EntryType::Dir,
+                mode: manifest::mode_string(mode),
+                size: None,
+                sha256: None,
+                target: None,
+            };
+            match kind {
+                tar::EntryType::Directory => {}
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    let mut hasher = HashSink(Sha256::new());
+                    let n =
+                        io::copy(&mut entry, &mut hasher).map_err(|e| corrupt(e.to_string()))?;
+                    me.kind = EntryType::File;
+                    me.size = Some(n);
+                    me.sha256 = Some(hex::encode(hasher.0.finalize()));
+                }
+                tar::EntryType::Symlink => {
+                    let target = entry
+                        .link_name()
+                        .map_err(|e| corrupt(e.to_string()))?
+                        .and_then(|t| t.to_str().map(str::to_owned))
+                        .ok_or_else(|| corrupt(format!("the link `{name}` has no UTF-8 target")))?;
+                    select::check_link(&name, &target)?;
+                    me.kind = EntryType::Symlink;
+                    me.target = Some(target);
+                }
+                other => {
+                    return Err(ArtifactError::Escape(format!(
+                        "`{name}` is a {other:?} entry; artifacts may hold only files, directories and relative symlinks"
+                    )));
+                }
+            }
+            seen.push(me);
+        }
+    }
+    // Drain whatever follows the tar's end marker so the hash covers the whole file.
+    io::copy(&mut tee, &mut io::sink()).map_err(io_err("cannot read", path))?;
+    let manifest = manifest.ok_or_else(|| corrupt(format!("it has no `{}`", manifest::PATH)))?;
+    seen.sort_by(|a, b| a.path.cmp(&b.path));
+    if seen != manifest.entries {
+        let mismatch = seen
+            .iter()
+            .zip(&manifest.entries)
+            .find(|(a, b)| a != b)
+            .map(|(a, _)| a.path.clone())
+            .unwrap_or_else(|| "the entry list".into());
+        return Err(corrupt(format!(
+            "its contents do not match its manifest (first difference: `{mismatch}`)"
+        )));
+    }
+    Ok(Artifact {
+        path: path.to_owned(),
+        sha256: hex::encode(tee.hasher.finalize()),
+        size,
+        manifest,
+    })
+}

@@ -1,0 +1,151 @@
+//! The command line, as clap derive types. Doc comments here are the `--help` text.
+//! Nothing past `commands::run` sees these types.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Build locally, ship over SSH, switch atomically, health-check, roll back by itself.
+///
+/// shipit reads deploy.yaml (see `shipit init`), packs the build into a reproducible
+/// tar.gz and deploys it to every host of an environment over one SSH connection each.
+/// Exit codes: 0 ok, 1 failed, 2 invalid config or command line, 3 lock held,
+/// 4 host unreachable or not verified, 5 unhealthy and rolled back, 6 mixed state.
+#[derive(Debug, Parser)]
+#[command(name = "shipit", version = crate::VERSION, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The configuration file
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "SHIPIT_CONFIG",
+        default_value = "deploy.yaml",
+        value_name = "FILE"
+    )]
+    pub config: PathBuf,
+
+    /// The environment to use, from `environments:` (default: `default_env`)
+    #[arg(
+        short,
+        long = "env",
+        global = true,
+        env = "SHIPIT_ENV",
+        value_name = "ENV"
+    )]
+    pub environment: Option<String>,
+
+    /// More output (debug logs)
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+
+    /// Less output: only errors and data
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Format of messages and logs on stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormatArg::Human, value_name = "FORMAT")]
+    pub log_format: LogFormatArg,
+
+    /// Never draw progress bars (they are only drawn on a terminal anyway)
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented starter deploy.yaml and a systemd unit file (never overwrites)
+    ///
+    /// Writes `deploy.yaml` and `deploy/<app>.service` in the current directory. Both pass
+    /// `shipit config` as written; edit the hosts, the build and the package paths.
+    Init(InitArgs),
+
+    /// Validate deploy.yaml and print the resolved configuration
+    ///
+    /// Shows the configuration for the chosen environment after merging it over the top
+    /// level and interpolating `${VAR}`s. Values that came from the environment are shown
+    /// as [redacted]. Exits 2 with every problem found when the file is invalid.
+    Config(ConfigArgs),
+
+    /// Run the build steps locally
+    ///
+    /// Each step of `build:` runs with `sh -c` in the config's directory, in order; its
+    /// output streams to stderr. SHIPIT_APP and SHIPIT_VERSION are set for them. The first
+    /// failing step stops the build.
+    Build(BuildArgs),
+
+    /// Build, then write dist/<app>-<version>.tar.gz and its .sha256
+    ///
+    /// The artifact is reproducible: the same inputs give the same bytes. Prints its path
+    /// on stdout.
+    Package(PackageArgs),
+
+    /// Print a shell completion script
+    ///
+    /// e.g. `shipit completions bash > /etc/bash_completion.d/shipit`
+    Completions(CompletionsArgs),
+
+    /// Print the man page (roff) on stdout
+    ///
+    /// e.g. `shipit man > /usr/local/share/man/man1/shipit.1`
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The app's name (default: the current directory's name, made valid)
+    #[arg(long, value_name = "NAME")]
+    pub app: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Print one JSON document instead of YAML
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VersionArg {
+    /// The version to record (default: `git describe --tags --always --dirty`)
+    #[arg(long = "app-version", value_name = "VERSION")]
+    pub app_version: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub version: VersionArg,
+}
+
+#[derive(Debug, Args)]
+pub struct PackageArgs {
+    /// Skip the build steps and package what is there
+    #[arg(long)]
+    pub no_build: bool,
+
+    #[command(flatten)]
+    pub version: VersionArg,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}

@@ -1,0 +1,359 @@
+//! The YAML schema of deploy.yaml, exactly as written: every key optional, every leaf
+//! carrying its source location, so that validation after parsing can still point at
+//! file:line:column. One `Layer` type serves both the top level and each environment,
+//! which is what makes "an environment may override any key" a field-by-field merge.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::duration::Duration;
+
+pub type S<T> = Spanned<T>;
+pub type List = S<Vec<S<String>>>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    pub app: Option<S<String>>,
+    pub deploy_to: Option<S<String>>,
+    pub keep_releases: Option<S<u32>>,
+    pub delta: Option<S<DeltaMode>>,
+    pub default_env: Option<S<String>>,
+    pub build: Option<List>,
+    pub package: Option<Package>,
+    pub ssh: Option<Ssh>,
+    pub shared: Option<Shared>,
+    pub env: Option<BTreeMap<String, S<String>>>,
+    pub service: Option<Service>,
+    pub health: Option<Health>,
+    pub hooks: Option<Hooks>,
+    pub rollout: Option<Rollout>,
+    pub hosts: Option<S<Vec<S<HostEntry>>>>,
+    pub environments: Option<BTreeMap<String, S<Layer>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Package {
+    pub root: Option<S<String>>,
+    pub include: Option<List>,
+    pub exclude: Option<List>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ssh {
+    pub user: Option<S<String>>,
+    pub port: Option<S<u16>>,
+    pub identity_files: Option<List>,
+    pub known_hosts: Option<S<KnownHostsPolicy>>,
+    pub known_hosts_file: Option<S<String>>,
+    pub proxy_jump: Option<S<String>>,
+    pub connect_timeout: Option<S<Duration>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shared {
+    pub dirs: Option<List>,
+    pub files: Option<List>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub name: Option<S<String>>,
+    pub manager: Option<S<ServiceManager>>,
+    pub unit_file: Option<S<String>>,
+    pub sudo: Option<S<bool>>,
+    pub restart: Option<S<RestartMode>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    pub http: Option<Http>,
+    pub command: Option<S<String>>,
+    pub timeout: Option<S<Duration>>,
+    pub interval: Option<S<Duration>>,
+    pub settle: Option<S<Duration>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    pub url: Option<S<String>>,
+    pub status: Option<S<u16>>,
+    pub contains: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    pub before_switch: Option<List>,
+    pub after_switch: Option<List>,
+    pub after_rollback: Option<List>,
+    pub local_before: Option<List>,
+    pub local_after: Option<List>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    pub parallel: Option<S<u32>>,
+    pub canary: Option<S<u32>>,
+    pub max_failures: Option<S<u32>>,
+    pub on_failure: Option<S<OnFailure>>,
+}
+
+/// A host as written: `[user@]host[:port]`, or an object.
+#[derive(Debug)]
+pub enum HostEntry {
+    Short(String),
+    Object(Box<HostObject>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostObject {
+    pub host: S<String>,
+    pub name: Option<S<String>>,
+    pub user: Option<S<String>>,
+    pub port: Option<S<u16>>,
+}
+
+impl<'de> Deserialize<'de> for HostEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = HostEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a host as `[user@]host[:port]` or an object with `host`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HostEntry, E> {
+                Ok(HostEntry::Short(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<HostEntry, A::Error> {
+                HostObject::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|o| HostEntry::Object(Box::new(o)))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeltaMode {
+    Copy,
+    Hardlink,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KnownHostsPolicy {
+    Strict,
+    AcceptNew,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceManager {
+    Systemd,
+    SystemdUser,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartMode {
+    Restart,
+    Reload,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailure {
+    Rollback,
+    Halt,
+}
+
+/// Field-by-field overlay: `over` wins where it sets a value; sections merge deeply,
+/// maps merge key by key, lists are replaced whole.
+pub trait Merge {
+    fn merge(self, over: Self) -> Self;
+}
+
+impl<T: Merge> Merge for Option<T> {
+    fn merge(self, over: Self) -> Self {
+        match (self, over) {
+            (Some(base), Some(over)) => Some(base.merge(over)),
+            (base, over) => over.or(base),
+        }
+    }
+}
+
+impl<V> Merge for BTreeMap<String, V> {
+    fn merge(mut self, over: Self) -> Self {
+        self.extend(over);
+        self
+    }
+}
+
+/// Leaves: the overlay's value replaces the base's.
+macro_rules! leaf {
+    ($($t:ty),*) => {$(
+        impl Merge for S<$t> {
+            fn merge(self, over: Self) -> Self { over }
+        }
+    )*};
+}
+leaf!(
+    String,
+    u32,
+    u16,
+    bool,
+    Duration,
+    DeltaMode,
+    KnownHostsPolicy,
+    ServiceManager,
+    RestartMode,
+    OnFailure,
+    Vec<S<String>>,
+    Vec<S<HostEntry>>
+);
+
+macro_rules! merge_struct {
+    ($t:ident { $($f:ident),* $(,)? }) => {
+        impl Merge for $t {
+            fn merge(self, over: Self) -> Self {
+                $t { $($f: self.$f.merge(over.$f)),* }
+            }
+        }
+    };
+}
+merge_struct!(Package {
+    root,
+    include,
+    exclude
+});
+merge_struct!(Ssh {
+    user,
+    port,
+    identity_files,
+    known_hosts,
+    known_hosts_file,
+    proxy_jump,
+    connect_timeout
+});
+merge_struct!(Shared { dirs, files });
+merge_struct!(Service {
+    name,
+    manager,
+    unit_file,
+    sudo,
+    restart
+});
+merge_struct!(Health {
+    http,
+    command,
+    timeout,
+    interval,
+    settle
+});
+merge_struct!(Http {
+    url,
+    status,
+    contains
+});
+merge_struct!(Hooks {
+    before_switch,
+    after_switch,
+    after_rollback,
+    local_before,
+    local_after
+});
+merge_struct!(Rollout {
+    parallel,
+    canary,
+    max_failures,
+    on_failure
+});
+
+impl Merge for Layer {
+    /// `default_env` and `environments` belong to the top level only; the caller rejects
+    /// them inside an environment before merging.
+    fn merge(self, over: Self) -> Self {
+        Layer {
+            app: self.app.merge(over.app),
+            deploy_to: self.deploy_to.merge(over.deploy_to),
+            keep_releases: self.keep_releases.merge(over.keep_releases),
+            delta: self.delta.merge(over.delta),
+            default_env: self.default_env,
+            build: self.build.merge(over.build),
+            package: self.package.merge(over.package),
+            ssh: self.ssh.merge(over.ssh),
+            shared: self.shared.merge(over.shared),
+            env: self.env.merge(over.env),
+            service: self.service.merge(over.service),
+            health: self.health.merge(over.health),
+            hooks: self.hooks.merge(over.hooks),
+            rollout: self.rollout.merge(over.rollout),
+            hosts: self.hosts.merge(over.hosts),
+            environments: None,
+        }
+    }
+}
+
+/// Every key deploy.yaml accepts, as dotted paths. docs/configuration.md is checked
+/// against this list by a test, so a key added here and not documented fails the suite.
+pub const ALL_KEYS: &[&str] = &[
+    "app",
+    "deploy_to",
+    "keep_releases",
+    "delta",
+    "default_env",
+    "build",
+    "package.root",
+    "package.include",
+    "package.exclude",
+    "ssh.user",
+    "ssh.port",
+    "ssh.identity_files",
+    "ssh.known_hosts",
+    "ssh.known_hosts_file",
+    "ssh.proxy_jump",
+    "ssh.connect_timeout",
+    "shared.dirs",
+    "shared.files",
+    "env",
+    "service.name",
+    "service.manager",
+    "service.unit_file",
+    "service.sudo",
+    "service.restart",
+    "health.http.url",
+    "health.http.status",
+    "health.http.contains",
+    "health.command",
+    "health.timeout",
+    "health.interval",
+    "health.settle",
+    "hooks.before_switch",
+    "hooks.after_switch",
+    "hooks.after_rollback",
+    "hooks.local_before",
+    "hooks.local_after",
+    "rollout.parallel",
+    "rollout.canary",
+    "rollout.max_failures",
+    "rollout.on_failure",
+    "hosts",
+    "environments",
+];

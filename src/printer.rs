@@ -1,0 +1,160 @@
+//! Every byte shipit writes goes through here.
+//!
+//! Data (an artifact path, a JSON document) goes to stdout; messages, logs and progress to
+//! stderr. `-q` silences messages but never data or errors; `--log-format json` turns
+//! each message into one JSON object per line. Every line is scrubbed of registered
+//! secrets on its way out. Progress bars appear only when stderr is a terminal and
+//! `--no-progress` was not given.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::redact::scrub;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    pub verbosity: Verbosity,
+    pub format: LogFormat,
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    fn name(self) -> &'static str {
+        match self {
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
+impl Printer {
+    pub fn new(verbosity: Verbosity, format: LogFormat, no_progress: bool) -> Self {
+        let progress =
+            !no_progress && format == LogFormat::Human && std::io::stderr().is_terminal();
+        Printer {
+            verbosity,
+            format,
+            progress,
+        }
+    }
+
+    /// Data for stdout: what a script would capture.
+    pub fn data(&self, text: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", scrub(text));
+        let _ = out.flush();
+    }
+
+    pub fn info(&self, text: &str) {
+        if self.verbosity > Verbosity::Quiet {
+            self.message(Level::Info, text, None);
+        }
+    }
+
+    pub fn warn(&self, text: &str) {
+        if self.verbosity > Verbosity::Quiet {
+            self.message(Level::Warn, text, None);
+        }
+    }
+
+    /// An error, its causes, and a hint line when there is one. Never silenced.
+    pub fn error(&self, err: &anyhow::Error) {
+        let mut text = err.to_string();
+        for cause in err.chain().skip(1) {
+            let cause = cause.to_string();
+            if !text.contains(&cause) {
+                text.push_str(&format!("\n  caused by: {cause}"));
+            }
+        }
+        self.message(Level::Error, &text, crate::exit::hint_for(err));
+    }
+
+    /// A line of output from a child process (a build step, a hook), on stderr.
+    pub fn child_line(&self, source: &str, line: &str) {
+        if self.verbosity == Verbosity::Quiet {
+            return;
+        }
+        match self.format {
+            LogFormat::Human => {
+                let _ = writeln!(std::io::stderr().lock(), "{}", scrub(line));
+            }
+            LogFormat::Json => self.json(Level::Info, line, Some(source), None),
+        }
+    }
+
+    fn message(&self, level: Level, text: &str, hint: Option<&str>) {
+        match self.format {
+            LogFormat::Human => {
+                let mut err = std::io::stderr().lock();
+                let prefix = match level {
+                    Level::Info => "",
+                    Level::Warn => "warning: ",
+                    Level::Error => "error: ",
+                };
+                let _ = writeln!(err, "{prefix}{}", scrub(text));
+                if let Some(hint) = hint {
+                    let _ = writeln!(err, "hint: {}", scrub(hint));
+                }
+            }
+            LogFormat::Json => self.json(level, text, None, hint),
+        }
+    }
+
+    fn json(&self, level: Level, text: &str, source: Option<&str>, hint: Option<&str>) {
+        let mut obj = serde_json::Map::new();
+        obj.insert("level".into(), level.name().into());
+        obj.insert("message".into(), scrub(text).into_owned().into());
+        if let Some(source) = source {
+            obj.insert("source".into(), source.into());
+        }
+        if let Some(hint) = hint {
+            obj.insert("hint".into(), scrub(hint).into_owned().into());
+        }
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{}",
+            serde_json::Value::Object(obj)
+        );
+    }
+
+    /// A byte-count progress bar, or a hidden one when progress is off.
+    pub fn bytes_bar(&self, message: &str) -> ProgressBar {
+        if !self.progress || self.verbosity == Verbosity::Quiet {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(10));
+        let style = ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_message(message.to_owned());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    }
+}

@@ -1,0 +1,78 @@
+//! What the command line asked for, with clap's types left behind: the global settings
+//! every command shares, and the action with its own options.
+
+use std::path::PathBuf;
+
+use crate::cli::{Cli, Command, LogFormatArg};
+use crate::printer::{LogFormat, Printer, Verbosity};
+
+pub struct Settings {
+    pub printer: Printer,
+    /// The config file as the user named it.
+    pub config: PathBuf,
+    pub environment: Option<String>,
+}
+
+pub enum Action {
+    Init {
+        app: Option<String>,
+    },
+    Config {
+        json: bool,
+    },
+    Build {
+        app_version: Option<String>,
+    },
+    Package {
+        no_build: bool,
+        app_version: Option<String>,
+    },
+    Completions {
+        shell: clap_complete::Shell,
+    },
+    Man,
+}
+
+impl Cli {
+    pub fn into_settings(self) -> (Settings, Action) {
+        let g = self.global;
+        let verbosity = match (g.quiet, g.verbose) {
+            (true, _) => Verbosity::Quiet,
+            (_, true) => Verbosity::Verbose,
+            _ => Verbosity::Normal,
+        };
+        let format = match g.log_format {
+            LogFormatArg::Human => LogFormat::Human,
+            LogFormatArg::Json => LogFormat::Json,
+        };
+        let settings = Settings {
+            printer: Printer::new(verbosity, format, g.no_progress),
+            config: g.config,
+            environment: g.environment,
+        };
+        let action = match self.command {
+            Command::Init(a) => Action::Init { app: a.app },
+            Command::Config(a) => Action::Config { json: a.json },
+            Command::Build(a) => Action::Build {
+                app_version: a.version.app_version,
+            },
+            Command::Package(a) => Action::Package {
+                no_build: a.no_build,
+                app_version: a.version.app_version,
+            },
+            Command::Completions(a) => Action::Completions { shell: a.shell },
+            Command::Man => Action::Man,
+        };
+        (settings, action)
+    }
+}
+
+impl Settings {
+    pub fn load_config(&self) -> Result<crate::config::Config, crate::config::ConfigError> {
+        crate::config::load(
+            &self.config,
+            self.environment.as_deref(),
+            &crate::config::interpolate::ProcessEnv,
+        )
+    }
+}
