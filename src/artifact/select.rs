@@ -121,9 +121,16 @@ fn collect_pattern(
     excludes: &GlobSet,
     found: &mut std::collections::BTreeMap<String, Entry>,
 ) -> Result<bool, ArtifactError> {
-    let trimmed = pattern.trim_end_matches('/');
+    let mut trimmed = pattern.trim_end_matches('/');
+    while let Some(rest) = trimmed.strip_prefix("./") {
+        trimmed = rest;
+    }
     if !has_glob(trimmed) {
-        let start = root.join(trimmed);
+        let start = if trimmed == "." || trimmed.is_empty() {
+            root.to_owned()
+        } else {
+            root.join(trimmed)
+        };
         if fs::symlink_metadata(&start).is_err() {
             return Ok(false);
         }

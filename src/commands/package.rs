@@ -43,7 +43,11 @@ pub fn package(
         .map(|t| t.expose().to_owned())
         .collect();
     let commit = crate::git::commit(&config.dir);
-    let out_dir = config.dir.join("dist");
+    let out_dir = if config.dir == std::path::Path::new(".") {
+        "dist".into()
+    } else {
+        config.dir.join("dist")
+    };
 
     let bar = printer.bytes_bar("packaging");
     let last = AtomicU64::new(0);

@@ -34,7 +34,7 @@ impl fmt::Display for ConfigError {
                 write!(f, "{file}:{}:{}: {}", p.line, p.column, p.message)?;
             }
             if let Some(hint) = &p.hint {
-                write!(f, "\n  hint: {hint}")?;
+                write!(f, "\nhint: {hint}")?;
             }
         }
         Ok(())

@@ -299,6 +299,8 @@ impl Ctx<'_> {
                 ),
                 Some(&hint),
             );
+            // Without `-e`, the broken default is the only problem worth reporting.
+            chosen?;
         }
         let name = match (chosen, &top.default_env) {
             (Some(name), _) => Some(name.to_owned()),

@@ -357,3 +357,66 @@ pub const ALL_KEYS: &[&str] = &[
     "hosts",
     "environments",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys serde accepts in a section, read from its own unknown-field error.
+    fn keys_of(section: &str) -> Vec<String> {
+        let yaml = if section.is_empty() {
+            "zzz_unknown: 1\n".to_owned()
+        } else {
+            let mut yaml = String::new();
+            let parts: Vec<&str> = section.split('.').collect();
+            for (depth, part) in parts.iter().enumerate() {
+                yaml.push_str(&format!("{}{part}:\n", "  ".repeat(depth)));
+            }
+            yaml.push_str(&format!("{}zzz_unknown: 1\n", "  ".repeat(parts.len())));
+            yaml
+        };
+        let err = serde_saphyr::from_str::<Layer>(&yaml).expect_err(section);
+        match err.without_snippet() {
+            serde_saphyr::Error::SerdeUnknownField { expected, .. } => expected
+                .iter()
+                .map(|k| {
+                    if section.is_empty() {
+                        k.to_string()
+                    } else {
+                        format!("{section}.{k}")
+                    }
+                })
+                .collect(),
+            other => panic!("{section}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn all_keys_is_exactly_what_the_schema_accepts() {
+        let sections = [
+            "package",
+            "ssh",
+            "shared",
+            "service",
+            "health",
+            "health.http",
+            "hooks",
+            "rollout",
+        ];
+        let mut accepted: Vec<String> = keys_of("")
+            .into_iter()
+            .filter(|k| !sections.contains(&k.as_str()))
+            .collect();
+        for s in sections {
+            accepted.extend(
+                keys_of(s)
+                    .into_iter()
+                    .filter(|k| !sections.contains(&k.as_str())),
+            );
+        }
+        accepted.sort();
+        let mut documented: Vec<String> = ALL_KEYS.iter().map(|k| k.to_string()).collect();
+        documented.sort();
+        assert_eq!(accepted, documented);
+    }
+}

@@ -10,10 +10,11 @@
 #   kill-host HOST         SIGKILL the host's nspawn and its container: host dead
 #                          (down.sh still cleans it up)
 #   small-opt HOST [SIZE]  mount an empty tmpfs of SIZE (default 20M) at /opt inside the
-#                          host, owned by deploy (up.sh --small-opt does it from boot)
+#                          host, owned by deploy (up.sh --small-opt does it from boot);
+#                          on a tmpfs /opt it just resizes
 #   fill-opt HOST          fill /opt to the last byte (only when /opt is a tmpfs)
 #   unfill-opt HOST        remove what fill-opt wrote
-#   restore-opt HOST       unmount the tmpfs of small-opt (the old /opt reappears)
+#   restore-opt HOST       unmount a tmpfs /opt (the old /opt reappears); else no-op
 #   regen-hostkey HOST     new ed25519 host key, sshd restarted; known_hosts is NOT
 #                          updated; prints the new known_hosts line on stdout
 #   exec HOST CMD...       run CMD as root inside the host (nsenter), e.g. to inspect it
@@ -22,7 +23,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$here/lib.sh"
 
-usage() { sed -n '2,22s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+usage() { sed -n '2,23s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 
 name=${TESTBED_NAME:-default}
 case ${1:-} in
@@ -46,17 +47,21 @@ case $cmd in
     start-sshd) tb_host_exec "$h" systemctl start ssh.service ;;
     kill-host)
         pid=$(cat "$(tb_host_dir "$h")/pid")
-        tb_is_our_nspawn "$pid" || tb_die "$h: nspawn (pid $pid) is not running"
+        if ! tb_is_our_nspawn "$pid"; then tb_log "$h is already dead"; exit 0; fi
         leader=$(tb_leader_pid "$h")
         kill -KILL "$pid" "$leader"
-        for _ in $(seq 50); do [[ -d /proc/$pid || -d /proc/$leader ]] || break; sleep 0.1; done
+        for _ in $(seq 50); do tb_alive "$pid" || tb_alive "$leader" || break; sleep 0.1; done
         ;;
     small-opt)
         size=${1:-20M}
         [[ $size =~ ^[0-9]+[KMG]?$ ]] || tb_die "bad size '$size'"
-        ids=$(tb_host_exec "$h" id -u deploy):$(tb_host_exec "$h" id -g deploy)
-        tb_host_exec "$h" mount -t tmpfs -o "size=$size,mode=0755,uid=${ids%:*},gid=${ids#*:}" \
-            testbed-opt /opt
+        if opt_is_tmpfs; then # again: just resize
+            tb_host_exec "$h" mount -o "remount,size=$size" /opt
+        else
+            ids=$(tb_host_exec "$h" id -u deploy):$(tb_host_exec "$h" id -g deploy)
+            tb_host_exec "$h" mount -t tmpfs -o "size=$size,mode=0755,uid=${ids%:*},gid=${ids#*:}" \
+                testbed-opt /opt
+        fi
         ;;
     fill-opt)
         opt_is_tmpfs || tb_die "$h: /opt is not a tmpfs (use small-opt first); refusing to fill a real disk"
@@ -64,8 +69,7 @@ case $cmd in
         ;;
     unfill-opt) tb_host_exec "$h" rm -f /opt/.testbed-fill ;;
     restore-opt)
-        opt_is_tmpfs || tb_die "$h: /opt is not a tmpfs"
-        tb_host_exec "$h" umount /opt
+        if opt_is_tmpfs; then tb_host_exec "$h" umount /opt; fi
         ;;
     regen-hostkey)
         key=$(tb_host_dir "$h")/root/etc/ssh/ssh_host_ed25519_key

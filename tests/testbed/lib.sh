@@ -211,6 +211,15 @@ tb_mounts_under() {
 
 # ---------------------------------------------------------------- processes / cgroups
 
+# True if PID exists and is not a zombie (PID 1 here may reap orphans late).
+tb_alive() {
+    local st
+    st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1 # not $(<...): a failed one exits bash
+    st=${st##*) } # the state follows "(comm) "
+    st=${st%% *}
+    [[ -n $st && $st != Z && $st != X ]]
+}
+
 # PIDs in the testbed's cgroup subtree (all hierarchies).
 tb_cgroup_pids() {
     local hier
@@ -223,7 +232,7 @@ tb_cgroup_pids() {
 # True if PID is alive and is a systemd-nspawn in this testbed's cgroup (guards PID reuse).
 tb_is_our_nspawn() {
     local pid=$1
-    [[ -n $pid && -d /proc/$pid ]] || return 1
+    [[ -n $pid ]] && tb_alive "$pid" || return 1
     [[ $(cat "/proc/$pid/comm" 2>/dev/null) == systemd-nspawn ]] || return 1
     grep -q ":/$TB_CGROUP/" "/proc/$pid/cgroup" 2>/dev/null
 }
@@ -264,10 +273,10 @@ tb_teardown() {
     if ((${#pids[@]})); then
         tb_log "stopping ${#pids[@]} host(s): SIGTERM ${pids[*]}"
         kill -TERM "${pids[@]}" 2>/dev/null || true
-        deadline=$((SECONDS + ${TESTBED_STOP_TIMEOUT:-20}))
+        deadline=$((SECONDS + ${TESTBED_STOP_TIMEOUT:-10}))
         while ((SECONDS < deadline)); do
             left=()
-            for pid in "${pids[@]}"; do [[ -d /proc/$pid ]] && left+=("$pid"); done
+            for pid in "${pids[@]}"; do tb_alive "$pid" && left+=("$pid"); done
             ((${#left[@]})) || break
             sleep 0.2
         done

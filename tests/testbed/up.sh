@@ -170,7 +170,7 @@ wait_host() {
     hd=$(tb_host_dir "$h")
     pid=$(cat "$hd/pid")
     while :; do
-        if [[ ! -d /proc/$pid ]]; then echo "nspawn exited before the host was ready" >"$hd/boot.status"; return 1; fi
+        if ! tb_alive "$pid"; then echo "nspawn exited before the host was ready" >"$hd/boot.status"; return 1; fi
         if ((SECONDS >= deadline)); then echo "timeout: last answer '${out:-}' (ssh rc ${rc:-none}: $(tail -n1 "$hd/wait.err" 2>/dev/null || true))" >"$hd/boot.status"; return 1; fi
         rc=0
         out=$(ip netns exec "$TB_CLIENT_NS" timeout "$((deadline - SECONDS + 1))" ssh "${ssh_opts[@]}" \

@@ -1,0 +1,49 @@
+//! The docs and examples are part of the product: they must parse, validate, and cover
+//! every key.
+
+use std::path::Path;
+
+use crate::support::Project;
+
+fn repo(rel: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+#[test]
+fn deploy_example_yaml_validates_in_every_environment() {
+    let p = Project::new();
+    std::fs::copy(repo("deploy.example.yaml"), p.path().join("deploy.yaml")).unwrap();
+    std::fs::create_dir_all(p.path().join("deploy")).unwrap();
+    std::fs::write(p.path().join("deploy/hello.service"), "[Service]\n").unwrap();
+    let mut p = p;
+    p.env("DATABASE_URL", "postgres://u:p@db/hello");
+    for env in ["staging", "production"] {
+        let out = p.run(&["-e", env, "config", "--json"]);
+        out.code(0);
+    }
+}
+
+#[test]
+fn the_configuration_reference_covers_every_key() {
+    let doc = std::fs::read_to_string(repo("docs/configuration.md")).unwrap();
+    let missing: Vec<&str> = shipit::config::raw::ALL_KEYS
+        .iter()
+        .copied()
+        .filter(|k| !doc.contains(&format!("`{k}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md does not document: {missing:?}"
+    );
+}
+
+#[test]
+fn the_readme_test_command_is_the_one_ci_runs() {
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let ci = std::fs::read_to_string(repo(".ci/run")).unwrap();
+    assert!(
+        readme.contains("cargo test --locked"),
+        "README names the test command"
+    );
+    assert!(ci.contains("cargo test --locked"), ".ci/run runs it");
+}

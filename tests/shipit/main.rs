@@ -1,0 +1,11 @@
+//! Black-box tests: the real `shipit` binary in a temporary directory, its stdout, stderr
+//! and exit status checked exactly, and the files it leaves behind inspected.
+
+mod artifact;
+mod build;
+mod cli;
+mod config;
+mod docs;
+mod init;
+mod package;
+mod support;
