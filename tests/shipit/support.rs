@@ -1,7 +1,7 @@
 //! A temporary project directory and a way to run `shipit` in it.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 pub struct Project {
@@ -125,28 +125,6 @@ impl Project {
             .unwrap();
         assert!(status.success(), "git {args:?}");
     }
-}
-
-/// Every file below `dir`, relative, sorted.
-pub fn tree(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = walk(dir)
-        .into_iter()
-        .map(|p| p.strip_prefix(dir).unwrap().to_owned())
-        .collect();
-    out.sort();
-    out
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        out.push(path.clone());
-        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            out.extend(walk(&path));
-        }
-    }
-    out
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
