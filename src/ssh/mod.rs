@@ -12,14 +12,22 @@
 //! explicit settings (and `~/.ssh/config`) into a [`Target`]. Shell text that goes to a
 //! server is quoted with [`quote::sh_quote`].
 
+mod auth;
+mod connect;
+mod error;
+mod host_key;
 pub mod known_hosts;
 mod pattern;
 pub mod quote;
+mod session;
 pub mod ssh_config;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use connect::{Connector, connect};
+pub use error::{Error, Phase};
+pub use session::{ExecOutput, Session, Stream, Tunnel, UploadOutput};
 
 /// One host, fully resolved: everything needed to reach and authenticate to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
