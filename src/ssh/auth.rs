@@ -296,9 +296,7 @@ impl Attempts<'_> {
                     return self.try_agent_key(agent, public).await;
                 }
                 if !interactive {
-                    self.tried.push(format!(
-                        "{label} (encrypted, no terminal to ask for its passphrase)"
-                    ));
+                    // Reported by the error itself, not as one more "tried" entry.
                     self.locked.push(path.to_owned());
                     return Ok(false);
                 }

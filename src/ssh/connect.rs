@@ -149,7 +149,7 @@ impl Connector {
                         via: hop.name.clone(),
                         hostname: target.host.clone(),
                         port: target.port,
-                        reason: e.to_string(),
+                        reason: super::session::open_failure(&e),
                     })?;
                 let handshake = client::connect_stream(config, channel.into_stream(), handler);
                 let handle = deadline

@@ -128,14 +128,15 @@ pub enum Error {
 
     #[error(
         "host `{host}`: authentication as `{user}` failed: key {} is encrypted and there is no \
-         terminal to ask for its passphrase; tried: {}\n\
+         terminal to ask for its passphrase{}\n\
          hint: load the key into ssh-agent with `ssh-add {}` and run again with SSH_AUTH_SOCK set",
-        key.display(), list(tried), key.display()
+        key.display(), also_tried(tried), key.display()
     )]
     KeyNeedsPassphrase {
         host: String,
         user: String,
         key: PathBuf,
+        /// The other methods tried (not the encrypted key itself).
         tried: Vec<String>,
     },
 
@@ -243,6 +244,14 @@ fn list(items: &[String]) -> String {
         "no usable key (no identity file, no ssh-agent, no ~/.ssh/id_* key)".to_owned()
     } else {
         items.join(", ")
+    }
+}
+
+fn also_tried(items: &[String]) -> String {
+    if items.is_empty() {
+        String::new()
+    } else {
+        format!("; also tried: {}", items.join(", "))
     }
 }
 

@@ -9,16 +9,19 @@
 //! script is wrapped as `{ <script> } </dev/null`: the shell must read the whole brace
 //! group before it runs any of it, so a syntax error anywhere means nothing runs, and
 //! commands in the script read /dev/null instead of swallowing the rest of the script.
+//! The cost: the whole script is one compound command, and dash (Debian's `sh`) crashes
+//! on one of more than about 100,000 commands; shipit's scripts are a few hundred lines.
 //!
 //! Output is read until the channel is closed, not until `exit-status` arrives: OpenSSH
 //! may send the status before the last output, or the other way round.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use russh::client::Msg;
-use russh::{Channel, ChannelMsg, ChannelStream, Disconnect, Sig};
+use russh::{Channel, ChannelMsg, ChannelOpenFailure, ChannelStream, Disconnect, Sig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::Error;
@@ -82,6 +85,12 @@ impl UploadOutput {
 /// the channel.
 pub struct Tunnel {
     inner: ChannelStream<Msg>,
+}
+
+impl std::fmt::Debug for Tunnel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tunnel").finish_non_exhaustive()
+    }
 }
 
 impl AsyncRead for Tunnel {
@@ -193,7 +202,8 @@ impl Session {
         let what = format!("uploading into `{command}`");
         let mut channel = self.open_command(command, &what).await?;
         let mut writer = channel.make_writer();
-        let feed = async move {
+        let sent = AtomicU64::new(0);
+        let feed = async {
             let mut buf = vec![0u8; UPLOAD_CHUNK];
             let mut total = 0u64;
             loop {
@@ -203,6 +213,7 @@ impl Session {
                 }
                 writer.write_all(&buf[..n]).await.map_err(Fed::Remote)?;
                 total += n as u64;
+                sent.store(total, Ordering::Relaxed);
                 progress(total);
             }
             writer.shutdown().await.map_err(Fed::Remote)?;
@@ -211,10 +222,10 @@ impl Session {
         let (out, fed) = self
             .collect(&mut channel, feed, &what, &mut |_, _| {})
             .await?;
-        let incomplete = |sent| Error::UploadIncomplete {
+        let incomplete = || Error::UploadIncomplete {
             host: self.name.clone(),
             command: command.to_owned(),
-            sent,
+            sent: sent.load(Ordering::Relaxed),
             status: out.status,
             signal: out.signal.clone(),
             stderr_tail: out.stderr.text(),
@@ -228,7 +239,7 @@ impl Session {
                     source,
                 });
             }
-            Some(Err(Fed::Remote(_))) | None => return Err(incomplete(out.sent)),
+            Some(Err(Fed::Remote(_))) | None => return Err(incomplete()),
         };
         Ok(UploadOutput {
             bytes,
@@ -249,7 +260,7 @@ impl Session {
             .map_err(|e| Error::Tunnel {
                 host: self.name.clone(),
                 to: format!("{host}:{port}"),
-                reason: e.to_string(),
+                reason: open_failure(&e),
             })?;
         Ok(Tunnel {
             inner: channel.into_stream(),
@@ -366,9 +377,6 @@ impl Session {
                 what: what.to_owned(),
             });
         }
-        if let Some(Ok(n)) = &fed {
-            out.sent = *n;
-        }
         Ok((out, fed))
     }
 }
@@ -387,7 +395,27 @@ struct Collected {
     signal: Option<String>,
     stdout: Captured,
     stderr: Tail,
-    sent: u64,
+}
+
+/// Why the server would not open a forwarding channel, in words.
+pub(crate) fn open_failure(e: &russh::Error) -> String {
+    match e {
+        russh::Error::ChannelOpenFailure(reason) => match reason {
+            ChannelOpenFailure::ConnectFailed => {
+                "the connection failed there (nothing listening, or not reachable from that host)"
+                    .into()
+            }
+            ChannelOpenFailure::AdministrativelyProhibited => {
+                "forbidden by the server (is `AllowTcpForwarding` off?)".into()
+            }
+            ChannelOpenFailure::ResourceShortage => "the server is out of resources".into(),
+            ChannelOpenFailure::UnknownChannelType => {
+                "the server does not support TCP forwarding".into()
+            }
+            ChannelOpenFailure::Other { reason, .. } => reason.clone(),
+        },
+        other => other.to_string(),
+    }
 }
 
 fn signal_text(sig: &Sig) -> String {
