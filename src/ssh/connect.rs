@@ -133,6 +133,8 @@ impl Connector {
                         via: hop.name.clone(),
                         source: Box::new(e),
                     })?;
+                // The bastion had its own connect_timeout; ours starts now.
+                deadline = Deadline::new(&target.name, target.connect_timeout);
                 let channel = deadline
                     .run(
                         Phase::JumpChannel,

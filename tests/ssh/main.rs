@@ -643,7 +643,7 @@ async fn unanswered_connections_time_out_within_connect_timeout() {
         "{err:?}"
     );
     assert!(
-        took >= timeout && took < timeout + Duration::from_millis(500),
+        took >= timeout && took < timeout + Duration::from_secs(1),
         "took {took:?}"
     );
     assert!(
@@ -687,7 +687,7 @@ async fn unanswered_connections_time_out_within_connect_timeout() {
         "{err:?}"
     );
     assert!(
-        took >= timeout && took < timeout + Duration::from_millis(500),
+        took >= timeout && took < timeout + Duration::from_secs(1),
         "took {took:?}"
     );
 }

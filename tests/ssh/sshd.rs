@@ -41,7 +41,12 @@ pub fn prerequisites() -> Option<()> {
     }
     let why = missing.join("; ");
     if std::env::var("SHIPIT_SKIP_E2E").as_deref() == Ok("1") {
-        eprintln!("\n!!!!!!!! E2E TIER NOT RUN: {why} (SHIPIT_SKIP_E2E=1) !!!!!!!!\n");
+        // Written to the stderr handle directly: libtest captures `eprintln!` of passing tests.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!!!!!!! E2E TIER NOT RUN: {why} (SHIPIT_SKIP_E2E=1) !!!!!!!!\n"
+        );
         return None;
     }
     panic!(
