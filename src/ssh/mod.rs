@@ -25,7 +25,7 @@ pub mod ssh_config;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use connect::{Connector, connect};
+pub use connect::{Connector, DEFAULT_CONNECT_LIMIT, connect};
 pub use error::{Error, Phase};
 pub use session::{ExecOutput, Session, Stream, Tunnel, UploadOutput};
 
