@@ -16,6 +16,7 @@ mod logging;
 pub mod printer;
 pub mod redact;
 pub mod settings;
+pub mod ssh;
 
 use clap::Parser;
 

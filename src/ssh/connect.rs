@@ -1,0 +1,347 @@
+//! Establishing a connection: DNS, TCP (or a direct-tcpip channel through a jump host),
+//! the SSH handshake with host-key verification, then authentication, all inside the
+//! target's `connect_timeout`; and the [`Connector`] that bounds how many connections are
+//! being started at once.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use russh::client::{self, Handle};
+use russh::keys::PublicKeyOrCertificate;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::auth::{self, AgentSource};
+use super::host_key::HostKeyCheck;
+use super::session::Session;
+use super::{Error, Phase, Target};
+
+/// Connection starts allowed at once by default, across every host of a run.
+pub const DEFAULT_CONNECT_LIMIT: usize = 10;
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+const KEEPALIVE_MAX: usize = 3;
+/// Jump chains longer than this are refused (they are a config loop in practice).
+const MAX_JUMPS: usize = 8;
+
+/// How connections are made: the shared limit on concurrent connection starts, where the
+/// agent is, which default keys to try, and whether passphrases may be asked for.
+///
+/// Clones share the same limit. [`Connector::default`] uses one process-wide limit of
+/// [`DEFAULT_CONNECT_LIMIT`], so every default connector in a run shares it.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    limit: Arc<Semaphore>,
+    pub(crate) agent: AgentSource,
+    pub(crate) default_identity_files: Vec<PathBuf>,
+    pub(crate) interactive: bool,
+}
+
+impl Default for Connector {
+    fn default() -> Self {
+        static GLOBAL: OnceLock<Arc<Semaphore>> = OnceLock::new();
+        let limit = GLOBAL.get_or_init(|| Arc::new(Semaphore::new(DEFAULT_CONNECT_LIMIT)));
+        Connector {
+            limit: Arc::clone(limit),
+            agent: AgentSource::Env,
+            default_identity_files: default_identity_files(),
+            interactive: std::io::stdin().is_terminal(),
+        }
+    }
+}
+
+impl Connector {
+    /// A connector with its own limit of `max_concurrent_starts` (at least 1).
+    pub fn new(max_concurrent_starts: usize) -> Self {
+        Connector {
+            limit: Arc::new(Semaphore::new(max_concurrent_starts.max(1))),
+            ..Connector::default()
+        }
+    }
+
+    /// Shares `limit` (e.g. with connectors built elsewhere in the run).
+    pub fn with_limit(mut self, limit: Arc<Semaphore>) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// The semaphore bounding connection starts; a permit is held from DNS until
+    /// authentication is done (for a whole jump chain, one permit).
+    pub fn limit(&self) -> Arc<Semaphore> {
+        Arc::clone(&self.limit)
+    }
+
+    /// Agent socket to use: `None` disables the agent. Default: `$SSH_AUTH_SOCK` at
+    /// connect time.
+    pub fn agent_socket(mut self, socket: Option<PathBuf>) -> Self {
+        self.agent = match socket {
+            Some(path) => AgentSource::Path(path),
+            None => AgentSource::Disabled,
+        };
+        self
+    }
+
+    /// Keys tried after the agent. Default: `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`.
+    pub fn default_identity_files(mut self, files: Vec<PathBuf>) -> Self {
+        self.default_identity_files = files;
+        self
+    }
+
+    /// Whether a passphrase may be asked for on the terminal. Default: stdin is a TTY.
+    pub fn interactive(mut self, interactive: bool) -> Self {
+        self.interactive = interactive;
+        self
+    }
+
+    /// Connects and authenticates to `target` (through its jump hosts, if any).
+    pub async fn connect(&self, target: &Target) -> Result<Session, Error> {
+        let _permit = self
+            .limit
+            .acquire()
+            .await
+            .map_err(|_| Error::ConnectionLost {
+                host: target.name.clone(),
+                what: "waiting to connect".into(),
+            })?;
+        self.connect_chain(target, 0).await
+    }
+
+    async fn connect_chain(&self, target: &Target, depth: usize) -> Result<Session, Error> {
+        let mut deadline = Deadline::new(&target.name, target.connect_timeout);
+        let check = HostKeyCheck::new(target);
+        let config = Arc::new(client_config(&check));
+        let handler = ClientHandler { check };
+
+        let (handle, jump) = match &target.proxy_jump {
+            Some(hop) => {
+                if depth >= MAX_JUMPS {
+                    return Err(Error::Jump {
+                        host: target.name.clone(),
+                        via: hop.name.clone(),
+                        source: Box::new(Error::ConnectionLost {
+                            host: hop.name.clone(),
+                            what: format!("a jump chain longer than {MAX_JUMPS} hops"),
+                        }),
+                    });
+                }
+                let bastion = Box::pin(self.connect_chain(hop, depth + 1))
+                    .await
+                    .map_err(|e| Error::Jump {
+                        host: target.name.clone(),
+                        via: hop.name.clone(),
+                        source: Box::new(e),
+                    })?;
+                // The bastion had its own connect_timeout; ours starts now.
+                deadline = Deadline::new(&target.name, target.connect_timeout);
+                let channel = deadline
+                    .run(
+                        Phase::JumpChannel,
+                        bastion.handle().channel_open_direct_tcpip(
+                            target.host.clone(),
+                            u32::from(target.port),
+                            "127.0.0.1",
+                            0,
+                        ),
+                    )
+                    .await?
+                    .map_err(|e| Error::JumpChannel {
+                        host: target.name.clone(),
+                        via: hop.name.clone(),
+                        hostname: target.host.clone(),
+                        port: target.port,
+                        reason: super::session::open_failure(&e),
+                    })?;
+                let handshake = client::connect_stream(config, channel.into_stream(), handler);
+                let handle = deadline
+                    .run(Phase::Handshake, handshake)
+                    .await?
+                    .map_err(|e| e.into_error(target))?;
+                (handle, Some(Box::new(bastion)))
+            }
+            None => {
+                let stream = tcp_connect(target, &deadline).await?;
+                let handshake = client::connect_stream(config, stream, handler);
+                let handle = deadline
+                    .run(Phase::Handshake, handshake)
+                    .await?
+                    .map_err(|e| e.into_error(target))?;
+                (handle, None)
+            }
+        };
+
+        let mut handle = handle;
+        auth::authenticate(&mut handle, target, self, &mut deadline).await?;
+        Ok(Session::new(target.name.clone(), handle, jump))
+    }
+}
+
+/// Connects to `target` with [`Connector::default`].
+pub async fn connect(target: &Target) -> Result<Session, Error> {
+    Connector::default().connect(target).await
+}
+
+fn default_identity_files() -> Vec<PathBuf> {
+    match std::env::var_os("HOME") {
+        Some(home) if !home.is_empty() => ["id_ed25519", "id_ecdsa", "id_rsa"]
+            .iter()
+            .map(|name| PathBuf::from(&home).join(".ssh").join(name))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn client_config(check: &HostKeyCheck) -> client::Config {
+    client::Config {
+        keepalive_interval: Some(KEEPALIVE_INTERVAL),
+        keepalive_max: KEEPALIVE_MAX,
+        nodelay: true,
+        preferred: russh::Preferred {
+            key: check.preferred_algorithms().into(),
+            ..russh::Preferred::default()
+        },
+        ..client::Config::default()
+    }
+}
+
+async fn tcp_connect(target: &Target, deadline: &Deadline) -> Result<TcpStream, Error> {
+    let lookup = tokio::net::lookup_host((target.host.as_str(), target.port));
+    let addrs: Vec<_> = deadline
+        .run(Phase::Dns, lookup)
+        .await?
+        .map_err(|source| Error::Dns {
+            host: target.name.clone(),
+            hostname: target.host.clone(),
+            source,
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(Error::Dns {
+            host: target.name.clone(),
+            hostname: target.host.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses"),
+        });
+    }
+    let mut last = None;
+    for addr in addrs {
+        match deadline
+            .run(Phase::TcpConnect, TcpStream::connect(addr))
+            .await?
+        {
+            Ok(stream) => {
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!("set_nodelay failed: {e}");
+                }
+                return Ok(stream);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                last = Some(Error::Refused {
+                    host: target.name.clone(),
+                    addr,
+                });
+            }
+            Err(source) => {
+                last = Some(Error::Connect {
+                    host: target.name.clone(),
+                    addr: addr.to_string(),
+                    source,
+                });
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::ConnectionLost {
+        host: target.name.clone(),
+        what: "TCP connect".into(),
+    }))
+}
+
+/// The time left for connecting to one host. Time spent waiting for a person (a
+/// passphrase prompt) is given back with [`Deadline::extend`].
+#[derive(Debug)]
+pub(crate) struct Deadline {
+    host: String,
+    at: Instant,
+    budget: Duration,
+}
+
+impl Deadline {
+    fn new(host: &str, budget: Duration) -> Self {
+        Deadline {
+            host: host.to_owned(),
+            at: Instant::now() + budget,
+            budget,
+        }
+    }
+
+    /// Runs `fut`, or fails with [`Error::Timeout`] naming `phase` when time is up.
+    pub(crate) async fn run<F: Future>(&self, phase: Phase, fut: F) -> Result<F::Output, Error> {
+        tokio::time::timeout_at(self.at, fut)
+            .await
+            .map_err(|_| Error::Timeout {
+                host: self.host.clone(),
+                phase,
+                after: self.budget,
+            })
+    }
+
+    pub(crate) fn extend(&mut self, by: Duration) {
+        self.at += by;
+    }
+}
+
+/// The russh event handler: only host-key checking is ours.
+pub(crate) struct ClientHandler {
+    check: HostKeyCheck,
+}
+
+/// Errors that cross russh's handler boundary.
+#[derive(Debug)]
+pub(crate) enum HandlerError {
+    Russh(russh::Error),
+    HostKey(Box<Error>),
+}
+
+impl From<russh::Error> for HandlerError {
+    fn from(e: russh::Error) -> Self {
+        HandlerError::Russh(e)
+    }
+}
+
+impl HandlerError {
+    fn into_error(self, target: &Target) -> Error {
+        match self {
+            HandlerError::HostKey(e) => *e,
+            HandlerError::Russh(source) => Error::Handshake {
+                host: target.name.clone(),
+                source,
+            },
+        }
+    }
+}
+
+impl client::Handler for ClientHandler {
+    type Error = HandlerError;
+
+    async fn check_server_key(
+        &mut self,
+        server_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        // Host certificates are not trusted as such; the certified key itself must be in
+        // known_hosts (russh does not offer certificate host-key algorithms by default).
+        let key = match server_key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
+            PublicKeyOrCertificate::Certificate(cert) => {
+                russh::keys::PublicKey::new(cert.public_key().clone(), "")
+            }
+        };
+        let check = self.check.clone();
+        // verify() reads files and may wait on the known_hosts lock.
+        let verdict = tokio::task::spawn_blocking(move || check.verify(&key))
+            .await
+            .map_err(|e| HandlerError::Russh(russh::Error::from(std::io::Error::other(e))))?;
+        verdict.map(|()| true).map_err(HandlerError::HostKey)
+    }
+}
+
+pub(crate) type ClientHandle = Handle<ClientHandler>;

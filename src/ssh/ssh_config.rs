@@ -1,0 +1,936 @@
+//! `~/.ssh/config`, the parts shipit honours: `Host` blocks (patterns with `*`, `?` and
+//! `!`), `Match all`, `Include` (with globs, relative to ~/.ssh), and the keywords
+//! `HostName`, `User`, `Port`, `IdentityFile`, `ProxyJump` and `UserKnownHostsFile`.
+//! Other keywords are ignored. Like OpenSSH, the first value found for a keyword wins,
+//! except `IdentityFile`, which collects every match in order. `Match` blocks other than
+//! `Match all` are never applied (their criteria are not evaluated).
+//!
+//! [`resolve`] turns a host alias plus the explicit settings from deploy.yaml into a
+//! [`Target`]; explicit values always win over ~/.ssh/config, which wins over defaults.
+//! This is a small parser of our own: the `ssh2-config` crate treats
+//! `UserKnownHostsFile` as unsupported and carries algorithm tables we don't need.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::pattern::{match_pattern_list, wildcard_match};
+use super::{KnownHostsPolicy, Target};
+
+const MAX_INCLUDE_DEPTH: usize = 16;
+const MAX_JUMP_HOPS: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read ssh config {}: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: {message}", file.display())]
+    Syntax {
+        file: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("invalid host `{spec}`: {reason}")]
+    HostSpec { spec: String, reason: String },
+    #[error("ProxyJump chain for `{alias}` is longer than {MAX_JUMP_HOPS} hops (a loop?)")]
+    JumpLoop { alias: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Condition {
+    /// `Host` patterns.
+    Host(Vec<String>),
+    /// A `Match` block we don't evaluate.
+    Never,
+}
+
+#[derive(Debug, Clone)]
+struct Item {
+    conditions: Vec<Condition>,
+    keyword: String,
+    args: Vec<String>,
+    file: PathBuf,
+    line: usize,
+}
+
+/// A parsed ssh_config file with its includes.
+#[derive(Debug, Clone, Default)]
+pub struct SshConfig {
+    items: Vec<Item>,
+    home: PathBuf,
+}
+
+/// The settings ssh_config gives for one alias, before defaults and token expansion.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostConfig {
+    pub host_name: Option<String>,
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub identity_files: Vec<String>,
+    pub proxy_jump: Option<String>,
+    pub user_known_hosts_files: Option<Vec<String>>,
+}
+
+/// `[user@]host[:port]`, as in deploy.yaml host lists and ProxyJump.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSpec {
+    pub user: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+/// Values set explicitly (deploy.yaml, command line): `None` or empty means "not set".
+#[derive(Debug, Clone, Default)]
+pub struct Explicit {
+    /// Display name; defaults to the alias.
+    pub name: Option<String>,
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub identity_files: Vec<PathBuf>,
+    pub known_hosts: KnownHostsPolicy,
+    pub known_hosts_file: Option<PathBuf>,
+    /// `[user@]host[:port]`, or several separated by commas (tried in that order).
+    pub proxy_jump: Option<String>,
+    pub connect_timeout: Option<Duration>,
+}
+
+/// Facts about the local side that resolution needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Local {
+    pub home: PathBuf,
+    pub user: String,
+}
+
+/// Default connect timeout when none is given.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Local {
+    /// `$HOME` and `$USER` (or `$LOGNAME`, or the passwd entry of our uid).
+    pub fn from_env() -> Local {
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let user = ["USER", "LOGNAME"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+            .or_else(passwd_user)
+            .unwrap_or_else(|| "root".to_owned());
+        Local { home, user }
+    }
+}
+
+fn passwd_user() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").ok()?.uid().to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)? == uid).then(|| name.to_owned())
+    })
+}
+
+impl SshConfig {
+    /// Reads `~/.ssh/config`; a missing file is an empty config.
+    pub fn load_user(local: &Local) -> Result<SshConfig, ConfigError> {
+        SshConfig::load(&local.home.join(".ssh/config"), &local.home)
+    }
+
+    /// Reads `file` (missing: empty config). Relative `Include` paths are taken from
+    /// `home/.ssh`.
+    pub fn load(file: &Path, home: &Path) -> Result<SshConfig, ConfigError> {
+        match std::fs::read_to_string(file) {
+            Ok(text) => SshConfig::parse(&text, file, home),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SshConfig {
+                items: Vec::new(),
+                home: home.to_owned(),
+            }),
+            Err(source) => Err(ConfigError::Read {
+                file: file.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Parses config text; `file` names it in errors. Included files are read from disk.
+    pub fn parse(text: &str, file: &Path, home: &Path) -> Result<SshConfig, ConfigError> {
+        let mut config = SshConfig {
+            items: Vec::new(),
+            home: home.to_owned(),
+        };
+        config.parse_into(text, file, &[], 0)?;
+        Ok(config)
+    }
+
+    fn parse_into(
+        &mut self,
+        text: &str,
+        file: &Path,
+        outer: &[Condition],
+        depth: usize,
+    ) -> Result<(), ConfigError> {
+        let mut block: Option<Condition> = None;
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let syntax = |message: String| ConfigError::Syntax {
+                file: file.to_owned(),
+                line,
+                message,
+            };
+            let Some((keyword, args)) = split_line(raw).map_err(|m| syntax(m.to_owned()))? else {
+                continue;
+            };
+            let conditions = || {
+                let mut c = outer.to_vec();
+                c.extend(block.clone());
+                c
+            };
+            match keyword.as_str() {
+                "host" => {
+                    if args.is_empty() {
+                        return Err(syntax("`Host` needs at least one pattern".into()));
+                    }
+                    block = Some(Condition::Host(args));
+                }
+                "match" => {
+                    let all = args.len() == 1 && args[0].eq_ignore_ascii_case("all");
+                    block = Some(if all {
+                        Condition::Host(vec!["*".into()])
+                    } else {
+                        Condition::Never
+                    });
+                }
+                "include" => {
+                    if depth >= MAX_INCLUDE_DEPTH {
+                        return Err(syntax(format!(
+                            "`Include` nested more than {MAX_INCLUDE_DEPTH} deep"
+                        )));
+                    }
+                    let conds = conditions();
+                    for pattern in &args {
+                        for path in expand_include(pattern, &self.home) {
+                            let text = match std::fs::read_to_string(&path) {
+                                Ok(t) => t,
+                                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                                Err(source) => {
+                                    return Err(ConfigError::Read { file: path, source });
+                                }
+                            };
+                            self.parse_into(&text, &path, &conds, depth + 1)?;
+                        }
+                    }
+                }
+                _ => {
+                    if args.is_empty() {
+                        return Err(syntax(format!("`{keyword}` needs a value")));
+                    }
+                    self.items.push(Item {
+                        conditions: conditions(),
+                        keyword,
+                        args,
+                        file: file.to_owned(),
+                        line,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings that apply to `alias` (matched against `Host` patterns as typed).
+    pub fn query(&self, alias: &str) -> Result<HostConfig, ConfigError> {
+        let mut out = HostConfig::default();
+        for item in self.items.iter().filter(|item| item.applies_to(alias)) {
+            let first = || item.args[0].clone();
+            match item.keyword.as_str() {
+                "hostname" => {
+                    out.host_name.get_or_insert_with(first);
+                }
+                "user" => {
+                    out.user.get_or_insert_with(first);
+                }
+                "port" if out.port.is_none() => {
+                    let port = item.args[0]
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|p| *p != 0)
+                        .ok_or_else(|| ConfigError::Syntax {
+                            file: item.file.clone(),
+                            line: item.line,
+                            message: format!("`Port {}` is not a port number", item.args[0]),
+                        })?;
+                    out.port = Some(port);
+                }
+                "identityfile" => out.identity_files.push(first()),
+                "proxyjump" => {
+                    out.proxy_jump.get_or_insert_with(first);
+                }
+                "userknownhostsfile" => {
+                    out.user_known_hosts_files
+                        .get_or_insert_with(|| item.args.clone());
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Item {
+    fn applies_to(&self, alias: &str) -> bool {
+        self.conditions.iter().all(|c| match c {
+            Condition::Host(patterns) => {
+                match_pattern_list(patterns.iter().map(String::as_str), alias)
+            }
+            Condition::Never => false,
+        })
+    }
+}
+
+/// Splits a config line into a lower-cased keyword and its arguments (double quotes
+/// group, `#` starts a comment). `None` for blank and comment lines.
+fn split_line(raw: &str) -> Result<Option<(String, Vec<String>)>, &'static str> {
+    let line = raw.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    let end = line
+        .find(|c: char| c.is_whitespace() || c == '=')
+        .unwrap_or(line.len());
+    let keyword = line[..end].to_ascii_lowercase();
+    let mut rest = line[end..].trim_start();
+    if let Some(r) = rest.strip_prefix('=') {
+        rest = r.trim_start();
+    }
+    let mut args = Vec::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let Some(&c) = chars.peek() else { break };
+        if c == '#' {
+            break;
+        }
+        let mut arg = String::new();
+        let mut quoted = false;
+        while let Some(&c) = chars.peek() {
+            if c == '"' {
+                quoted = !quoted;
+                chars.next();
+            } else if c.is_whitespace() && !quoted {
+                break;
+            } else {
+                arg.push(c);
+                chars.next();
+            }
+        }
+        if quoted {
+            return Err("unterminated quote");
+        }
+        args.push(arg);
+    }
+    Ok(Some((keyword, args)))
+}
+
+/// `Include` argument to the files it names, sorted; relative paths are under ~/.ssh.
+fn expand_include(pattern: &str, home: &Path) -> Vec<PathBuf> {
+    let path = if let Some(rest) = pattern.strip_prefix("~/") {
+        home.join(rest)
+    } else if Path::new(pattern).is_absolute() {
+        PathBuf::from(pattern)
+    } else {
+        home.join(".ssh").join(pattern)
+    };
+    let mut found = vec![PathBuf::from("/")];
+    for component in path.components().skip(1) {
+        let part = component.as_os_str().to_string_lossy().into_owned();
+        if part.contains(['*', '?']) {
+            found = found
+                .iter()
+                .flat_map(|dir| {
+                    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .filter(|e| {
+                            let name = e.file_name().to_string_lossy().into_owned();
+                            !name.starts_with('.') && wildcard_match(&part, &name)
+                        })
+                        .map(|e| e.path())
+                        .collect();
+                    names.sort();
+                    names
+                })
+                .collect();
+        } else {
+            for p in &mut found {
+                p.push(&part);
+            }
+        }
+    }
+    found
+}
+
+/// Parses `[user@]host[:port]` (IPv6 in brackets when a port follows: `[::1]:2222`;
+/// a bare IPv6 address without port is accepted too) or `ssh://[user@]host[:port]`.
+pub fn parse_host_spec(spec: &str) -> Result<HostSpec, ConfigError> {
+    let bad = |reason: &str| ConfigError::HostSpec {
+        spec: spec.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let s = spec.strip_prefix("ssh://").unwrap_or(spec);
+    let (user, rest) = match s.rsplit_once('@') {
+        Some((u, r)) if !u.is_empty() => (Some(u.to_owned()), r),
+        Some(_) => return Err(bad("empty user name before `@`")),
+        None => (None, s),
+    };
+    let port_of = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| bad("the port is not a number from 1 to 65535"))
+    };
+    let (host, port) = if let Some(r) = rest.strip_prefix('[') {
+        let (h, after) = r.split_once(']').ok_or_else(|| bad("missing `]`"))?;
+        match after {
+            "" => (h, None),
+            a => (
+                h,
+                Some(port_of(
+                    a.strip_prefix(':')
+                        .ok_or_else(|| bad("expected `:port` after `]`"))?,
+                )?),
+            ),
+        }
+    } else if rest.matches(':').count() > 1 {
+        (rest, None) // bare IPv6
+    } else {
+        match rest.split_once(':') {
+            Some((h, p)) => (h, Some(port_of(p)?)),
+            None => (rest, None),
+        }
+    };
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err(bad("missing or invalid host name"));
+    }
+    Ok(HostSpec {
+        user,
+        host: host.to_owned(),
+        port,
+    })
+}
+
+/// Resolves `alias` into a [`Target`]: explicit values, then ~/.ssh/config, then
+/// defaults (port 22, the local user, `~/.ssh/known_hosts`, 10 s timeout).
+///
+/// Identity files: the explicit ones first, then ssh_config's `IdentityFile`s. Known-hosts
+/// files: the explicit file, else ssh_config's `UserKnownHostsFile`, else
+/// `~/.ssh/known_hosts`. Jump hosts (`ProxyJump`, explicit first) are resolved through
+/// ssh_config too, and get the same known-hosts policy, files, timeout and explicit
+/// identity files as the target.
+pub fn resolve(
+    alias: &str,
+    explicit: &Explicit,
+    config: &SshConfig,
+    local: &Local,
+) -> Result<Target, ConfigError> {
+    resolve_hop(alias, explicit, config, local, 0)
+}
+
+fn resolve_hop(
+    alias: &str,
+    explicit: &Explicit,
+    config: &SshConfig,
+    local: &Local,
+    depth: usize,
+) -> Result<Target, ConfigError> {
+    if depth > MAX_JUMP_HOPS {
+        return Err(ConfigError::JumpLoop {
+            alias: alias.to_owned(),
+        });
+    }
+    let found = config.query(alias)?;
+    let user = explicit
+        .user
+        .clone()
+        .or(found.user)
+        .unwrap_or_else(|| local.user.clone());
+    let port = explicit.port.or(found.port).unwrap_or(22);
+    let tokens = Tokens {
+        alias,
+        host: "",
+        port,
+        user: &user,
+        local,
+    };
+    let host = match &found.host_name {
+        Some(h) => tokens.expand(h),
+        None => alias.to_owned(),
+    };
+    let tokens = Tokens {
+        host: &host,
+        ..tokens
+    };
+
+    let mut identity_files = explicit.identity_files.clone();
+    for f in &found.identity_files {
+        let path = PathBuf::from(tokens.expand_path(f));
+        if f != "none" && !identity_files.contains(&path) {
+            identity_files.push(path);
+        }
+    }
+    let known_hosts_files = match (&explicit.known_hosts_file, &found.user_known_hosts_files) {
+        (Some(file), _) => vec![expand_tilde(file, &local.home)],
+        (None, Some(files)) => files
+            .iter()
+            .filter(|f| *f != "none")
+            .map(|f| PathBuf::from(tokens.expand_path(f)))
+            .collect(),
+        (None, None) => vec![local.home.join(".ssh/known_hosts")],
+    };
+    let connect_timeout = explicit.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+
+    let jump_spec = explicit
+        .proxy_jump
+        .clone()
+        .or(found.proxy_jump)
+        .filter(|j| j != "none");
+    let proxy_jump = match jump_spec {
+        None => None,
+        Some(chain) => {
+            // "a,b": connect to a, through it to b, through b to the target. Each hop is a
+            // Target whose proxy_jump is the hop before it.
+            let mut previous: Option<Box<Target>> = None;
+            for (i, hop) in chain.split(',').map(str::trim).enumerate() {
+                let spec = parse_host_spec(hop)?;
+                let hop_explicit = Explicit {
+                    name: Some(spec.host.clone()),
+                    user: spec.user,
+                    port: spec.port,
+                    identity_files: explicit.identity_files.clone(),
+                    known_hosts: explicit.known_hosts,
+                    known_hosts_file: Some(
+                        known_hosts_files
+                            .first()
+                            .cloned()
+                            .unwrap_or_else(|| local.home.join(".ssh/known_hosts")),
+                    ),
+                    // The first hop may have its own ProxyJump in ssh_config; later hops
+                    // go through the hop before them.
+                    proxy_jump: if i == 0 { None } else { Some("none".into()) },
+                    connect_timeout: Some(connect_timeout),
+                };
+                let mut target = resolve_hop(&spec.host, &hop_explicit, config, local, depth + 1)?;
+                target.known_hosts_files = known_hosts_files.clone();
+                if i > 0 {
+                    target.proxy_jump = previous.take();
+                }
+                previous = Some(Box::new(target));
+            }
+            previous
+        }
+    };
+
+    Ok(Target {
+        name: explicit.name.clone().unwrap_or_else(|| alias.to_owned()),
+        host,
+        port,
+        user,
+        identity_files: identity_files
+            .iter()
+            .map(|p| expand_tilde(p, &local.home))
+            .collect(),
+        known_hosts: explicit.known_hosts,
+        known_hosts_files,
+        proxy_jump,
+        connect_timeout,
+    })
+}
+
+fn expand_tilde(path: &Path, home: &Path) -> PathBuf {
+    match path.strip_prefix("~") {
+        Ok(rest) => home.join(rest),
+        Err(_) => path.to_owned(),
+    }
+}
+
+/// OpenSSH `%` tokens: `%h` host, `%n` alias as typed, `%p` port, `%r` remote user,
+/// `%u` local user, `%d` local home, `%%` a percent sign.
+struct Tokens<'a> {
+    alias: &'a str,
+    host: &'a str,
+    port: u16,
+    user: &'a str,
+    local: &'a Local,
+}
+
+impl Tokens<'_> {
+    fn expand(&self, s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('h') => out.push_str(if self.host.is_empty() {
+                    self.alias
+                } else {
+                    self.host
+                }),
+                Some('n') => out.push_str(self.alias),
+                Some('p') => out.push_str(&self.port.to_string()),
+                Some('r') => out.push_str(self.user),
+                Some('u') => out.push_str(&self.local.user),
+                Some('d') => out.push_str(&self.local.home.to_string_lossy()),
+                Some('%') => out.push('%'),
+                Some(other) => {
+                    out.push('%');
+                    out.push(other);
+                }
+                None => out.push('%'),
+            }
+        }
+        out
+    }
+
+    fn expand_path(&self, s: &str) -> String {
+        let s = self.expand(s);
+        match s.strip_prefix("~/") {
+            Some(rest) => self.local.home.join(rest).to_string_lossy().into_owned(),
+            None if s == "~" => self.local.home.to_string_lossy().into_owned(),
+            None => s,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local() -> Local {
+        Local {
+            home: PathBuf::from("/home/me"),
+            user: "me".into(),
+        }
+    }
+
+    fn cfg(text: &str) -> SshConfig {
+        SshConfig::parse(
+            text,
+            Path::new("/home/me/.ssh/config"),
+            Path::new("/home/me"),
+        )
+        .unwrap()
+    }
+
+    fn target(alias: &str, explicit: &Explicit, text: &str) -> Target {
+        resolve(alias, explicit, &cfg(text), &local()).unwrap()
+    }
+
+    #[test]
+    fn defaults_without_config() {
+        let t = target("app1.example.com", &Explicit::default(), "");
+        assert_eq!(t.name, "app1.example.com");
+        assert_eq!(t.host, "app1.example.com");
+        assert_eq!(t.port, 22);
+        assert_eq!(t.user, "me");
+        assert!(t.identity_files.is_empty());
+        assert_eq!(
+            t.known_hosts_files,
+            vec![PathBuf::from("/home/me/.ssh/known_hosts")]
+        );
+        assert_eq!(t.known_hosts, KnownHostsPolicy::Strict);
+        assert_eq!(t.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert!(t.proxy_jump.is_none());
+    }
+
+    const CONFIG: &str = r#"
+# production fleet
+Host app? !app9
+    HostName %h.prod.example.com
+    User deploy
+    Port 2222
+    IdentityFile ~/.ssh/prod_%r
+    UserKnownHostsFile ~/.ssh/known_hosts.prod "/etc/ssh/with space"
+
+Host app*
+    User ignored-because-first-wins
+    IdentityFile ~/.ssh/second
+    ProxyJump ops@bastion:2200
+
+Host bastion
+    HostName bastion.example.com
+    IdentityFile=~/.ssh/bastion_key
+
+Host *
+    User fallback
+    ConnectTimeout 5
+"#;
+
+    #[test]
+    fn first_value_wins_and_identity_files_accumulate() {
+        let t = target("app1", &Explicit::default(), CONFIG);
+        assert_eq!(t.host, "app1.prod.example.com");
+        assert_eq!(t.user, "deploy");
+        assert_eq!(t.port, 2222);
+        assert_eq!(
+            t.identity_files,
+            vec![
+                PathBuf::from("/home/me/.ssh/prod_deploy"),
+                PathBuf::from("/home/me/.ssh/second")
+            ]
+        );
+        assert_eq!(
+            t.known_hosts_files,
+            vec![
+                PathBuf::from("/home/me/.ssh/known_hosts.prod"),
+                PathBuf::from("/etc/ssh/with space")
+            ]
+        );
+    }
+
+    #[test]
+    fn explicit_values_win() {
+        let explicit = Explicit {
+            name: Some("web".into()),
+            user: Some("ci".into()),
+            port: Some(22),
+            identity_files: vec![PathBuf::from("~/.ssh/deploy_key")],
+            known_hosts: KnownHostsPolicy::AcceptNew,
+            known_hosts_file: Some(PathBuf::from("~/kh")),
+            proxy_jump: Some("none".into()),
+            connect_timeout: Some(Duration::from_secs(3)),
+        };
+        let t = target("app1", &explicit, CONFIG);
+        assert_eq!(t.name, "web");
+        assert_eq!(t.user, "ci");
+        assert_eq!(t.port, 22);
+        assert_eq!(t.host, "app1.prod.example.com", "HostName still applies");
+        assert_eq!(
+            t.identity_files[0],
+            PathBuf::from("/home/me/.ssh/deploy_key")
+        );
+        assert_eq!(
+            t.identity_files[1],
+            PathBuf::from("/home/me/.ssh/prod_ci"),
+            "%r is the final user"
+        );
+        assert_eq!(t.known_hosts_files, vec![PathBuf::from("/home/me/kh")]);
+        assert_eq!(t.known_hosts, KnownHostsPolicy::AcceptNew);
+        assert!(
+            t.proxy_jump.is_none(),
+            "explicit `none` disables ssh_config's ProxyJump"
+        );
+        assert_eq!(t.connect_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn negated_pattern_excludes_a_host() {
+        let t = target("app9", &Explicit::default(), CONFIG);
+        assert_eq!(t.host, "app9");
+        assert_eq!(t.user, "ignored-because-first-wins");
+        assert_eq!(t.port, 22);
+    }
+
+    #[test]
+    fn wildcard_fallback_applies_last() {
+        let t = target("db1", &Explicit::default(), CONFIG);
+        assert_eq!(t.user, "fallback");
+        assert!(t.proxy_jump.is_none());
+    }
+
+    #[test]
+    fn proxy_jump_is_resolved_through_the_config() {
+        let explicit = Explicit {
+            known_hosts: KnownHostsPolicy::AcceptNew,
+            ..Explicit::default()
+        };
+        let t = target("app9", &explicit, CONFIG);
+        let hop = t.proxy_jump.expect("jump host");
+        assert_eq!(hop.name, "bastion");
+        assert_eq!(hop.host, "bastion.example.com");
+        assert_eq!(hop.user, "ops");
+        assert_eq!(hop.port, 2200);
+        assert_eq!(
+            hop.identity_files,
+            vec![PathBuf::from("/home/me/.ssh/bastion_key")]
+        );
+        assert_eq!(
+            hop.known_hosts,
+            KnownHostsPolicy::AcceptNew,
+            "same policy as the target"
+        );
+        assert_eq!(hop.known_hosts_files, t.known_hosts_files);
+        assert!(hop.proxy_jump.is_none());
+    }
+
+    #[test]
+    fn proxy_jump_chain_nests_hops_in_order() {
+        let explicit = Explicit {
+            proxy_jump: Some("a@one,two:2022".into()),
+            ..Explicit::default()
+        };
+        let t = target("db", &explicit, "");
+        let last = t.proxy_jump.expect("hop two");
+        assert_eq!((last.host.as_str(), last.port), ("two", 2022));
+        let first = last.proxy_jump.expect("hop one");
+        assert_eq!(
+            (first.host.as_str(), first.user.as_str(), first.port),
+            ("one", "a", 22)
+        );
+        assert!(first.proxy_jump.is_none());
+    }
+
+    #[test]
+    fn proxy_jump_loop_is_an_error() {
+        let err = resolve(
+            "a",
+            &Explicit::default(),
+            &cfg("Host a\n ProxyJump b\nHost b\n ProxyJump a\n"),
+            &local(),
+        );
+        assert!(matches!(err, Err(ConfigError::JumpLoop { .. })), "{err:?}");
+    }
+
+    #[test]
+    fn match_all_applies_other_match_blocks_do_not() {
+        let t = target(
+            "x",
+            &Explicit::default(),
+            "Match host x\n User nope\nMatch all\n User yes\n",
+        );
+        assert_eq!(t.user, "yes");
+    }
+
+    #[test]
+    fn keywords_are_case_insensitive_and_equals_is_allowed() {
+        let t = target(
+            "x",
+            &Explicit::default(),
+            "HOST x\n  hostname = 10.0.0.7 # trailing comment\n  PORT=2200\n",
+        );
+        assert_eq!(t.host, "10.0.0.7");
+        assert_eq!(t.port, 2200);
+    }
+
+    #[test]
+    fn bad_port_names_file_and_line() {
+        let err = cfg("Host x\n\n  Port abc\n").query("x").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/home/me/.ssh/config:3: `Port abc` is not a port number"
+        );
+        let err = SshConfig::parse(
+            "Host x\n HostName \"unterminated\n",
+            Path::new("/c"),
+            Path::new("/h"),
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "/c:2: unterminated quote");
+    }
+
+    #[test]
+    fn include_with_glob_relative_to_dot_ssh_and_scoped_to_its_block() {
+        let home = tempfile::tempdir().unwrap();
+        let ssh = home.path().join(".ssh");
+        std::fs::create_dir_all(ssh.join("conf.d")).unwrap();
+        std::fs::write(
+            ssh.join("conf.d/10-web"),
+            "Host web\n  User webuser\nHost *\n  Port 2201\n",
+        )
+        .unwrap();
+        std::fs::write(ssh.join("conf.d/20-db"), "Host db\n  User dbuser\n").unwrap();
+        std::fs::write(ssh.join("conf.d/.hidden"), "Host *\n  User hidden\n").unwrap();
+        std::fs::write(ssh.join("scoped"), "User scoped-user\n").unwrap();
+        let text = "Include conf.d/*\nHost cache\n  Include scoped\nHost *\n  User default\n";
+        std::fs::write(ssh.join("config"), text).unwrap();
+        let local = Local {
+            home: home.path().to_owned(),
+            user: "me".into(),
+        };
+        let config = SshConfig::load_user(&local).unwrap();
+        let get = |alias| resolve(alias, &Explicit::default(), &config, &local).unwrap();
+        assert_eq!((get("web").user, get("web").port), ("webuser".into(), 2201));
+        assert_eq!(get("db").user, "dbuser");
+        assert_eq!(get("cache").user, "scoped-user");
+        assert_eq!(get("other").user, "default");
+    }
+
+    #[test]
+    fn missing_config_and_missing_include_are_fine() {
+        let home = tempfile::tempdir().unwrap();
+        let local = Local {
+            home: home.path().to_owned(),
+            user: "me".into(),
+        };
+        assert!(SshConfig::load_user(&local).unwrap().query("x").unwrap() == HostConfig::default());
+        let c = SshConfig::parse(
+            "Include nothing/here*\nInclude /no/such/file\n",
+            Path::new("/c"),
+            home.path(),
+        )
+        .unwrap();
+        assert_eq!(c.query("x").unwrap(), HostConfig::default());
+    }
+
+    #[test]
+    fn host_specs() {
+        let spec = |s| parse_host_spec(s).unwrap();
+        assert_eq!(
+            spec("h"),
+            HostSpec {
+                user: None,
+                host: "h".into(),
+                port: None
+            }
+        );
+        assert_eq!(
+            spec("u@h:2222"),
+            HostSpec {
+                user: Some("u".into()),
+                host: "h".into(),
+                port: Some(2222)
+            }
+        );
+        assert_eq!(
+            spec("[::1]:22"),
+            HostSpec {
+                user: None,
+                host: "::1".into(),
+                port: Some(22)
+            }
+        );
+        assert_eq!(
+            spec("u@[fe80::1]"),
+            HostSpec {
+                user: Some("u".into()),
+                host: "fe80::1".into(),
+                port: None
+            }
+        );
+        assert_eq!(
+            spec("2001:db8::7"),
+            HostSpec {
+                user: None,
+                host: "2001:db8::7".into(),
+                port: None
+            }
+        );
+        assert_eq!(
+            spec("ssh://u@h:2200"),
+            HostSpec {
+                user: Some("u".into()),
+                host: "h".into(),
+                port: Some(2200)
+            }
+        );
+        for bad in ["", "@h", "h:0", "h:99999", "h:x", "[::1", "[::1]x", "a b"] {
+            assert!(parse_host_spec(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+}

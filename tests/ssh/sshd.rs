@@ -1,0 +1,331 @@
+//! Test bed for the SSH e2e tests: a real OpenSSH `sshd -D` on 127.0.0.1 with generated
+//! host and client keys, and an `ssh-agent`. Everything lives in a fresh private
+//! directory and every process is killed (by its own pid) when its guard is dropped.
+//!
+//! Prerequisites: root (sshd must switch users and own /run/sshd) and /usr/sbin/sshd
+//! (Debian package `openssh-server`). Without them the tests fail loudly, unless
+//! `SHIPIT_SKIP_E2E=1` is set, in which case they print `E2E TIER NOT RUN` and pass.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use shipit::ssh::{KnownHostsPolicy, Target};
+
+const SSHD: &str = "/usr/sbin/sshd";
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Returns `None` (after a loud message) when the e2e tier cannot run here and
+/// `SHIPIT_SKIP_E2E=1` allows skipping it; panics when it cannot run and skipping is not
+/// allowed.
+pub fn prerequisites() -> Option<()> {
+    let mut missing = Vec::new();
+    if !is_root() {
+        missing.push("not running as root (sshd needs it)".to_owned());
+    }
+    if !Path::new(SSHD).exists() {
+        missing.push(format!("{SSHD} not found (apt-get install openssh-server)"));
+    }
+    for tool in ["ssh-keygen", "ssh-agent", "ssh-add"] {
+        if !on_path(tool) {
+            missing.push(format!(
+                "`{tool}` not on PATH (apt-get install openssh-client)"
+            ));
+        }
+    }
+    if missing.is_empty() {
+        return Some(());
+    }
+    let why = missing.join("; ");
+    if std::env::var("SHIPIT_SKIP_E2E").as_deref() == Ok("1") {
+        // Written to the stderr handle directly: libtest captures `eprintln!` of passing tests.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!!!!!!! E2E TIER NOT RUN: {why} (SHIPIT_SKIP_E2E=1) !!!!!!!!\n"
+        );
+        return None;
+    }
+    panic!(
+        "the SSH e2e tests cannot run: {why}. Fix that, or set SHIPIT_SKIP_E2E=1 to skip them explicitly"
+    );
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `ssh-keygen -t TYPE -N PASS -f DIR/NAME`; returns the private key path.
+pub fn keygen(dir: &Path, name: &str, kind: &str, passphrase: &str) -> PathBuf {
+    let path = dir.join(name);
+    let mut cmd = Command::new("ssh-keygen");
+    cmd.args(["-q", "-t", kind, "-N", passphrase, "-C", name, "-f"])
+        .arg(&path);
+    if kind == "rsa" {
+        cmd.args(["-b", "2048"]);
+    }
+    run(&mut cmd);
+    path
+}
+
+pub fn public_key(private: &Path) -> String {
+    let text = std::fs::read_to_string(private.with_extension("pub")).expect("read .pub");
+    text.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A running sshd and the keys that go with it.
+pub struct Sshd {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    /// `ssh-ed25519 AAAA...` of the server.
+    pub host_key: String,
+    pub host_key_file: PathBuf,
+    /// Authorized, unencrypted ed25519 key.
+    pub client_key: PathBuf,
+    /// Authorized RSA key (exercises rsa-sha2-256/512).
+    pub rsa_key: PathBuf,
+    /// Authorized key meant to be used only through the agent.
+    pub agent_key: PathBuf,
+    /// Authorized key encrypted with passphrase `pass`.
+    pub encrypted_key: PathBuf,
+    /// A key the server does not know.
+    pub stranger_key: PathBuf,
+    child: Child,
+}
+
+impl Sshd {
+    pub fn start() -> Sshd {
+        // Not under /tmp: sshd's StrictModes rejects paths below world-writable dirs.
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        std::fs::create_dir_all(&base).expect("create target tmp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("sshd-")
+            .tempdir_in(&base)
+            .expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        let d = dir.path();
+
+        let host_key_file = keygen(d, "host_ed25519", "ed25519", "");
+        let client_key = keygen(d, "client_ed25519", "ed25519", "");
+        let rsa_key = keygen(d, "client_rsa", "rsa", "");
+        let agent_key = keygen(d, "agent_ed25519", "ed25519", "");
+        let encrypted_key = keygen(d, "encrypted_ed25519", "ed25519", "pass");
+        let stranger_key = keygen(d, "stranger_ed25519", "ed25519", "");
+        let authorized: String = [&client_key, &rsa_key, &agent_key, &encrypted_key]
+            .iter()
+            .map(|k| public_key(k) + "\n")
+            .collect();
+        std::fs::write(d.join("authorized_keys"), authorized).expect("write authorized_keys");
+
+        // Privilege separation directory; a fresh machine may not have it.
+        std::fs::create_dir_all("/run/sshd").expect("create /run/sshd");
+
+        let port = free_port();
+        let config = format!(
+            "Port {port}\n\
+             ListenAddress 127.0.0.1\n\
+             HostKey {host}\n\
+             PidFile none\n\
+             UsePAM no\n\
+             StrictModes no\n\
+             PermitRootLogin prohibit-password\n\
+             AuthorizedKeysFile {dir}/authorized_keys\n\
+             PasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\n\
+             PubkeyAuthentication yes\n\
+             AllowTcpForwarding yes\n\
+             MaxSessions 50\n\
+             MaxStartups 100\n\
+             LogLevel INFO\n",
+            host = host_key_file.display(),
+            dir = d.display(),
+        );
+        let config_file = d.join("sshd_config");
+        std::fs::write(&config_file, config).expect("write sshd_config");
+        run(Command::new(SSHD).arg("-t").arg("-f").arg(&config_file));
+
+        let mut child = Command::new(SSHD)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(&config_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sshd");
+        // sshd -e logs to stderr; it is ready once it says it is listening. Keep draining
+        // stderr afterwards so sshd never blocks on a full pipe.
+        let stderr = child.stderr.take().expect("sshd stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut ready = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("SHIPIT_SSHD_LOG").is_some() {
+                    eprintln!("sshd: {line}");
+                }
+                if line.contains("Server listening")
+                    && let Some(tx) = ready.take()
+                {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(START_TIMEOUT).is_err() {
+            let _ = child.kill();
+            panic!(
+                "sshd did not start listening on port {port} within {START_TIMEOUT:?} (set SHIPIT_SSHD_LOG=1 to see its log)"
+            );
+        }
+        let host_key = public_key(&host_key_file);
+        Sshd {
+            dir,
+            port,
+            host_key,
+            host_key_file,
+            client_key,
+            rsa_key,
+            agent_key,
+            encrypted_key,
+            stranger_key,
+            child,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A known_hosts file (in its own new directory) that records this server's key.
+    pub fn known_hosts_with_key(&self, name: &str) -> PathBuf {
+        let file = self.path(name);
+        std::fs::write(
+            &file,
+            format!("# test\n[127.0.0.1]:{} {}\n", self.port, self.host_key),
+        )
+        .expect("write known_hosts");
+        file
+    }
+
+    /// A strict target using `client_key` and a known_hosts file with the right key.
+    pub fn target(&self, name: &str) -> Target {
+        Target {
+            name: name.to_owned(),
+            host: "127.0.0.1".to_owned(),
+            port: self.port,
+            user: "root".to_owned(),
+            identity_files: vec![self.client_key.clone()],
+            known_hosts: KnownHostsPolicy::Strict,
+            known_hosts_files: vec![self.known_hosts_with_key(&format!("known_hosts.{name}"))],
+            proxy_jump: None,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// SHA256 fingerprint of the host key as `ssh-keygen -l` prints it.
+    pub fn host_fingerprint(&self) -> String {
+        let out = run(Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(self.host_key_file.with_extension("pub")));
+        out.split_whitespace()
+            .nth(1)
+            .expect("fingerprint field")
+            .to_owned()
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago (bind to port 0, read it, release it).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// An `ssh-agent -D` on its own socket, holding the given keys.
+pub struct Agent {
+    pub socket: PathBuf,
+    child: Child,
+}
+
+impl Agent {
+    pub fn start(dir: &Path, keys: &[(&Path, &str)]) -> Agent {
+        let socket = dir.join(format!("agent.{}.sock", free_port()));
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ssh-agent");
+        let agent = Agent { socket, child };
+        // Bounded poll for the socket to appear.
+        let until = Instant::now() + START_TIMEOUT;
+        while !agent.socket.exists() {
+            assert!(
+                Instant::now() < until,
+                "ssh-agent did not create {}",
+                agent.socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for (key, passphrase) in keys {
+            // ssh-add reads a passphrase from SSH_ASKPASS when forced to.
+            let askpass = dir.join(format!("askpass.{}", free_port()));
+            std::fs::write(&askpass, format!("#!/bin/sh\necho '{passphrase}'\n"))
+                .expect("write askpass");
+            std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700))
+                .expect("chmod askpass");
+            run(Command::new("ssh-add")
+                .arg(key)
+                .env("SSH_AUTH_SOCK", &agent.socket)
+                .env("SSH_ASKPASS", &askpass)
+                .env("SSH_ASKPASS_REQUIRE", "force")
+                .env("DISPLAY", ":0")
+                .stdin(Stdio::null()));
+        }
+        agent
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
