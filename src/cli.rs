@@ -82,6 +82,15 @@ pub enum Command {
     /// as [redacted]. Exits 2 with every problem found when the file is invalid.
     Config(ConfigArgs),
 
+    /// Preflight every host: connect, verify its key, authenticate, and check it is ready
+    ///
+    /// All hosts are checked at once, each in one round trip: deploy_to exists or can be
+    /// created and is writable, free disk space against the last artifact's size, tar,
+    /// gzip, sha256sum and `mv -T` present, systemctl present and the unit known, `sudo -n`
+    /// works when `service.sudo` is set. Prints a table (or `--json`). Exit 0 when every
+    /// host passes, 4 when a host cannot be reached or verified, 1 otherwise.
+    Check(CheckArgs),
+
     /// Run the build steps locally
     ///
     /// Each step of `build:` runs with `sh -c` in the config's directory, in order; its
@@ -116,6 +125,13 @@ pub struct InitArgs {
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
     /// Print one JSON document instead of YAML
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Print one JSON document instead of the table
     #[arg(long)]
     pub json: bool,
 }

@@ -63,6 +63,13 @@ pub fn code_for(err: &anyhow::Error) -> Exit {
         if cause.is::<clap::Error>() {
             return Exit::Invalid;
         }
+        if let Some(e) = cause.downcast_ref::<crate::ssh::Error>() {
+            return if e.is_unreachable() {
+                Exit::Unreachable
+            } else {
+                Exit::Failed
+            };
+        }
         if cause.is::<ArtifactError>() {
             return Exit::Failed;
         }

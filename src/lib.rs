@@ -15,8 +15,10 @@ pub mod git;
 mod logging;
 pub mod printer;
 pub mod redact;
+pub mod remote;
 pub mod settings;
 pub mod ssh;
+pub mod targets;
 
 use clap::Parser;
 

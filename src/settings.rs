@@ -20,6 +20,9 @@ pub enum Action {
     Config {
         json: bool,
     },
+    Check {
+        json: bool,
+    },
     Build {
         app_version: Option<String>,
     },
@@ -53,6 +56,7 @@ impl Cli {
         let action = match self.command {
             Command::Init(a) => Action::Init { app: a.app },
             Command::Config(a) => Action::Config { json: a.json },
+            Command::Check(a) => Action::Check { json: a.json },
             Command::Build(a) => Action::Build {
                 app_version: a.version.app_version,
             },

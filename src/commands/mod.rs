@@ -1,6 +1,7 @@
 //! One module per subcommand: orchestration only.
 
 mod build;
+mod check;
 mod config;
 mod init;
 mod package;
@@ -16,6 +17,7 @@ pub fn run(settings: &Settings, action: Action) -> Result<Exit> {
     match action {
         Action::Init { app } => init::run(settings, app.as_deref()),
         Action::Config { json } => config::run(settings, json),
+        Action::Check { json } => check::run(settings, json),
         Action::Build { app_version } => build::run(settings, app_version.as_deref()),
         Action::Package {
             no_build,

@@ -65,7 +65,8 @@ pub struct PackageConfig {
 #[derive(Debug, Serialize)]
 pub struct SshConfig {
     pub user: Option<Text>,
-    pub port: u16,
+    /// `None`: ~/.ssh/config's `Port`, else 22.
+    pub port: Option<u16>,
     pub identity_files: Vec<Text>,
     pub known_hosts: KnownHostsPolicy,
     pub known_hosts_file: Option<Text>,
@@ -569,14 +570,13 @@ impl Ctx<'_> {
             }
             Some(t)
         });
-        let port = match &s.port {
-            Some(p) if p.value == 0 => {
+        let port = s.port.as_ref().and_then(|p| {
+            if p.value == 0 {
                 self.problem(p, "`ssh.port` must be between 1 and 65535".into(), None);
-                22
+                return None;
             }
-            Some(p) => p.value,
-            None => 22,
-        };
+            Some(p.value)
+        });
         let proxy_jump = s.proxy_jump.as_ref().and_then(|p| {
             let t = self.text(p, "ssh.proxy_jump")?;
             host::parse(t.expose())

@@ -163,7 +163,7 @@ impl Session {
     pub async fn exec(
         &self,
         script: &str,
-        mut on_line: impl FnMut(Stream, &str),
+        mut on_line: impl FnMut(Stream, &str) + Send,
     ) -> Result<ExecOutput, Error> {
         let what = "running a script";
         let mut channel = self.open_command("sh -s", what).await?;
@@ -194,7 +194,7 @@ impl Session {
         &self,
         command: &str,
         mut reader: R,
-        mut progress: impl FnMut(u64),
+        mut progress: impl FnMut(u64) + Send,
     ) -> Result<UploadOutput, Error>
     where
         R: AsyncRead + Unpin,
@@ -323,7 +323,7 @@ impl Session {
         channel: &mut Channel<Msg>,
         feed: F,
         what: &str,
-        on_line: &mut dyn FnMut(Stream, &str),
+        on_line: &mut (dyn FnMut(Stream, &str) + Send),
     ) -> Result<(Collected, Option<Result<u64, Fed>>), Error>
     where
         F: Future<Output = Result<u64, Fed>>,

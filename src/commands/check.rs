@@ -1,0 +1,236 @@
+//! `shipit check`: preflight every host at once. Connect, verify the host key,
+//! authenticate, then one script reports everything a deploy will need.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::exit::Exit;
+use crate::remote::check::{self, Check, CheckInput, Status};
+use crate::settings::Settings;
+use crate::ssh::{Connector, Target};
+
+#[derive(Debug, Serialize)]
+struct HostReport {
+    name: String,
+    address: String,
+    user: String,
+    reachable: bool,
+    /// Why the host could not be reached or checked.
+    error: Option<String>,
+    checks: Vec<Check>,
+    millis: u128,
+}
+
+impl HostReport {
+    fn ok(&self) -> bool {
+        self.reachable
+            && self.error.is_none()
+            && self.checks.iter().all(|c| c.status != Status::Fail)
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    ok: bool,
+    environment: Option<String>,
+    hosts: Vec<HostReport>,
+}
+
+pub fn run(settings: &Settings, json: bool) -> Result<Exit> {
+    let config = settings.load_config()?;
+    let targets = crate::targets::resolve(&config, None)?;
+    let needed = last_artifact(&config).and_then(|p| needed_bytes(&p));
+    let unit_file = config
+        .service
+        .unit_file
+        .as_ref()
+        .map(|u| u.expose().to_owned());
+    let script = check::script(&CheckInput {
+        deploy_to: config.deploy_to.expose(),
+        needed_bytes: needed,
+        manager: config.service.manager,
+        service: &config.service.name,
+        unit_file: unit_file.as_deref(),
+        sudo: config.service.sudo,
+    })?;
+    settings
+        .printer
+        .info(&format!("checking {} host(s)", targets.len()));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let hosts = runtime.block_on(check_all(targets, &script));
+    let report = Report {
+        ok: hosts.iter().all(HostReport::ok),
+        environment: config.environment.clone(),
+        hosts,
+    };
+
+    if json {
+        settings
+            .printer
+            .data(&serde_json::to_string_pretty(&report)?);
+    } else {
+        settings.printer.data(&table(&report));
+    }
+    let unreachable = report.hosts.iter().filter(|h| !h.reachable).count();
+    let failing = report
+        .hosts
+        .iter()
+        .filter(|h| h.reachable && !h.ok())
+        .count();
+    let total = report.hosts.len();
+    settings.printer.info(&format!(
+        "{total} host(s): {} ready, {failing} failing, {unreachable} unreachable",
+        total - failing - unreachable
+    ));
+    Ok(if unreachable > 0 {
+        Exit::Unreachable
+    } else if failing > 0 {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    })
+}
+
+async fn check_all(targets: Vec<Target>, script: &str) -> Vec<HostReport> {
+    let connector = Connector::default();
+    let tasks: Vec<_> = targets
+        .into_iter()
+        .map(|target| {
+            let connector = connector.clone();
+            let script = script.to_owned();
+            tokio::spawn(async move { check_host(&connector, target, &script).await })
+        })
+        .collect();
+    let mut reports = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        if let Ok(report) = task.await {
+            reports.push(report);
+        }
+    }
+    reports
+}
+
+async fn check_host(connector: &Connector, target: Target, script: &str) -> HostReport {
+    let started = Instant::now();
+    let address = if target.host.contains(':') {
+        format!("[{}]:{}", target.host, target.port)
+    } else {
+        format!("{}:{}", target.host, target.port)
+    };
+    let mut report = HostReport {
+        name: target.name.clone(),
+        address,
+        user: target.user.clone(),
+        reachable: false,
+        error: None,
+        checks: Vec::new(),
+        millis: 0,
+    };
+    match connector.connect(&target).await {
+        Err(e) => {
+            report.reachable = !e.is_unreachable();
+            report.error = Some(e.to_string());
+        }
+        Ok(session) => {
+            report.reachable = true;
+            match session.exec(script, |_, _| {}).await {
+                Ok(out) if out.success() => report.checks = check::parse(&out.stdout),
+                Ok(out) => {
+                    report.checks = check::parse(&out.stdout);
+                    report.error = Some(format!(
+                        "the check script failed ({:?}): {}",
+                        out.status,
+                        out.stderr_tail.trim()
+                    ));
+                }
+                Err(e) => report.error = Some(e.to_string()),
+            }
+            let _ = session.close().await;
+        }
+    }
+    report.millis = started.elapsed().as_millis();
+    report
+}
+
+fn table(report: &Report) -> String {
+    let name_w = report
+        .hosts
+        .iter()
+        .map(|h| h.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut out = format!("{:<name_w$}  {:<8}", "HOST", "CONNECT");
+    for c in check::CHECKS {
+        out.push_str(&format!("  {:<9}", c.to_uppercase()));
+    }
+    out.push('\n');
+    let mut problems = Vec::new();
+    for h in &report.hosts {
+        let connect = if h.checks.is_empty() && h.error.is_some() {
+            "FAIL"
+        } else {
+            "ok"
+        };
+        out.push_str(&format!("{:<name_w$}  {connect:<8}", h.name));
+        for name in check::CHECKS {
+            let cell = match h.checks.iter().find(|c| c.name == *name).map(|c| c.status) {
+                Some(Status::Ok) => "ok",
+                Some(Status::Fail) => "FAIL",
+                Some(Status::Skip) | None => "-",
+            };
+            out.push_str(&format!("  {cell:<9}"));
+        }
+        out.push('\n');
+        if let Some(e) = &h.error {
+            problems.push(format!("{}: {}", h.name, e.trim_end()));
+        }
+        for c in h.checks.iter().filter(|c| c.status == Status::Fail) {
+            problems.push(format!("{}: {}: {}", h.name, c.name, c.detail));
+        }
+    }
+    let mut out = out.trim_end().to_owned();
+    if !problems.is_empty() {
+        out.push_str("\n\n");
+        out.push_str(&problems.join("\n"));
+    }
+    out
+}
+
+/// The newest `dist/<app>-*.tar.gz`, to size the free-space check.
+fn last_artifact(config: &Config) -> Option<PathBuf> {
+    let prefix = format!("{}-", config.app);
+    std::fs::read_dir(config.dir.join("dist"))
+        .ok()?
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&prefix) && name.ends_with(".tar.gz")
+        })
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
+}
+
+/// What a deploy of `artifact` needs on a host: the cached archive plus the unpacked
+/// release. The unpacked size comes from the gzip trailer (exact below 4 GiB, which is
+/// what a single-member gzip records); above that, three times the archive is assumed.
+fn needed_bytes(artifact: &Path) -> Option<u64> {
+    let mut f = std::fs::File::open(artifact).ok()?;
+    let size = f.metadata().ok()?.len();
+    if size < 18 || size >= 1 << 32 {
+        return Some(size.saturating_mul(3));
+    }
+    f.seek(SeekFrom::End(-4)).ok()?;
+    let mut isize = [0u8; 4];
+    f.read_exact(&mut isize).ok()?;
+    Some(size + u64::from(u32::from_le_bytes(isize)))
+}
