@@ -22,7 +22,10 @@ async fn main() -> std::io::Result<()> {
         eprintln!("hello: HELLO_MODE=crash, exiting");
         std::process::exit(1);
     }
-    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8080);
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8080);
     let message = std::env::var("MESSAGE").unwrap_or_else(|_| "hello from shipit".into());
     let healthy = mode != "unhealthy";
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;

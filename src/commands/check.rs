@@ -226,7 +226,7 @@ fn last_artifact(config: &Config) -> Option<PathBuf> {
 fn needed_bytes(artifact: &Path) -> Option<u64> {
     let mut f = std::fs::File::open(artifact).ok()?;
     let size = f.metadata().ok()?.len();
-    if size < 18 || size >= 1 << 32 {
+    if !(18..1 << 32).contains(&size) {
         return Some(size.saturating_mul(3));
     }
     f.seek(SeekFrom::End(-4)).ok()?;
