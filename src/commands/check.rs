@@ -192,13 +192,18 @@ fn table(report: &Report) -> String {
         }
         out.push('\n');
         if let Some(e) = &h.error {
-            problems.push(format!("{}: {}", h.name, e.trim_end()));
+            // Transport errors already name the host.
+            problems.push(e.trim_end().to_owned());
         }
         for c in h.checks.iter().filter(|c| c.status == Status::Fail) {
             problems.push(format!("{}: {}: {}", h.name, c.name, c.detail));
         }
     }
-    let mut out = out.trim_end().to_owned();
+    let mut out: String = out
+        .lines()
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("\n");
     if !problems.is_empty() {
         out.push_str("\n\n");
         out.push_str(&problems.join("\n"));

@@ -41,9 +41,10 @@ else r deploy_to fail "$d does not exist and $me cannot create it ($p is not wri
 free=$(df -B1 --output=avail -- "$p" 2>/dev/null | tail -n 1 | tr -d ' ')
 case $free in
   ''|*[!0-9]*) r disk fail "cannot read the free space at $p" ;;
-  *) if [ -z "$need" ]; then r disk ok "$free bytes free at $p (no local artifact to compare with)"
-     elif [ "$free" -ge "$need" ]; then r disk ok "$free bytes free at $p, $need needed"
-     else r disk fail "only $free bytes free at $p, $need needed"; fi ;;
+  *) h() { numfmt --to=iec-i --suffix=B "$1" 2>/dev/null || printf '%s bytes' "$1"; }
+     if [ -z "$need" ]; then r disk ok "$(h "$free") free at $p (no local artifact to compare with)"
+     elif [ "$free" -ge "$need" ]; then r disk ok "$(h "$free") free at $p, $(h "$need") needed"
+     else r disk fail "only $(h "$free") free at $p, $(h "$need") needed"; fi ;;
 esac
 missing=
 for t in sh tar gzip sha256sum df ln mv mkdir; do command -v "$t" >/dev/null 2>&1 || missing="$missing $t"; done
