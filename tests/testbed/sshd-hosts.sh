@@ -73,13 +73,20 @@ teardown() {
     exec {lk}<"$ROOT"
     flock "$lk"
     if [[ -z $(find "$ROOT" -mindepth 1 -maxdepth 1 -type d) ]]; then
-        if [[ -f $ROOT/.created-deploy-user ]] && ! pgrep -u deploy >/dev/null 2>&1; then
-            userdel -r deploy 2>/dev/null || userdel deploy || true
-            tb_log "removed local user deploy (created by sshd-hosts.sh)"
+        if [[ -f $ROOT/.created-deploy-user ]]; then
+            # Zombies (reaped late by PID 1 here) do not count as the user's processes.
+            # shellcheck disable=SC2009 # pgrep cannot filter out zombies
+            if ps -u deploy -o stat= 2>/dev/null | grep -qv '^Z'; then
+                tb_log "WARNING: local user deploy still has processes; not removed"
+            else
+                userdel -r deploy >/dev/null 2>&1 || userdel deploy || true
+                id deploy >/dev/null 2>&1 || rm -f "$ROOT/.created-deploy-user"
+                tb_log "removed local user deploy (created by sshd-hosts.sh)"
+            fi
         fi
-        [[ -f $ROOT/.created-run-sshd ]] && rmdir /run/sshd 2>/dev/null
-        rm -f "$ROOT/.created-deploy-user" "$ROOT/.created-run-sshd"
-        rmdir "$ROOT" 2>/dev/null || true
+        if [[ -f $ROOT/.created-run-sshd ]]; then rmdir /run/sshd 2>/dev/null || true; fi
+        rm -f "$ROOT/.created-run-sshd"
+        rmdir "$ROOT" 2>/dev/null || true # kept while .created-deploy-user is pending
     fi
     exec {lk}<&-
 }
@@ -184,7 +191,7 @@ EOF
     # shellcheck disable=SC2016 # $$ belongs to the inner shell
     setsid unshare --mount --propagation private -- bash -c \
         'mount --bind "$1" /opt && readlink /proc/self/ns/mnt >"$2/mntns" && echo $$ >"$2/pid" && exec "$3" -D -e -f "$2/sshd_config"' \
-        sshd-launch "$hd/opt" "$hd" "$SSHD" </dev/null >"$hd/sshd.log" 2>&1 &
+        sshd-launch "$hd/opt" "$hd" "$SSHD" </dev/null >"$hd/sshd.log" 2>&1 3>&- &
 done
 chmod 0644 "$ST/known_hosts"
 

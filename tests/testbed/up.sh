@@ -139,7 +139,8 @@ for i in $(seq 1 "$count"); do
     fi
 
     # Launch from its own cgroup (needed with --keep-unit): the launcher writes its PID
-    # into the cgroups, then execs nspawn; so the PID in the pid file is nspawn's.
+    # into the cgroups, then execs nspawn; so the PID in the pid file is nspawn's. fd 3
+    # (our stdout) is closed so that `$(up.sh ...)` does not wait for nspawn to exit.
     procs=()
     for hier in "${TB_CG_HIERARCHIES[@]}"; do
         mkdir -p "/sys/fs/cgroup/$hier/$TB_CGROUP/$h"
@@ -153,7 +154,7 @@ for i in $(seq 1 "$count"); do
         --machine="$machine" --hostname="$h" --network-namespace-path="/run/netns/$ns" \
         --console=read-only --link-journal=no --resolv-conf=off --timezone=off \
         "${extra[@]+"${extra[@]}"}" \
-        </dev/null >"$hd/console.log" 2>&1 &
+        </dev/null >"$hd/console.log" 2>&1 3>&- &
 done
 chmod 0644 "$TB_STATE/known_hosts"
 for h in "${hosts[@]}"; do
