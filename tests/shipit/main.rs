@@ -6,6 +6,8 @@ mod build;
 mod cli;
 mod config;
 mod docs;
+mod e2e;
 mod init;
 mod package;
+mod ssh;
 mod support;

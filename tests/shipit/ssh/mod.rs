@@ -2,7 +2,7 @@
 //! (see `sshd.rs`): authentication paths, host-key policy, exec, upload, tunnel, jump
 //! host and connection failures.
 
-mod sshd;
+pub mod sshd;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -1,0 +1,499 @@
+//! `shipit check` against real hosts: every way of authenticating, every host-key
+//! policy, a jump host, a dead link, and hosts that are not ready.
+
+use std::time::{Duration, Instant};
+
+use crate::e2e::Testbed;
+use crate::ssh::sshd::{self, Agent};
+use crate::support::Project;
+
+/// A project whose deploy.yaml checks `hosts` (IPs) of `tb`, with `extra` YAML appended.
+fn project(tb: &Testbed, hosts: &[usize], known_hosts: &std::path::Path, extra: &str) -> Project {
+    let p = Project::new();
+    let hosts: Vec<String> = hosts.iter().map(|&i| tb.host(i).ip.clone()).collect();
+    p.file(
+        "deploy.yaml",
+        &format!(
+            "app: hello\n{}service:\n  manager: systemd\n  unit_file: hello.service\n  sudo: true\nhosts: [{}]\n{extra}",
+            tb.ssh_yaml(known_hosts),
+            hosts.join(", ")
+        ),
+    );
+    p.file("hello.service", "[Service]\nExecStart=/bin/true\n");
+    p
+}
+
+fn report(out: &crate::support::Output) -> serde_json::Value {
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", out.stdout, out.stderr))
+}
+
+fn statuses(host: &serde_json::Value) -> Vec<(String, String)> {
+    host["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                c["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn all_pass(host: &serde_json::Value) {
+    assert_eq!(host["reachable"], true, "{host:#}");
+    assert_eq!(host["error"], serde_json::Value::Null, "{host:#}");
+    for (name, status) in statuses(host) {
+        assert_eq!(status, "ok", "{name}: {host:#}");
+    }
+}
+
+/// sshd's log on host `i`: who logged in from where.
+fn accepted_logins(tb: &Testbed, i: usize) -> Vec<String> {
+    tb.root(
+        i,
+        "journalctl -u ssh --no-pager -o cat | grep 'Accepted publickey' || true",
+    )
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+#[test]
+fn key_file_agent_and_encrypted_key_all_authenticate() {
+    let Some(tb) = Testbed::up("e2e-check-auth", 2) else {
+        return;
+    };
+    // Key file.
+    let p = project(&tb, &[0, 1], &tb.state.known_hosts, "");
+    let out = tb.shipit(&p, &["check", "--json"]);
+    out.code(0);
+    let r = report(&out);
+    assert_eq!(r["ok"], true);
+    for host in r["hosts"].as_array().unwrap() {
+        all_pass(host);
+    }
+    // The human table says the same.
+    let out = tb.shipit(&p, &["check"]);
+    out.code(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        [
+            "HOST",
+            "CONNECT",
+            "DEPLOY_TO",
+            "DISK",
+            "TOOLS",
+            "SYSTEMCTL",
+            "UNIT",
+            "SUDO"
+        ]
+    );
+    for (i, line) in lines[1..].iter().enumerate() {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            [
+                tb.host(i).ip.as_str(),
+                "ok",
+                "ok",
+                "ok",
+                "ok",
+                "ok",
+                "ok",
+                "ok"
+            ]
+        );
+    }
+    assert!(
+        out.stderr
+            .contains("2 host(s): 2 ready, 0 failing, 0 unreachable"),
+        "{}",
+        out.stderr
+    );
+
+    // The agent, with no key file configured and no ~/.ssh keys.
+    let keys = tempfile::tempdir().unwrap();
+    let agent = Agent::start(keys.path(), &[(&tb.state.client_key, "")]);
+    let mut p = project(&tb, &[0, 1], &tb.state.known_hosts, "");
+    p.file(
+        "deploy.yaml",
+        &p.read("deploy.yaml").replace(
+            &format!("  identity_files: [{}]\n", tb.state.client_key.display()),
+            "",
+        ),
+    );
+    let without_agent = tb.shipit(&p, &["check"]);
+    without_agent.code(4);
+    assert!(
+        without_agent.stdout.contains("authentication failed")
+            || without_agent.stdout.contains("auth"),
+        "{}",
+        without_agent.stdout
+    );
+    p.env("SSH_AUTH_SOCK", agent.socket.to_str().unwrap());
+    tb.shipit(&p, &["check"]).code(0);
+    drop(agent);
+
+    // An encrypted key, authorized on the hosts, held by the agent.
+    let encrypted = sshd::keygen(keys.path(), "enc", "ed25519", "correct horse");
+    let public = sshd::public_key(&encrypted);
+    for i in 0..2 {
+        tb.root(
+            i,
+            &format!("echo '{public}' >> /home/deploy/.ssh/authorized_keys"),
+        );
+    }
+    let mut p = project(&tb, &[0, 1], &tb.state.known_hosts, "");
+    p.file(
+        "deploy.yaml",
+        &p.read("deploy.yaml").replace(
+            tb.state.client_key.to_str().unwrap(),
+            encrypted.to_str().unwrap(),
+        ),
+    );
+    // Without the agent and without a TTY: a clear error naming the key.
+    let out = tb.shipit(&p, &["check"]);
+    out.code(4);
+    assert!(
+        out.stdout.contains(encrypted.to_str().unwrap()) && out.stdout.contains("passphrase"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("ssh-agent") || out.stdout.contains("ssh-add"),
+        "suggests the agent: {}",
+        out.stdout
+    );
+    let agent = Agent::start(keys.path(), &[(&encrypted, "correct horse")]);
+    p.env("SSH_AUTH_SOCK", agent.socket.to_str().unwrap());
+    tb.shipit(&p, &["check"]).code(0);
+}
+
+#[test]
+fn strict_refuses_an_unknown_host_and_accept_new_records_it() {
+    let Some(tb) = Testbed::up("e2e-check-keys", 1) else {
+        return;
+    };
+    let before = accepted_logins(&tb, 0).len();
+    let p = Project::new();
+    let known = p.path().join("known_hosts");
+    std::fs::write(&known, "").unwrap();
+    let p = project(&tb, &[0], &known, "");
+    let out = tb.shipit(&p, &["check"]);
+    out.code(4);
+    let fingerprint = {
+        let key_line = format!("x {}", tb.host(0).host_key);
+        let tmp = p.path().join("host.pub");
+        std::fs::write(&tmp, key_line.split_once(' ').unwrap().1).unwrap();
+        let out = std::process::Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(&tmp)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        out.stdout.contains(&fingerprint),
+        "the fingerprint is shown: {}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("accept-new") || out.stdout.contains("ssh-keyscan"),
+        "how to trust it: {}",
+        out.stdout
+    );
+    assert_eq!(
+        std::fs::read_to_string(&known).unwrap(),
+        "",
+        "strict writes nothing"
+    );
+    assert_eq!(
+        accepted_logins(&tb, 0).len(),
+        before,
+        "nothing was done on the host: no login"
+    );
+
+    // accept-new records the key and goes on.
+    p.file(
+        "deploy.yaml",
+        &p.read("deploy.yaml").replace(
+            "  connect_timeout: 5s\n",
+            "  connect_timeout: 5s\n  known_hosts: accept-new\n",
+        ),
+    );
+    tb.shipit(&p, &["check"]).code(0);
+    let recorded = std::fs::read_to_string(&known).unwrap();
+    assert!(recorded.contains(&tb.host(0).host_key), "{recorded}");
+    assert_eq!(accepted_logins(&tb, 0).len(), before + 1);
+    // Now strict accepts it too.
+    p.file(
+        "deploy.yaml",
+        &p.read("deploy.yaml")
+            .replace("  known_hosts: accept-new\n", ""),
+    );
+    tb.shipit(&p, &["check"]).code(0);
+}
+
+#[test]
+fn a_changed_host_key_is_refused_in_every_mode() {
+    let Some(tb) = Testbed::up("e2e-check-changed", 1) else {
+        return;
+    };
+    let p = Project::new();
+    let known = p.path().join("known_hosts");
+    std::fs::copy(&tb.state.known_hosts, &known).unwrap();
+    let p = project(&tb, &[0], &known, "");
+    tb.shipit(&p, &["check"]).code(0);
+    tb.fault(&["regen-hostkey", "host1"]);
+    let before = accepted_logins(&tb, 0).len();
+    let base = p.read("deploy.yaml");
+    for mode in ["strict", "accept-new"] {
+        p.file(
+            "deploy.yaml",
+            &base.replace(
+                "  connect_timeout: 5s\n",
+                &format!("  connect_timeout: 5s\n  known_hosts: {mode}\n"),
+            ),
+        );
+        let out = tb.shipit(&p, &["check"]);
+        out.code(4);
+        assert!(
+            out.stdout.contains("changed") || out.stdout.contains("CHANGED"),
+            "{mode}: {}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains(&format!("{}:1", known.display())),
+            "{mode}: names the file and line: {}",
+            out.stdout
+        );
+    }
+    assert_eq!(
+        accepted_logins(&tb, 0).len(),
+        before,
+        "no login with a changed key"
+    );
+    let copy = std::fs::read_to_string(&tb.state.known_hosts).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&known).unwrap(),
+        copy,
+        "known_hosts untouched"
+    );
+}
+
+#[test]
+fn proxy_jump_goes_through_one_host_to_another() {
+    let Some(tb) = Testbed::up("e2e-check-jump", 2) else {
+        return;
+    };
+    let bastion = tb.host(0).ip.clone();
+    let p = project(&tb, &[1], &tb.state.known_hosts, "");
+    p.file(
+        "deploy.yaml",
+        &p.read("deploy.yaml").replace(
+            "  connect_timeout: 5s\n",
+            &format!("  connect_timeout: 5s\n  proxy_jump: deploy@{bastion}\n"),
+        ),
+    );
+    let out = tb.shipit(&p, &["check", "--json"]);
+    out.code(0);
+    all_pass(&report(&out)["hosts"][0]);
+    // The target saw the login come from the bastion, the bastion from the client.
+    let target_logins = accepted_logins(&tb, 1);
+    assert!(
+        target_logins
+            .iter()
+            .any(|l| l.contains(&format!("for deploy from {bastion} "))),
+        "{target_logins:?}"
+    );
+    let bastion_logins = accepted_logins(&tb, 0);
+    assert!(
+        bastion_logins
+            .iter()
+            .any(|l| l.contains(&format!("for deploy from {} ", tb.state.client_ip))),
+        "{bastion_logins:?}"
+    );
+}
+
+#[test]
+fn a_dead_link_is_reported_within_connect_timeout_and_the_others_are_still_checked() {
+    let Some(tb) = Testbed::up("e2e-check-link", 3) else {
+        return;
+    };
+    tb.fault(&["link-down", "host2"]);
+    let p = project(&tb, &[0, 1, 2], &tb.state.known_hosts, "");
+    p.file(
+        "deploy.yaml",
+        &p.read("deploy.yaml")
+            .replace("connect_timeout: 5s", "connect_timeout: 2s"),
+    );
+    let started = Instant::now();
+    let out = tb.shipit(&p, &["check", "--json"]);
+    let elapsed = started.elapsed();
+    out.code(4);
+    // A bound, not a benchmark: the dead host must not hold the run much past its timeout.
+    assert!(elapsed < Duration::from_secs(2 + 6), "took {elapsed:?}");
+    let r = report(&out);
+    let hosts = r["hosts"].as_array().unwrap();
+    all_pass(&hosts[0]);
+    all_pass(&hosts[2]);
+    assert_eq!(hosts[1]["reachable"], false);
+    let error = hosts[1]["error"].as_str().unwrap();
+    assert!(
+        error.contains(&tb.host(1).ip) && error.contains("timed out"),
+        "{error}"
+    );
+    tb.fault(&["link-up", "host2"]);
+    tb.shipit(&p, &["check"]).code(0);
+}
+
+#[test]
+fn a_missing_unit_and_missing_sudo_rights_fail_the_check() {
+    let Some(tb) = Testbed::up("e2e-check-unready", 2) else {
+        return;
+    };
+    tb.root(1, "rm /etc/sudoers.d/deploy");
+    let p = project(&tb, &[0, 1], &tb.state.known_hosts, "");
+    p.file(
+        "deploy.yaml",
+        &p.read("deploy.yaml")
+            .replace("  unit_file: hello.service\n", ""),
+    );
+    let out = tb.shipit(&p, &["check"]);
+    out.code(1);
+    let rows: Vec<Vec<&str>> = out
+        .stdout
+        .lines()
+        .skip(1)
+        .take(2)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            tb.host(0).ip.as_str(),
+            "ok",
+            "ok",
+            "ok",
+            "ok",
+            "ok",
+            "FAIL",
+            "ok"
+        ]
+    );
+    assert_eq!(
+        rows[1],
+        [
+            tb.host(1).ip.as_str(),
+            "ok",
+            "ok",
+            "ok",
+            "ok",
+            "ok",
+            "FAIL",
+            "FAIL"
+        ]
+    );
+    let problems: Vec<&str> = out.stdout.lines().skip(4).collect();
+    assert_eq!(
+        problems,
+        [
+            format!(
+                "{}: unit: hello is not known to systemd and no service.unit_file is configured",
+                tb.host(0).ip
+            )
+            .as_str(),
+            format!(
+                "{}: unit: hello is not known to systemd and no service.unit_file is configured",
+                tb.host(1).ip
+            )
+            .as_str(),
+            format!(
+                "{}: sudo: sudo -n true fails for deploy (needs a password, or not allowed)",
+                tb.host(1).ip
+            )
+            .as_str(),
+        ]
+    );
+    // An installed unit is known.
+    tb.root(0, "printf '[Service]\\nExecStart=/bin/sleep infinity\\n' > /etc/systemd/system/hello.service && systemctl daemon-reload");
+    let r = report(&tb.shipit(&p, &["check", "--json"]));
+    let unit = &r["hosts"][0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "unit")
+        .unwrap()
+        .clone();
+    assert_eq!(unit["status"], "ok");
+    assert_eq!(unit["detail"], "hello is loaded");
+}
+
+#[test]
+fn a_hundred_megabytes_arrive_intact() {
+    use sha2::Digest;
+    let Some(tb) = Testbed::up("e2e-upload", 1) else {
+        return;
+    };
+    let host = tb.host(0).clone();
+    let target = shipit::ssh::Target {
+        name: host.name.clone(),
+        host: host.ip.clone(),
+        port: host.port,
+        user: "deploy".into(),
+        identity_files: vec![tb.state.client_key.clone()],
+        known_hosts: shipit::ssh::KnownHostsPolicy::Strict,
+        known_hosts_files: vec![tb.state.known_hosts.clone()],
+        proxy_jump: None,
+        connect_timeout: Duration::from_secs(5),
+    };
+    // Incompressible, so nothing in the path can shortcut it.
+    let mut data = vec![0u8; 100 << 20];
+    let mut x: u64 = 0x2545f4914f6cdd1d;
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    let local = hex::encode(sha2::Sha256::digest(&data));
+    let (remote, sent) = tb.in_client_netns(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let session = shipit::ssh::Connector::new(1)
+                .agent_socket(None)
+                .interactive(false)
+                .connect(&target)
+                .await
+                .unwrap();
+            let mut last = 0;
+            let out = session
+                .upload(
+                    "cat > /opt/upload.bin && sha256sum /opt/upload.bin",
+                    &data[..],
+                    |n| last = n,
+                )
+                .await
+                .unwrap();
+            assert!(out.success(), "{}", out.stderr_tail);
+            (out.stdout, last)
+        })
+    });
+    assert_eq!(sent, 100 << 20, "progress reached the total");
+    assert_eq!(remote.split_whitespace().next(), Some(local.as_str()));
+    // And the file on the host's disk is the same.
+    let on_disk = tb.root(0, "sha256sum /opt/upload.bin");
+    assert_eq!(on_disk.split_whitespace().next(), Some(local.as_str()));
+}

@@ -1,0 +1,175 @@
+//! The e2e tier: real Debian hosts with systemd as PID 1 and a real sshd, booted by
+//! `tests/testbed/up.sh` under systemd-nspawn, each in its own network namespace.
+//!
+//! Each test boots its own small testbed (named after the test, so a rerun after a crash
+//! replaces the leftovers) and tears it down when it ends, panicking or not. shipit runs
+//! inside the testbed's client network namespace, the only place the hosts can be reached
+//! from. The tier needs root; without it the tests fail, unless `SHIPIT_SKIP_E2E=1` says
+//! to skip them, in which case each prints a loud `E2E TIER NOT RUN` line.
+
+mod check;
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+
+use crate::support::{Output, Project};
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Host {
+    pub name: String,
+    pub ip: String,
+    pub port: u16,
+    pub host_key: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct State {
+    pub name: String,
+    pub client_netns: String,
+    pub client_ip: String,
+    pub client_key: PathBuf,
+    pub known_hosts: PathBuf,
+    pub hosts: Vec<Host>,
+}
+
+pub struct Testbed {
+    pub state: State,
+}
+
+fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testbed")
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Whether the e2e tier can run here; `None` means "skipped, and said so loudly".
+fn available(test: &str) -> Option<()> {
+    if is_root() {
+        // up.sh installs what it needs (systemd-container, debootstrap...) itself.
+        return Some(());
+    }
+    let why = "not running as root (booting hosts with systemd-nspawn needs it)";
+    if std::env::var("SHIPIT_SKIP_E2E").as_deref() == Ok("1") {
+        // Straight to the stderr handle: libtest captures eprintln! of passing tests.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!!!!!!! E2E TIER NOT RUN ({test}): {why} (SHIPIT_SKIP_E2E=1) !!!!!!!!\n"
+        );
+        return None;
+    }
+    panic!(
+        "the e2e tier cannot run: {why}. Run the tests as root, or set SHIPIT_SKIP_E2E=1 to skip the tier knowingly"
+    );
+}
+
+impl Testbed {
+    /// Boot `n` hosts in a testbed named `name` (1-20 chars of `a-z0-9-`).
+    pub fn up(name: &str, n: usize) -> Option<Testbed> {
+        available(name)?;
+        let out = Command::new(scripts().join("up.sh"))
+            .arg(n.to_string())
+            .args(["--name", name])
+            .output()
+            .expect("run tests/testbed/up.sh");
+        assert!(
+            out.status.success(),
+            "tests/testbed/up.sh {n} --name {name} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let dir = stdout.lines().last().expect("up.sh prints the state dir");
+        let json = std::fs::read_to_string(Path::new(dir).join("testbed.json")).unwrap();
+        Some(Testbed {
+            state: serde_json::from_str(&json).unwrap(),
+        })
+    }
+
+    pub fn host(&self, i: usize) -> &Host {
+        &self.state.hosts[i]
+    }
+
+    /// Run shipit in `project` from inside the client network namespace.
+    pub fn shipit(&self, project: &Project, args: &[&str]) -> Output {
+        let cmd = project.command(args);
+        let program = cmd.get_program().to_owned();
+        let mut wrapped = Command::new("ip");
+        wrapped
+            .args(["netns", "exec", &self.state.client_netns])
+            .arg(program)
+            .args(cmd.get_args());
+        wrapped.current_dir(project.path()).env_clear();
+        for (k, v) in cmd.get_envs() {
+            if let Some(v) = v {
+                wrapped.env(k, v);
+            }
+        }
+        let out = wrapped.output().expect("ip netns exec shipit");
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// A fault from tests/testbed/fault.sh, or `exec` for a root command inside a host.
+    pub fn fault(&self, args: &[&str]) -> String {
+        let out = Command::new(scripts().join("fault.sh"))
+            .args(["--name", &self.state.name])
+            .args(args)
+            .output()
+            .expect("run fault.sh");
+        assert!(
+            out.status.success(),
+            "fault.sh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run a shell command as root on host `i` and return its stdout.
+    pub fn root(&self, i: usize, script: &str) -> String {
+        let name = self.host(i).name.clone();
+        self.fault(&["exec", &name, "sh", "-c", script])
+    }
+
+    /// Run `f` on a thread that lives in the client network namespace, so library code
+    /// (the SSH transport) can reach the hosts directly.
+    pub fn in_client_netns<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.state.client_netns);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = std::fs::File::open(&path).expect("open the client netns");
+                // SAFETY: setns on a valid namespace fd; it only changes this thread.
+                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .expect("netns thread")
+        })
+    }
+
+    /// deploy.yaml's `ssh:` section for this testbed.
+    pub fn ssh_yaml(&self, known_hosts: &Path) -> String {
+        format!(
+            "ssh:\n  user: deploy\n  identity_files: [{}]\n  known_hosts_file: {}\n  connect_timeout: 5s\n",
+            self.state.client_key.display(),
+            known_hosts.display()
+        )
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        let _ = Command::new(scripts().join("down.sh"))
+            .args(["--name", &self.state.name])
+            .output();
+    }
+}
