@@ -497,3 +497,48 @@ fn a_hundred_megabytes_arrive_intact() {
     let on_disk = tb.root(0, "sha256sum /opt/upload.bin");
     assert_eq!(on_disk.split_whitespace().next(), Some(local.as_str()));
 }
+
+#[test]
+fn ssh_config_aliases_include_and_proxy_jump_are_honoured() {
+    let Some(tb) = Testbed::up("e2e-check-sshcfg", 2) else {
+        return;
+    };
+    let p = Project::new();
+    // HOME is the project dir (see support.rs), so this is the user's ~/.ssh/config.
+    let key = tb.state.client_key.display();
+    let known = tb.state.known_hosts.display();
+    p.file(".ssh/config", &format!("Include ~/.ssh/conf.d/*.conf\n\nHost web*\n    User deploy\n    IdentityFile {key}\n    UserKnownHostsFile {known}\n"));
+    p.file(
+        ".ssh/conf.d/web.conf",
+        &format!(
+            "Host web1\n    HostName {}\nHost web2\n    HostName {}\n    ProxyJump web1\n",
+            tb.host(0).ip,
+            tb.host(1).ip
+        ),
+    );
+    p.file(
+        "deploy.yaml",
+        "app: hello\nservice:\n  manager: none\nhosts: [web1, web2]\n",
+    );
+    let out = tb.shipit(&p, &["check", "--json"]);
+    out.code(0);
+    let r = report(&out);
+    assert_eq!(r["hosts"][0]["name"], "web1");
+    assert_eq!(r["hosts"][0]["address"], format!("{}:22", tb.host(0).ip));
+    assert_eq!(r["hosts"][1]["user"], "deploy");
+    let via_bastion = accepted_logins(&tb, 1);
+    assert!(
+        via_bastion
+            .iter()
+            .any(|l| l.contains(&format!("from {} ", tb.host(0).ip))),
+        "web2 was reached through web1: {via_bastion:?}"
+    );
+    // deploy.yaml wins over ~/.ssh/config where it sets a value.
+    p.file(
+        "deploy.yaml",
+        "app: hello\nssh:\n  user: root\nservice:\n  manager: none\nhosts: [web1]\n",
+    );
+    let r = report(&tb.shipit(&p, &["check", "--json"]));
+    assert_eq!(r["hosts"][0]["user"], "root");
+    assert_eq!(r["ok"], true, "{r:#}");
+}
