@@ -3,6 +3,9 @@
 //! a session. Every interpolated value goes through `sh_quote`.
 
 pub mod check;
+pub mod layout;
+pub mod lock;
+pub mod release;
 
 use crate::ssh::quote::{QuoteError, sh_quote};
 

@@ -1,0 +1,636 @@
+//! The scripts of a deploy and a rollback, one per phase, each one round trip:
+//!
+//! - `survey`: the host's state (current release, every release and its state, whether
+//!   the artifact is cached), optionally after taking the lock;
+//! - the upload command (artifact bytes in, verified by sha256 on the host);
+//! - `stage`: unpack into `releases/.tmp-<id>`, link shared paths, write `.env`, record
+//!   the release as staged, rename it into place, run `before_switch`;
+//! - `activate`: switch `current` atomically, install the unit file if it changed,
+//!   restart or reload;
+//! - `finish`: `after_switch` (or `after_rollback`), final states, history line, cleanup,
+//!   unlock.
+//!
+//! Lines starting with `@@` are the scripts' answers to shipit; everything else is
+//! output of hooks and tools, shown to the user.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::layout::{
+    self, ARTIFACTS, CURRENT, HISTORY, LOCK, RELEASE_JSON, RELEASES, SHARED, STAGING_PREFIX,
+};
+use super::q;
+use crate::config::{RestartMode, ServiceManager};
+use crate::redact::{REDACTED, Text};
+use crate::ssh::quote::QuoteError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Unpacked and linked; not (yet) serving. Never a rollback target.
+    Staged,
+    /// Switched to and healthy: a rollback target once something newer is current.
+    Live,
+    /// Failed staging, a hook, or its health check. Removed first by cleanup.
+    Failed,
+    /// Left by `shipit rollback`; not a target of the next rollback.
+    RolledBack,
+}
+
+/// `releases/<id>/.shipit/release.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseInfo {
+    pub id: String,
+    pub app: String,
+    pub version: String,
+    pub commit: Option<String>,
+    pub artifact_sha256: String,
+    pub state: State,
+    pub created_at: u64,
+    pub deployed_by: String,
+}
+
+/// A release found on a host. `info` is `None` when release.json is missing or
+/// unreadable: a release shipit did not finish making.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub id: String,
+    pub info: Option<ReleaseInfo>,
+}
+
+impl Found {
+    pub fn state(&self) -> Option<State> {
+        self.info.as_ref().map(|i| i.state)
+    }
+}
+
+/// What `survey` learned about a host.
+#[derive(Debug, Clone, Default)]
+pub struct Survey {
+    pub now: u64,
+    pub lock: Option<LockAnswer>,
+    /// The release `current` points to (its id), if any.
+    pub current: Option<String>,
+    pub cached: bool,
+    /// Sorted oldest first.
+    pub releases: Vec<Found>,
+    /// Leftover `releases/.tmp-*` dirs of deploys that were killed.
+    pub staging: Vec<String>,
+    pub free_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub enum LockAnswer {
+    Acquired,
+    Held {
+        owner: Option<super::lock::Owner>,
+        since: Option<u64>,
+    },
+}
+
+impl Survey {
+    pub fn current_release(&self) -> Option<&Found> {
+        let id = self.current.as_deref()?;
+        self.releases.iter().find(|r| r.id == id)
+    }
+
+    /// The newest live release older than `current`: where a rollback goes.
+    pub fn rollback_target(&self) -> Option<&Found> {
+        let current = self.current.as_deref()?;
+        self.releases
+            .iter()
+            .rev()
+            .filter(|r| r.id.as_str() < current)
+            .find(|r| r.state() == Some(State::Live))
+    }
+}
+
+/// The survey, in `deploy_to`. With `sha256`, also whether that artifact is cached and
+/// verifies.
+pub fn survey(sha256: Option<&str>) -> Result<String, QuoteError> {
+    let mut s = String::from("printf '@@now %s\\n' \"$(date +%s)\"\n");
+    s.push_str(&format!(
+        "printf '@@current %s\\n' \"$(readlink {CURRENT} 2>/dev/null)\"\n"
+    ));
+    s.push_str("printf '@@free %s\\n' \"$(df -B1 --output=avail . 2>/dev/null | tail -n 1 | tr -d ' ')\"\n");
+    if let Some(sha) = sha256 {
+        s.push_str(&format!(
+            "f={ARTIFACTS}/{sha}.tar.gz\nif [ -f \"$f\" ] && printf '%s  %s\\n' {} \"$f\" | sha256sum -c --status 2>/dev/null; then echo '@@cached yes'; else echo '@@cached no'; fi\n",
+            q(sha)?
+        ));
+    }
+    s.push_str(&format!(
+        r#"for r in {RELEASES}/* {RELEASES}/.tmp-*; do
+  [ -d "$r" ] || continue
+  n=${{r#{RELEASES}/}}
+  case $n in {STAGING_PREFIX}*) printf '@@staging %s\n' "$n"; continue ;; esac
+  printf '@@release %s ' "$n"; tr -d '\n' < "$r/{RELEASE_JSON}" 2>/dev/null; echo
+done
+"#
+    ));
+    Ok(s)
+}
+
+pub fn parse_survey(stdout: &str) -> Survey {
+    let mut s = Survey::default();
+    let mut lock_mtime = None;
+    let mut held = false;
+    let mut owner = None;
+    for line in stdout.lines() {
+        let Some(rest) = line.strip_prefix("@@") else {
+            continue;
+        };
+        let (key, value) = rest.split_once(' ').unwrap_or((rest, ""));
+        match key {
+            "now" => s.now = value.parse().unwrap_or(0),
+            "current" => {
+                let id = value.strip_prefix("releases/").unwrap_or(value);
+                s.current = (!id.is_empty()).then(|| id.to_owned());
+            }
+            "free" => s.free_bytes = value.parse().ok(),
+            "cached" => s.cached = value == "yes",
+            "release" => {
+                let (id, json) = value.split_once(' ').unwrap_or((value, ""));
+                if layout::is_release_id(id) {
+                    s.releases.push(Found {
+                        id: id.to_owned(),
+                        info: serde_json::from_str(json).ok(),
+                    });
+                }
+            }
+            "staging" => s.staging.push(value.to_owned()),
+            "lock" => {
+                if value == "acquired" {
+                    s.lock = Some(LockAnswer::Acquired);
+                } else {
+                    held = true;
+                }
+            }
+            "owner" => owner = serde_json::from_str(value).ok(),
+            "lock_mtime" => lock_mtime = value.parse().ok(),
+            _ => {}
+        }
+    }
+    if held {
+        s.lock = Some(LockAnswer::Held {
+            since: owner
+                .as_ref()
+                .map(|o: &super::lock::Owner| o.started_at)
+                .or(lock_mtime),
+            owner,
+        });
+    }
+    s.releases.sort_by(|a, b| a.id.cmp(&b.id));
+    s
+}
+
+/// `cd` into deploy_to, creating the layout when `create`.
+pub fn enter(deploy_to: &str, create: bool) -> Result<String, QuoteError> {
+    let d = q(deploy_to)?;
+    Ok(if create {
+        format!(
+            "D={d}\nmkdir -p -- \"$D/{RELEASES}\" \"$D/{SHARED}\" \"$D/{ARTIFACTS}\" && cd -- \"$D\" || exit 20\n"
+        )
+    } else {
+        format!("D={d}\ncd -- \"$D\" 2>/dev/null || {{ echo '@@missing'; exit 0; }}\n")
+    })
+}
+
+/// The upload command: bytes on stdin become the cached artifact only if their sha256
+/// matches; a partial or corrupt upload never takes the final name.
+pub fn upload_command(deploy_to: &str, sha256: &str) -> Result<String, QuoteError> {
+    let sha = q(sha256)?;
+    Ok(format!(
+        "cd -- {} && f={ARTIFACTS}/{sha256}.tar.gz && t=\"$f.part.$$\" && cat > \"$t\" && if printf '%s  %s\\n' {sha} \"$t\" | sha256sum -c --status; then mv -f -- \"$t\" \"$f\"; else rm -f -- \"$t\"; echo 'the uploaded artifact does not match its sha256' >&2; exit 1; fi",
+        q(deploy_to)?
+    ))
+}
+
+/// `.env`: one `KEY='value'` line per variable, readable by systemd's `EnvironmentFile=`
+/// and by `sh` (hooks source it). Values with a `'` or a newline are double-quoted with
+/// `\`, `"`, `$` and `` ` `` escaped, which both read the same way.
+pub fn env_file(env: &BTreeMap<String, Text>, redact: bool) -> String {
+    let mut out = String::new();
+    for (k, v) in env {
+        let value = if redact && v.is_secret() {
+            REDACTED
+        } else {
+            v.expose()
+        };
+        if value.contains(['\'', '\n']) {
+            let escaped: String = value
+                .chars()
+                .flat_map(|c| match c {
+                    '\\' | '"' | '$' | '`' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect();
+            out.push_str(&format!("{k}=\"{escaped}\"\n"));
+        } else {
+            out.push_str(&format!("{k}='{value}'\n"));
+        }
+    }
+    out
+}
+
+pub struct Stage<'a> {
+    pub id: &'a str,
+    pub sha256: &'a str,
+    pub shared_dirs: &'a [String],
+    pub shared_files: &'a [String],
+    pub env: &'a str,
+    pub staged_json: &'a str,
+    pub failed_json: &'a str,
+    pub before_switch: &'a [Text],
+    /// Show secrets as `[redacted]` (for `--dry-run`).
+    pub redact: bool,
+}
+
+fn hook_text(hook: &Text, redact: bool) -> &str {
+    if redact && hook.is_secret() {
+        REDACTED
+    } else {
+        hook.expose()
+    }
+}
+
+/// Runs each hook in `dir` with the release's .env loaded; a failing hook runs `on_fail`
+/// and exits 1 after naming itself.
+fn hooks(kind: &str, hooks: &[Text], redact: bool, on_fail: &str) -> Result<String, QuoteError> {
+    let mut s = String::new();
+    for (i, hook) in hooks.iter().enumerate() {
+        let n = i + 1;
+        s.push_str(&format!("printf '@@step {kind}:{n}\\n'\n"));
+        s.push_str(&format!(
+            "( set -a && . ./.env && set +a && exec sh -c {} ) </dev/null || {{ rc=$?; {on_fail}; echo \"{kind} hook {n} failed with exit status $rc\" >&2; exit 1; }}\n",
+            q(hook_text(hook, redact))?
+        ));
+    }
+    Ok(s)
+}
+
+pub fn stage(p: &Stage) -> Result<String, QuoteError> {
+    let id = q(p.id)?;
+    let mut s = format!("id={id}\ntmp={RELEASES}/{STAGING_PREFIX}$id\nrel={RELEASES}/$id\n");
+    s.push_str(&format!(
+        "fail_release() {{ printf '%s\\n' {} > \"$rel/{RELEASE_JSON}\" 2>/dev/null; }}\n",
+        q(p.failed_json)?
+    ));
+    s.push_str("printf '@@step unpack\\n'\n");
+    s.push_str(&format!(
+        "rm -rf -- \"$tmp\" && mkdir -p -- \"$tmp\" && tar -xzf {ARTIFACTS}/{}.tar.gz -C \"$tmp\" --no-same-owner --delay-directory-restore -p || {{ rm -rf -- \"$tmp\"; exit 1; }}\n",
+        p.sha256
+    ));
+    s.push_str("printf '@@step link\\n'\n");
+    for dir in p.shared_dirs {
+        let d = q(dir)?;
+        s.push_str(&format!(
+            "mkdir -p -- {SHARED}/{d} && rm -rf -- \"$tmp\"/{d} && mkdir -p -- \"$(dirname -- \"$tmp\"/{d})\" && ln -s -- \"$D/{SHARED}\"/{d} \"$tmp\"/{d} || {{ rm -rf -- \"$tmp\"; exit 1; }}\n"
+        ));
+    }
+    for file in p.shared_files {
+        let f = q(file)?;
+        s.push_str(&format!(
+            "[ -e {SHARED}/{f} ] || {{ echo \"shared file $D/{SHARED}/\"{f}\" is missing on this host: create it before deploying\" >&2; rm -rf -- \"$tmp\"; exit 1; }}\n"
+        ));
+        s.push_str(&format!(
+            "rm -rf -- \"$tmp\"/{f} && mkdir -p -- \"$(dirname -- \"$tmp\"/{f})\" && ln -s -- \"$D/{SHARED}\"/{f} \"$tmp\"/{f} || {{ rm -rf -- \"$tmp\"; exit 1; }}\n"
+        ));
+    }
+    s.push_str("printf '@@step env\\n'\n");
+    s.push_str(&format!(
+        "( umask 077 && printf '%s' {} > \"$tmp/.env\" ) && chmod 600 \"$tmp/.env\" || {{ rm -rf -- \"$tmp\"; exit 1; }}\n",
+        q(p.env)?
+    ));
+    s.push_str(&format!(
+        "mkdir -p -- \"$tmp/.shipit\" && printf '%s\\n' {} > \"$tmp/{RELEASE_JSON}\" && mv -T -- \"$tmp\" \"$rel\" || {{ rm -rf -- \"$tmp\"; exit 1; }}\n",
+        q(p.staged_json)?
+    ));
+    s.push_str("cd -- \"$rel\" || exit 1\n");
+    s.push_str(&hooks(
+        "before_switch",
+        p.before_switch,
+        p.redact,
+        "cd -- \"$D\"; fail_release",
+    )?);
+    s.push_str("echo '@@staged'\n");
+    Ok(s)
+}
+
+pub struct Activate<'a> {
+    pub id: &'a str,
+    pub manager: ServiceManager,
+    pub service: &'a str,
+    pub sudo: bool,
+    pub restart: RestartMode,
+    /// The unit file's content, installed when it differs from the host's.
+    pub unit: Option<&'a str>,
+}
+
+/// `systemctl` for the manager, through `sudo -n` when configured.
+pub fn systemctl(manager: ServiceManager, sudo: bool) -> Option<&'static str> {
+    match (manager, sudo) {
+        (ServiceManager::None, _) => None,
+        (ServiceManager::SystemdUser, _) => Some("systemctl --user"),
+        (ServiceManager::Systemd, true) => Some("sudo -n systemctl"),
+        (ServiceManager::Systemd, false) => Some("systemctl"),
+    }
+}
+
+/// Switch `current` to `releases/<id>`, install the unit if changed, restart.
+pub fn activate(a: &Activate) -> Result<String, QuoteError> {
+    let id = q(a.id)?;
+    let mut s = format!(
+        "[ -d {RELEASES}/{id} ] || {{ echo \"release {} is not on this host\" >&2; exit 1; }}\n",
+        a.id
+    );
+    s.push_str("printf '@@step switch\\n'\n");
+    // Never `ln -sfn` alone: that unlinks, then links, leaving a moment without `current`.
+    s.push_str(&format!(
+        "ln -s -- {RELEASES}/{id} .current.tmp.$$ && mv -T -- .current.tmp.$$ {CURRENT} || {{ rm -f -- .current.tmp.$$; exit 1; }}\necho '@@switched'\n"
+    ));
+    let Some(ctl) = systemctl(a.manager, a.sudo) else {
+        return Ok(s);
+    };
+    let unit = q(a.service)?;
+    if let Some(content) = a.unit {
+        let (dir, install) = match (a.manager, a.sudo) {
+            (ServiceManager::SystemdUser, _) => {
+                ("\"$HOME/.config/systemd/user\"", "install -m 644")
+            }
+            (_, true) => ("/etc/systemd/system", "sudo -n install -m 644"),
+            (_, false) => ("/etc/systemd/system", "install -m 644"),
+        };
+        let name = if a.service.contains('.') {
+            a.service.to_owned()
+        } else {
+            format!("{}.service", a.service)
+        };
+        s.push_str("printf '@@step unit\\n'\n");
+        s.push_str(&format!(
+            "u=$(mktemp) && printf '%s' {} > \"$u\" || exit 1\nif [ \"$(sha256sum < \"$u\")\" != \"$(sha256sum < {dir}/{name} 2>/dev/null)\" ]; then\n  mkdir -p {dir} 2>/dev/null; {install} \"$u\" {dir}/{name} && {ctl} daemon-reload || {{ rm -f \"$u\"; exit 1; }}\n  echo '@@unit installed'\nfi\nrm -f \"$u\"\n",
+            q(content)?,
+            name = q(&name)?
+        ));
+    }
+    let verb = match a.restart {
+        RestartMode::Restart => "restart",
+        RestartMode::Reload => "reload",
+    };
+    s.push_str("printf '@@step restart\\n'\n");
+    s.push_str(&format!(
+        "{ctl} {verb} -- {unit} || exit 1\necho '@@restarted'\n"
+    ));
+    Ok(s)
+}
+
+/// Write a release's release.json (state changes).
+pub fn set_release_json(id: &str, json: &str) -> Result<String, QuoteError> {
+    Ok(format!(
+        "[ -d {RELEASES}/{id} ] && printf '%s\\n' {} > {RELEASES}/{id}/{RELEASE_JSON}.tmp && mv -f -- {RELEASES}/{id}/{RELEASE_JSON}.tmp {RELEASES}/{id}/{RELEASE_JSON}\n",
+        q(json)?,
+        id = q(id)?
+    ))
+}
+
+/// Append one line to the history.
+pub fn history(line: &str) -> Result<String, QuoteError> {
+    Ok(format!("printf '%s\\n' {} >> {HISTORY}\n", q(line)?))
+}
+
+/// Run hooks after a switch (`after_switch`, `after_rollback`) in the current release.
+/// A failing hook is reported, not fatal: the switch has happened and is healthy.
+pub fn after_hooks(kind: &str, list: &[Text], redact: bool) -> Result<String, QuoteError> {
+    if list.is_empty() {
+        return Ok(String::new());
+    }
+    let mut s = String::from("( cd -- current || exit 1\n");
+    for (i, hook) in list.iter().enumerate() {
+        let n = i + 1;
+        s.push_str(&format!(
+            "( set -a && . ./.env && set +a && exec sh -c {} ) </dev/null || echo \"@@warn {kind} hook {n} failed with exit status $?\"\n",
+            q(hook_text(hook, redact))?
+        ));
+    }
+    s.push_str(")\n");
+    Ok(s)
+}
+
+/// Removal of releases and cached artifacts; errors are warnings (`@@warn`), never fatal.
+pub fn cleanup(plan: &CleanupPlan) -> Result<String, QuoteError> {
+    let mut s = String::new();
+    for dir in &plan.releases {
+        s.push_str(&format!(
+            "rm -rf -- {RELEASES}/{d} 2>/dev/null || echo \"@@warn could not remove {RELEASES}/\"{d}\" completely (permission denied?)\"\n",
+            d = q(dir)?
+        ));
+    }
+    if !plan.keep_artifacts.is_empty() || plan.prune_artifacts {
+        let keep: Vec<String> = plan
+            .keep_artifacts
+            .iter()
+            .map(|k| format!("{k}.tar.gz"))
+            .collect();
+        s.push_str(&format!(
+            "for a in {ARTIFACTS}/*.tar.gz {ARTIFACTS}/*.part.*; do [ -e \"$a\" ] || continue; case ${{a##*/}} in {}) ;; *) rm -f -- \"$a\" 2>/dev/null || echo \"@@warn could not remove $a\" ;; esac; done\n",
+            if keep.is_empty() { "''".to_owned() } else { keep.join("|") }
+        ));
+    }
+    Ok(s)
+}
+
+pub fn unlock(token: &str) -> Result<String, QuoteError> {
+    super::lock::release(token)
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CleanupPlan {
+    /// Release dirs to remove (ids, or `.tmp-*` names).
+    pub releases: Vec<String>,
+    /// sha256 of artifacts that kept releases use.
+    pub keep_artifacts: Vec<String>,
+    pub prune_artifacts: bool,
+}
+
+/// What to remove so that `keep` good releases remain: failed, unfinished and half-made
+/// releases go first; then the oldest good ones. Never `current`, never the newest good
+/// release before it (the rollback target).
+pub fn plan_cleanup(
+    releases: &[Found],
+    staging: &[String],
+    current: &str,
+    keep: usize,
+) -> CleanupPlan {
+    let mut remove: Vec<String> = staging.to_vec();
+    let target = releases
+        .iter()
+        .rev()
+        .filter(|r| r.id.as_str() < current)
+        .find(|r| r.state() == Some(State::Live))
+        .map(|r| r.id.clone());
+    let mut kept = Vec::new();
+    for r in releases.iter().rev() {
+        let protected = r.id == current || Some(&r.id) == target.as_ref();
+        let good = matches!(r.state(), Some(State::Live) | Some(State::RolledBack));
+        if protected {
+            kept.push(r);
+        } else if r.id.as_str() > current && r.state() == Some(State::Staged) {
+            // Newer than current and still staged: another run may be working on it.
+            kept.push(r);
+        } else if !good {
+            remove.push(r.id.clone());
+        }
+    }
+    let mut good_kept = kept.len();
+    for r in releases.iter().rev() {
+        let good = matches!(r.state(), Some(State::Live) | Some(State::RolledBack));
+        if !good || kept.iter().any(|k| k.id == r.id) {
+            continue;
+        }
+        if good_kept < keep {
+            kept.push(r);
+            good_kept += 1;
+        } else {
+            remove.push(r.id.clone());
+        }
+    }
+    let mut keep_artifacts: Vec<String> = kept
+        .iter()
+        .filter_map(|r| r.info.as_ref().map(|i| i.artifact_sha256.clone()))
+        .collect();
+    keep_artifacts.sort();
+    keep_artifacts.dedup();
+    CleanupPlan {
+        releases: remove,
+        keep_artifacts,
+        prune_artifacts: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(id: &str, state: Option<State>) -> Found {
+        Found {
+            id: id.into(),
+            info: state.map(|state| ReleaseInfo {
+                id: id.into(),
+                app: "a".into(),
+                version: "v".into(),
+                commit: None,
+                artifact_sha256: format!("sha-{id}"),
+                state,
+                created_at: 0,
+                deployed_by: "x".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn cleanup_removes_failed_first_and_keeps_the_rollback_target() {
+        use State::*;
+        let releases = vec![
+            rel("1", Some(Live)),
+            rel("2", Some(Live)),
+            rel("3", Some(Failed)),
+            rel("4", Some(Live)),
+            rel("5", None),
+            rel("6", Some(Failed)),
+            rel("7", Some(Live)),
+        ];
+        let plan = plan_cleanup(&releases, &[".tmp-8".into()], "7", 2);
+        assert_eq!(plan.releases, [".tmp-8", "6", "5", "3", "2", "1"]);
+        assert_eq!(plan.keep_artifacts, ["sha-4", "sha-7"]);
+        // The rollback target survives even when failed releases crowd it.
+        let releases = vec![
+            rel("1", Some(Live)),
+            rel("2", Some(Failed)),
+            rel("3", Some(Failed)),
+            rel("4", Some(Live)),
+        ];
+        let plan = plan_cleanup(&releases, &[], "4", 2);
+        assert_eq!(plan.releases, ["3", "2"]);
+    }
+
+    #[test]
+    fn cleanup_never_touches_current_even_when_it_is_not_live() {
+        use State::*;
+        let releases = vec![
+            rel("1", Some(Live)),
+            rel("2", Some(RolledBack)),
+            rel("3", Some(Staged)),
+        ];
+        let plan = plan_cleanup(&releases, &[], "1", 2);
+        assert!(!plan.releases.contains(&"1".to_owned()));
+        assert!(
+            !plan.releases.contains(&"3".to_owned()),
+            "a newer staged release may be in use by another run"
+        );
+    }
+
+    #[test]
+    fn rollback_target_is_the_newest_live_before_current() {
+        use State::*;
+        let s = Survey {
+            current: Some("4".into()),
+            releases: vec![
+                rel("1", Some(Live)),
+                rel("2", Some(Live)),
+                rel("3", Some(RolledBack)),
+                rel("4", Some(Live)),
+                rel("5", Some(Live)),
+            ],
+            ..Survey::default()
+        };
+        assert_eq!(s.rollback_target().map(|r| r.id.as_str()), Some("2"));
+    }
+
+    #[test]
+    fn env_files_read_back_identically_in_sh() {
+        let mut env = BTreeMap::new();
+        for (k, v) in [
+            ("A", "plain"),
+            ("B", "it's"),
+            ("C", "$(touch /tmp/x) `id` \\ \" $HOME"),
+            ("D", "two\nlines"),
+            ("E", ""),
+        ] {
+            env.insert(k.to_owned(), Text::plain(v));
+        }
+        let file = env_file(&env, false);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".env"), &file).unwrap();
+        for (k, v) in &env {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("set -a; . ./.env; printf '%s' \"${k}\""))
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            assert_eq!(
+                String::from_utf8(out.stdout).unwrap(),
+                v.expose(),
+                "{k} in\n{file}"
+            );
+        }
+    }
+
+    #[test]
+    fn survey_parsing() {
+        let out = "@@now 100\n@@current releases/20231114T221320Z-3f2a9c1d\n@@free 5000\n@@cached yes\n@@release 20231114T221320Z-3f2a9c1d {\"id\":\"20231114T221320Z-3f2a9c1d\",\"app\":\"a\",\"version\":\"v\",\"commit\":null,\"artifact_sha256\":\"3f2a9c1d\",\"state\":\"live\",\"created_at\":1,\"deployed_by\":\"me\"}\n@@release 20231114T221319Z-00000000 \n@@release junk {}\n@@staging .tmp-x\nhook output\n";
+        let s = parse_survey(out);
+        assert_eq!(s.now, 100);
+        assert_eq!(s.current.as_deref(), Some("20231114T221320Z-3f2a9c1d"));
+        assert!(s.cached);
+        assert_eq!(s.free_bytes, Some(5000));
+        assert_eq!(s.releases.len(), 2);
+        assert_eq!(s.releases[0].info, None);
+        assert_eq!(
+            s.current_release().and_then(Found::state),
+            Some(State::Live)
+        );
+        assert_eq!(s.staging, [".tmp-x"]);
+    }
+}
