@@ -104,6 +104,24 @@ pub enum Command {
     /// on stdout.
     Package(PackageArgs),
 
+    /// Package (or take --artifact), then deploy to every host of the environment
+    ///
+    /// Every host is locked before any changes. The artifact is uploaded where it is not
+    /// cached, unpacked into a new release everywhere (staging), then each host switches
+    /// `current` atomically, restarts the service and is health-checked. When a host is
+    /// unhealthy, every host this run switched goes back to its previous release (exit 5;
+    /// 6 if one could not be put back). Hosts already on this artifact are left alone.
+    Deploy(DeployArgs),
+
+    /// Switch every host back to its previous good release (or --to RELEASE)
+    ///
+    /// No upload, no unpack: lock, switch, restart, health-check, history, unlock. The
+    /// release left is marked rolled-back, so running it again goes one further back.
+    Rollback(RollbackArgs),
+
+    /// Remove a deploy lock left by a dead deploy, printing who held it
+    Unlock(UnlockArgs),
+
     /// Print a shell completion script
     ///
     /// e.g. `shipit completions bash > /etc/bash_completion.d/shipit`
@@ -127,6 +145,93 @@ pub struct ConfigArgs {
     /// Print one JSON document instead of YAML
     #[arg(long)]
     pub json: bool,
+}
+
+/// A comma-separated list of host names, as shown by `shipit check` / `status`.
+fn host_list(s: &str) -> Result<Vec<String>, String> {
+    let hosts: Vec<String> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if hosts.is_empty() {
+        Err("name at least one host".into())
+    } else {
+        Ok(hosts)
+    }
+}
+
+fn duration(s: &str) -> Result<crate::config::Duration, String> {
+    crate::config::Duration::parse(s)
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Deploy this prebuilt artifact instead of packaging (checked before any upload)
+    #[arg(long, value_name = "FILE")]
+    pub artifact: Option<PathBuf>,
+
+    /// Only these hosts (names, comma-separated)
+    #[arg(long, value_name = "A,B", value_parser = host_list)]
+    pub hosts: Option<Vec<String>>,
+
+    /// Connect read-only and print each host's steps and scripts (secrets redacted)
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Package what is there without running the build steps
+    #[arg(long)]
+    pub no_build: bool,
+
+    /// Deploy even to hosts that already run this artifact
+    #[arg(long)]
+    pub force: bool,
+
+    /// Hosts switched at once (default: rollout.parallel)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub parallel: Option<u32>,
+
+    /// Wait this long for a lock held by someone else (e.g. 5m) instead of exiting 3
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub wait_lock: Option<crate::config::Duration>,
+
+    /// Print the summary as one JSON document on stdout
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub version: VersionArg,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Go to this release (an id from `shipit status --releases`) instead of the previous one
+    #[arg(long, value_name = "RELEASE")]
+    pub to: Option<String>,
+
+    /// Only these hosts (names, comma-separated)
+    #[arg(long, value_name = "A,B", value_parser = host_list)]
+    pub hosts: Option<Vec<String>>,
+
+    /// Connect read-only and print what would be done
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Wait this long for a lock held by someone else instead of exiting 3
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub wait_lock: Option<crate::config::Duration>,
+
+    /// Print the summary as one JSON document on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// Only these hosts (names, comma-separated)
+    #[arg(long, value_name = "A,B", value_parser = host_list)]
+    pub hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Args)]

@@ -14,6 +14,11 @@ pub struct Settings {
 }
 
 pub enum Action {
+    Deploy(crate::commands::DeployOptions),
+    Rollback(crate::commands::RollbackOptions),
+    Unlock {
+        hosts: Option<Vec<String>>,
+    },
     Init {
         app: Option<String>,
     },
@@ -57,6 +62,25 @@ impl Cli {
             Command::Init(a) => Action::Init { app: a.app },
             Command::Config(a) => Action::Config { json: a.json },
             Command::Check(a) => Action::Check { json: a.json },
+            Command::Deploy(a) => Action::Deploy(crate::commands::DeployOptions {
+                artifact: a.artifact,
+                hosts: a.hosts,
+                dry_run: a.dry_run,
+                no_build: a.no_build,
+                force: a.force,
+                parallel: a.parallel,
+                wait_lock: a.wait_lock.map(|d| d.0),
+                json: a.json,
+                app_version: a.version.app_version,
+            }),
+            Command::Rollback(a) => Action::Rollback(crate::commands::RollbackOptions {
+                to: a.to,
+                hosts: a.hosts,
+                dry_run: a.dry_run,
+                wait_lock: a.wait_lock.map(|d| d.0),
+                json: a.json,
+            }),
+            Command::Unlock(a) => Action::Unlock { hosts: a.hosts },
             Command::Build(a) => Action::Build {
                 app_version: a.version.app_version,
             },

@@ -19,12 +19,47 @@ pub fn run(settings: &Settings, app_version: Option<&str>) -> Result<Exit> {
 
 /// Run every build step; the first failure stops the rest.
 pub fn build(config: &Config, version: &str, printer: &Printer) -> Result<()> {
-    let total = config.build.len();
-    for (i, step) in config.build.iter().enumerate() {
+    run_steps(config, "build step", &config.build, version, None, printer)
+}
+
+/// `hooks.local_before` / `hooks.local_after`: local commands around a rollout, run like
+/// build steps; `SHIPIT_RESULT` (ok|failed) is set for local_after.
+pub fn run_hooks(
+    config: &Config,
+    kind: &str,
+    hooks: &[crate::redact::Text],
+    version: &str,
+    result: Option<&str>,
+    printer: &Printer,
+) -> Result<()> {
+    run_steps(
+        config,
+        &format!("{kind} hook"),
+        hooks,
+        version,
+        result,
+        printer,
+    )
+}
+
+fn run_steps(
+    config: &Config,
+    what: &str,
+    steps: &[crate::redact::Text],
+    version: &str,
+    result: Option<&str>,
+    printer: &Printer,
+) -> Result<()> {
+    let total = steps.len();
+    for (i, step) in steps.iter().enumerate() {
         let n = i + 1;
-        printer.info(&format!("build step {n}/{total}: `{step}`"));
+        printer.info(&format!("{what} {n}/{total}: `{step}`"));
         let started = std::time::Instant::now();
-        let mut child = Command::new("sh")
+        let mut command = Command::new("sh");
+        if let Some(result) = result {
+            command.env("SHIPIT_RESULT", result);
+        }
+        let mut child = command
             .arg("-c")
             .arg(step.expose())
             .current_dir(&config.dir)

@@ -3,8 +3,16 @@
 mod build;
 mod check;
 mod config;
+mod deploy;
 mod init;
 mod package;
+mod rollback;
+mod summary;
+mod unlock;
+
+pub use deploy::Options as DeployOptions;
+pub use package::human_bytes;
+pub use rollback::Options as RollbackOptions;
 
 use anyhow::Result;
 use clap::CommandFactory;
@@ -18,6 +26,9 @@ pub fn run(settings: &Settings, action: Action) -> Result<Exit> {
         Action::Init { app } => init::run(settings, app.as_deref()),
         Action::Config { json } => config::run(settings, json),
         Action::Check { json } => check::run(settings, json),
+        Action::Deploy(opts) => deploy::run(settings, opts),
+        Action::Rollback(opts) => rollback::run(settings, opts),
+        Action::Unlock { hosts } => unlock::run(settings, hosts),
         Action::Build { app_version } => build::run(settings, app_version.as_deref()),
         Action::Package {
             no_build,

@@ -29,7 +29,7 @@ use raw::{HostEntry, Layer, List, S};
 pub const DEFAULT_FILE: &str = "deploy.yaml";
 
 /// The resolved configuration for one environment.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Config {
     /// The file as the user named it, for messages.
     #[serde(skip)]
@@ -54,7 +54,7 @@ pub struct Config {
     pub hosts: Vec<Host>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct PackageConfig {
     /// Absolute, or relative to the config's directory.
     pub root: Text,
@@ -62,7 +62,7 @@ pub struct PackageConfig {
     pub exclude: Vec<Text>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct SshConfig {
     pub user: Option<Text>,
     /// `None`: ~/.ssh/config's `Port`, else 22.
@@ -74,13 +74,13 @@ pub struct SshConfig {
     pub connect_timeout: Duration,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct SharedConfig {
     pub dirs: Vec<Text>,
     pub files: Vec<Text>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ServiceConfig {
     pub name: String,
     pub manager: ServiceManager,
@@ -89,7 +89,7 @@ pub struct ServiceConfig {
     pub restart: RestartMode,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct HealthConfig {
     pub http: Option<HttpCheck>,
     pub command: Option<Text>,
@@ -98,7 +98,7 @@ pub struct HealthConfig {
     pub settle: Duration,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct HttpCheck {
     pub url: Text,
     #[serde(skip)]
@@ -111,7 +111,7 @@ pub struct HttpCheck {
     pub contains: Option<Text>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct HooksConfig {
     pub before_switch: Vec<Text>,
     pub after_switch: Vec<Text>,
@@ -120,7 +120,7 @@ pub struct HooksConfig {
     pub local_after: Vec<Text>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RolloutConfig {
     pub parallel: u32,
     pub canary: u32,

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::layout::{
-    self, ARTIFACTS, CURRENT, HISTORY, LOCK, RELEASE_JSON, RELEASES, SHARED, STAGING_PREFIX,
+    self, ARTIFACTS, CURRENT, HISTORY, RELEASE_JSON, RELEASES, SHARED, STAGING_PREFIX,
 };
 use super::q;
 use crate::config::{RestartMode, ServiceManager};
@@ -49,6 +49,10 @@ pub struct ReleaseInfo {
     pub state: State,
     pub created_at: u64,
     pub deployed_by: String,
+    /// sha256 of what the config adds to the artifact (.env, unit file, shared paths,
+    /// hooks): a deploy is a no-op only when this matches too.
+    #[serde(default)]
+    pub config_sha256: Option<String>,
 }
 
 /// A release found on a host. `info` is `None` when release.json is missing or
@@ -369,7 +373,7 @@ pub fn activate(a: &Activate) -> Result<String, QuoteError> {
         };
         s.push_str("printf '@@step unit\\n'\n");
         s.push_str(&format!(
-            "u=$(mktemp) && printf '%s' {} > \"$u\" || exit 1\nif [ \"$(sha256sum < \"$u\")\" != \"$(sha256sum < {dir}/{name} 2>/dev/null)\" ]; then\n  mkdir -p {dir} 2>/dev/null; {install} \"$u\" {dir}/{name} && {ctl} daemon-reload || {{ rm -f \"$u\"; exit 1; }}\n  echo '@@unit installed'\nfi\nrm -f \"$u\"\n",
+            "u=$(mktemp) && printf '%s' {} > \"$u\" || exit 1\nif [ \"$(sha256sum < \"$u\")\" != \"$( {{ sha256sum < {dir}/{name}; }} 2>/dev/null)\" ]; then\n  mkdir -p {dir} 2>/dev/null; {install} \"$u\" {dir}/{name} && {ctl} daemon-reload || {{ rm -f \"$u\"; exit 1; }}\n  echo '@@unit installed'\nfi\nrm -f \"$u\"\n",
             q(content)?,
             name = q(&name)?
         ));
@@ -524,6 +528,7 @@ mod tests {
                 state,
                 created_at: 0,
                 deployed_by: "x".into(),
+                config_sha256: None,
             }),
         }
     }
@@ -619,7 +624,7 @@ mod tests {
 
     #[test]
     fn survey_parsing() {
-        let out = "@@now 100\n@@current releases/20231114T221320Z-3f2a9c1d\n@@free 5000\n@@cached yes\n@@release 20231114T221320Z-3f2a9c1d {\"id\":\"20231114T221320Z-3f2a9c1d\",\"app\":\"a\",\"version\":\"v\",\"commit\":null,\"artifact_sha256\":\"3f2a9c1d\",\"state\":\"live\",\"created_at\":1,\"deployed_by\":\"me\"}\n@@release 20231114T221319Z-00000000 \n@@release junk {}\n@@staging .tmp-x\nhook output\n";
+        let out = "@@now 100\n@@current releases/20231114T221320Z-3f2a9c1d\n@@free 5000\n@@cached yes\n@@release 20231114T221320Z-3f2a9c1d {\"id\":\"20231114T221320Z-3f2a9c1d\",\"app\":\"a\",\"version\":\"v\",\"commit\":null,\"artifact_sha256\":\"3f2a9c1d\",\"state\":\"live\",\"created_at\":1,\"deployed_by\":\"me\",\"config_sha256\":\"c\"}\n@@release 20231114T221319Z-00000000 \n@@release junk {}\n@@staging .tmp-x\nhook output\n";
         let s = parse_survey(out);
         assert_eq!(s.now, 100);
         assert_eq!(s.current.as_deref(), Some("20231114T221320Z-3f2a9c1d"));

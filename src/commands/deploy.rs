@@ -1,0 +1,401 @@
+//! `shipit deploy`: package (or take --artifact), then lock every host, upload, stage,
+//! switch, health-check, and roll back by itself when the new release is unhealthy.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::artifact::{self, Artifact};
+use crate::exit::{Exit, Failure};
+use crate::pipeline::{DeployPlan, HostRun, Outcome, Plan, each};
+use crate::remote::release::{self, Activate, Stage, State};
+use crate::remote::{layout, lock};
+use crate::rollout::{self, Cancel};
+use crate::settings::Settings;
+use crate::ssh::Target;
+
+pub struct Options {
+    pub artifact: Option<PathBuf>,
+    pub hosts: Option<Vec<String>>,
+    pub dry_run: bool,
+    pub no_build: bool,
+    pub force: bool,
+    pub parallel: Option<u32>,
+    pub wait_lock: Option<Duration>,
+    pub json: bool,
+    pub app_version: Option<String>,
+}
+
+pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
+    let config = settings.load_config()?;
+    let targets = crate::targets::resolve(&config, opts.hosts.as_deref())?;
+    let printer = settings.printer;
+    let artifact: Artifact = match &opts.artifact {
+        Some(path) => {
+            let a = artifact::inspect(path).map_err(|e| {
+                Failure::new(Exit::Invalid, format!("refusing `{}`: {e}", path.display()))
+                    .hint("nothing was uploaded; build a clean artifact with `shipit package`")
+            })?;
+            if a.manifest.app != config.app {
+                return Err(Failure::new(
+                    Exit::Invalid,
+                    format!(
+                        "`{}` is an artifact of `{}`, not of `{}`",
+                        path.display(),
+                        a.manifest.app,
+                        config.app
+                    ),
+                )
+                .into());
+            }
+            a
+        }
+        None => super::package::package(
+            &config,
+            opts.no_build,
+            opts.app_version.as_deref(),
+            &printer,
+        )?,
+    };
+    let version = artifact.manifest.version.clone();
+    let mut plan = Plan::new(&config, "shipit deploy", Some(&version), printer)?;
+    let env_file = release::env_file(&config.env, false);
+    let shared_dirs: Vec<String> = config
+        .shared
+        .dirs
+        .iter()
+        .map(|t| t.expose().to_owned())
+        .collect();
+    let shared_files: Vec<String> = config
+        .shared
+        .files
+        .iter()
+        .map(|t| t.expose().to_owned())
+        .collect();
+    let config_sha256 = DeployPlan::config_digest(
+        &env_file,
+        plan.unit.as_deref(),
+        &shared_dirs,
+        &shared_files,
+        &config.hooks.before_switch,
+    );
+    let release_id = layout::release_id(plan.owner.started_at, &artifact.sha256);
+    plan.deploy = Some(DeployPlan {
+        version: version.clone(),
+        commit: artifact.manifest.commit.clone(),
+        sha256: artifact.sha256.clone(),
+        artifact: artifact.path.clone(),
+        artifact_size: artifact.size,
+        release_id: release_id.clone(),
+        env_file,
+        env_file_redacted: release::env_file(&config.env, true),
+        shared_dirs,
+        shared_files,
+        before_switch: config.hooks.before_switch.clone(),
+        config_sha256: config_sha256.clone(),
+    });
+    let plan = Arc::new(plan);
+    let parallel = opts.parallel.unwrap_or(config.rollout.parallel).max(1) as usize;
+
+    if !opts.dry_run {
+        super::build::run_hooks(
+            &config,
+            "local_before",
+            &config.hooks.local_before,
+            &version,
+            None,
+            &printer,
+        )?;
+    }
+    printer.info(&format!(
+        "{} {} {version} ({}) as release {release_id} to {} host(s)",
+        if opts.dry_run {
+            "dry run: would deploy"
+        } else {
+            "deploying"
+        },
+        config.app,
+        &artifact.sha256[..12],
+        targets.len()
+    ));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (runs, exit) = runtime.block_on(deploy(
+        plan.clone(),
+        targets,
+        &opts,
+        parallel,
+        &artifact.sha256,
+        &config_sha256,
+    ));
+    if !opts.dry_run {
+        super::summary::print(
+            &printer,
+            &runs,
+            exit,
+            &super::summary::Context {
+                action: "deploy",
+                release: Some(&release_id),
+                version: Some(&version),
+                sha256: Some(&artifact.sha256),
+            },
+            opts.json,
+        );
+        let result = if exit == Exit::Ok { "ok" } else { "failed" };
+        super::build::run_hooks(
+            &config,
+            "local_after",
+            &config.hooks.local_after,
+            &version,
+            Some(result),
+            &printer,
+        )?;
+    }
+    Ok(exit)
+}
+
+async fn deploy(
+    plan: Arc<Plan>,
+    targets: Vec<Target>,
+    opts: &Options,
+    parallel: usize,
+    sha256: &str,
+    config_sha256: &str,
+) -> (Vec<HostRun>, Exit) {
+    let cancel = Cancel::new();
+    rollout::on_signals(cancel.clone(), plan.printer);
+    let runs: Vec<HostRun> = targets.into_iter().map(HostRun::new).collect();
+    let (mut runs, stop) =
+        rollout::prepare(runs, &plan, opts.dry_run, opts.wait_lock, &cancel).await;
+    if let Some(exit) = stop {
+        return (runs, exit);
+    }
+    for run in runs.iter_mut() {
+        let same = run
+            .survey
+            .current_release()
+            .and_then(|r| r.info.as_ref())
+            .is_some_and(|i| {
+                i.artifact_sha256 == sha256 && i.config_sha256.as_deref() == Some(config_sha256)
+            });
+        if same && !opts.force {
+            let id = run.survey.current.clone().unwrap_or_default();
+            run.outcome = Outcome::Skipped {
+                reason: format!(
+                    "already runs this artifact and config (release {id}); `--force` deploys it again"
+                ),
+            };
+            run.finished = Some(run.started.elapsed());
+        }
+    }
+    if opts.dry_run {
+        print_dry_run(&plan, &runs);
+        return (runs, Exit::Ok);
+    }
+    // Hosts left alone give their lock back now.
+    runs = each(
+        runs,
+        &plan,
+        crate::pipeline::ALL,
+        |mut run, plan| async move {
+            if matches!(run.outcome, Outcome::Skipped { .. }) {
+                run.unlock(&plan).await;
+            }
+            run
+        },
+    )
+    .await;
+    if !runs.iter().any(HostRun::is_pending) {
+        plan.printer
+            .info("every host already runs this artifact: nothing to do");
+        return (runs, Exit::Ok);
+    }
+
+    // Staging: upload and unpack everywhere before anything is switched anywhere.
+    let staging_cancel = cancel.clone();
+    runs = each(runs, &plan, parallel, move |mut run, plan| {
+        let cancel = staging_cancel.clone();
+        async move {
+            if !run.is_pending() {
+                return run;
+            }
+            let name = run.target.name.clone();
+            tokio::select! {
+                _ = run.upload(&plan, |_| {}) => {}
+                _ = cancel.wait() => {}
+            }
+            if cancel.is_set() && run.is_pending() {
+                run.outcome = Outcome::Interrupted {
+                    state: format!("{name}: interrupted during the upload; nothing switched"),
+                };
+            }
+            if run.is_pending() {
+                run.stage(&plan).await;
+            }
+            run
+        }
+    })
+    .await;
+    let staging_failed = runs.iter().any(|r| {
+        matches!(
+            r.outcome,
+            Outcome::Failed { .. } | Outcome::Interrupted { .. }
+        )
+    });
+    if staging_failed || cancel.is_set() {
+        let why = runs
+            .iter()
+            .find_map(|r| match &r.outcome {
+                Outcome::Failed { step, .. } => Some(format!("{} failed at {step}", r.target.name)),
+                Outcome::Interrupted { .. } => Some("interrupted".to_owned()),
+                _ => None,
+            })
+            .unwrap_or_else(|| "interrupted".into());
+        let release_id = plan
+            .deploy
+            .as_ref()
+            .map(|d| d.release_id.clone())
+            .unwrap_or_default();
+        runs = each(runs, &plan, crate::pipeline::ALL, move |mut run, plan| {
+            let why = why.clone();
+            let release_id = release_id.clone();
+            async move {
+                if run.is_pending() || matches!(run.outcome, Outcome::Failed { .. }) {
+                    run.set_state(&plan, &release_id, State::Failed).await;
+                }
+                if run.is_pending() {
+                    run.outcome = Outcome::Failed {
+                        step: "staging".into(),
+                        reason: format!("not switched because {why}"),
+                    };
+                    run.finished = Some(run.started.elapsed());
+                }
+                run.unlock(&plan).await;
+                run
+            }
+        })
+        .await;
+        return (runs, Exit::Failed);
+    }
+
+    let release_id = plan
+        .deploy
+        .as_ref()
+        .map(|d| d.release_id.clone())
+        .unwrap_or_default();
+    rollout::activate(runs, &plan, parallel, "deploy", &cancel, move |_| {
+        release_id.clone()
+    })
+    .await
+}
+
+/// What a deploy would do on each host: the steps and the exact scripts, secrets redacted.
+fn print_dry_run(plan: &Plan, runs: &[HostRun]) {
+    let Some(d) = &plan.deploy else { return };
+    let mut out = String::new();
+    for run in runs {
+        out.push_str(&format!(
+            "== {} ({}@{}:{})\n",
+            run.target.name, run.target.user, run.target.host, run.target.port
+        ));
+        let current = run.survey.current.clone().unwrap_or_else(|| "none".into());
+        if let Outcome::Skipped { reason } = &run.outcome {
+            out.push_str(&format!("nothing to do: {reason}\n\n"));
+            continue;
+        }
+        out.push_str(&format!("current release: {current}\n"));
+        if let Some(holder) = run.lock_holder() {
+            out.push_str(&format!(
+                "LOCK HELD by {holder}: the deploy would wait or stop (exit 3)\n"
+            ));
+        }
+        let staged = serde_json::to_string(&plan_info(plan, d, State::Staged)).unwrap_or_default();
+        let failed = serde_json::to_string(&plan_info(plan, d, State::Failed)).unwrap_or_default();
+        let steps: Vec<(String, String)> = vec![
+            (
+                "1. lock".into(),
+                lock::acquire(&plan.owner, None).unwrap_or_default(),
+            ),
+            (
+                if run.survey.cached {
+                    "2. upload: skipped, the artifact is cached on the host".into()
+                } else {
+                    format!(
+                        "2. upload {} into",
+                        crate::commands::human_bytes(d.artifact_size)
+                    )
+                },
+                if run.survey.cached {
+                    String::new()
+                } else {
+                    release::upload_command(&plan.deploy_to, &d.sha256).unwrap_or_default() + "\n"
+                },
+            ),
+            (
+                "3. stage (unpack, link shared paths, write .env, before_switch)".into(),
+                release::stage(&Stage {
+                    id: &d.release_id,
+                    sha256: &d.sha256,
+                    shared_dirs: &d.shared_dirs,
+                    shared_files: &d.shared_files,
+                    env: &d.env_file_redacted,
+                    staged_json: &staged,
+                    failed_json: &failed,
+                    before_switch: &d.before_switch,
+                    redact: true,
+                })
+                .unwrap_or_default(),
+            ),
+            (
+                "4. switch and restart".into(),
+                release::activate(&Activate {
+                    id: &d.release_id,
+                    manager: plan.manager,
+                    service: &plan.service,
+                    sudo: plan.sudo,
+                    restart: plan.restart,
+                    unit: plan.unit.as_deref(),
+                })
+                .unwrap_or_default(),
+            ),
+            (
+                format!(
+                    "5. health check for up to {}; unhealthy: switch back to {current}, restart",
+                    plan.health.timeout
+                ),
+                String::new(),
+            ),
+            (
+                "6. after_switch hooks, history line, cleanup, unlock".into(),
+                release::after_hooks("after_switch", &plan.hooks_after_switch, true)
+                    .unwrap_or_default(),
+            ),
+        ];
+        for (title, script) in steps {
+            out.push_str(&format!("-- {title}\n"));
+            for line in script.lines() {
+                out.push_str(&format!("   {line}\n"));
+            }
+        }
+        out.push('\n');
+    }
+    plan.printer.data(out.trim_end());
+}
+
+fn plan_info(plan: &Plan, d: &DeployPlan, state: State) -> release::ReleaseInfo {
+    release::ReleaseInfo {
+        id: d.release_id.clone(),
+        app: plan.app.clone(),
+        version: d.version.clone(),
+        commit: d.commit.clone(),
+        artifact_sha256: d.sha256.clone(),
+        state,
+        created_at: plan.owner.started_at,
+        deployed_by: plan.deployed_by.clone(),
+        config_sha256: Some(d.config_sha256.clone()),
+    }
+}

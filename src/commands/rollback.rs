@@ -1,0 +1,133 @@
+//! `shipit rollback`: every host back to the newest good release before its current one
+//! (or `--to RELEASE`): lock, switch, restart, health-check, history, unlock. No upload,
+//! no unpack.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::exit::Exit;
+use crate::pipeline::{HostRun, Outcome, Plan};
+use crate::remote::release::{self, Activate, State};
+use crate::rollout::{self, Cancel};
+use crate::settings::Settings;
+
+pub struct Options {
+    pub to: Option<String>,
+    pub hosts: Option<Vec<String>>,
+    pub dry_run: bool,
+    pub wait_lock: Option<Duration>,
+    pub json: bool,
+}
+
+pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
+    let config = settings.load_config()?;
+    let targets = crate::targets::resolve(&config, opts.hosts.as_deref())?;
+    let printer = settings.printer;
+    let plan = Arc::new(Plan::new(&config, "shipit rollback", None, printer)?);
+    let parallel = config.rollout.parallel.max(1) as usize;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (runs, exit) = runtime.block_on(async {
+        let cancel = Cancel::new();
+        rollout::on_signals(cancel.clone(), printer);
+        let runs: Vec<HostRun> = targets.into_iter().map(HostRun::new).collect();
+        let (mut runs, stop) = rollout::prepare(runs, &plan, opts.dry_run, opts.wait_lock, &cancel).await;
+        if let Some(exit) = stop {
+            return (runs, exit);
+        }
+        let mut chosen = Vec::new();
+        for run in runs.iter_mut() {
+            match pick(run, opts.to.as_deref()) {
+                Ok(id) => chosen.push((run.target.name.clone(), id)),
+                Err(reason) => {
+                    run.outcome = Outcome::Failed { step: "rollback".into(), reason };
+                    run.finished = Some(run.started.elapsed());
+                }
+            }
+        }
+        if opts.dry_run {
+            let mut out = String::new();
+            for run in &runs {
+                out.push_str(&format!("== {}\n", run.target.name));
+                match chosen.iter().find(|(n, _)| n == &run.target.name) {
+                    Some((_, id)) => {
+                        out.push_str(&format!("would switch {} -> {id}, restart, health-check, then mark {} rolled-back\n", run.survey.current.clone().unwrap_or_default(), run.survey.current.clone().unwrap_or_default()));
+                        let script = release::activate(&Activate { id, manager: plan.manager, service: &plan.service, sudo: plan.sudo, restart: plan.restart, unit: plan.unit.as_deref() }).unwrap_or_default();
+                        for line in script.lines() {
+                            out.push_str(&format!("   {line}\n"));
+                        }
+                    }
+                    None => out.push_str(&format!("cannot roll back: {:?}\n", run.outcome)),
+                }
+            }
+            printer.data(out.trim_end());
+            let exit = if runs.iter().all(HostRun::is_pending) { Exit::Ok } else { Exit::Failed };
+            return (runs, exit);
+        }
+        if runs.iter().any(|r| !r.is_pending()) {
+            // A host with nothing to roll back to: change nothing anywhere.
+            let runs = rollout::release_all(runs, &plan).await;
+            return (runs, Exit::Failed);
+        }
+        let chosen = Arc::new(chosen);
+        rollout::activate(runs, &plan, parallel, "rollback", &cancel, move |run| {
+            chosen.iter().find(|(n, _)| n == &run.target.name).map(|(_, id)| id.clone()).unwrap_or_default()
+        })
+        .await
+    });
+    if !opts.dry_run {
+        super::summary::print(
+            &printer,
+            &runs,
+            exit,
+            &super::summary::Context {
+                action: "rollback",
+                release: None,
+                version: None,
+                sha256: None,
+            },
+            opts.json,
+        );
+    }
+    Ok(exit)
+}
+
+/// The release this host goes back to, or why there is none.
+fn pick(run: &HostRun, to: Option<&str>) -> Result<String, String> {
+    let current = run
+        .survey
+        .current
+        .clone()
+        .ok_or_else(|| "no current release on this host: nothing to roll back".to_owned())?;
+    match to {
+        Some(id) => {
+            let found = run
+                .survey
+                .releases
+                .iter()
+                .find(|r| r.id == id)
+                .ok_or_else(|| format!("release {id} is not on this host"))?;
+            if id == current {
+                return Err(format!("release {id} is already current"));
+            }
+            match found.state() {
+                Some(State::Failed) => Err(format!(
+                    "release {id} failed when it was deployed; it is not a rollback target"
+                )),
+                Some(State::Staged) | None => Err(format!(
+                    "release {id} was never completed; it is not a rollback target"
+                )),
+                Some(State::Live) | Some(State::RolledBack) => Ok(id.to_owned()),
+            }
+        }
+        None => run
+            .survey
+            .rollback_target()
+            .map(|r| r.id.clone())
+            .ok_or_else(|| format!("nothing to roll back to: no good release before {current}")),
+    }
+}

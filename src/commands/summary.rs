@@ -1,0 +1,137 @@
+//! The end of a deploy or rollback: one row per host on stdout (or one JSON document),
+//! then, for hosts that failed, why, with the service's journal.
+
+use serde::Serialize;
+
+use crate::exit::Exit;
+use crate::pipeline::{HostRun, Outcome};
+use crate::printer::Printer;
+
+#[derive(Serialize)]
+struct HostJson<'a> {
+    name: &'a str,
+    #[serde(flatten)]
+    outcome: &'a Outcome,
+    release: Option<&'a str>,
+    previous: Option<&'a str>,
+    duration_ms: u128,
+    uploaded_bytes: u64,
+    warnings: &'a [String],
+    journal: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Json<'a> {
+    ok: bool,
+    exit_code: u8,
+    action: &'a str,
+    release: Option<&'a str>,
+    version: Option<&'a str>,
+    artifact_sha256: Option<&'a str>,
+    hosts: Vec<HostJson<'a>>,
+}
+
+pub struct Context<'a> {
+    pub action: &'a str,
+    pub release: Option<&'a str>,
+    pub version: Option<&'a str>,
+    pub sha256: Option<&'a str>,
+}
+
+fn where_now(run: &HostRun) -> Option<&str> {
+    match run.outcome {
+        Outcome::Done => run.switched_to.as_deref(),
+        Outcome::Broken { .. } => run.switched_to.as_deref().or(run.previous.as_deref()),
+        _ => run.previous.as_deref(),
+    }
+}
+
+fn result_word(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Pending => "not started",
+        Outcome::Skipped { .. } => "unchanged",
+        Outcome::Unreachable { .. } => "unreachable",
+        Outcome::Locked { .. } => "locked",
+        Outcome::Failed { .. } => "failed",
+        Outcome::Done => "done",
+        Outcome::RolledBack { .. } => "rolled back",
+        Outcome::Broken { .. } => "BROKEN",
+        Outcome::Interrupted { .. } => "interrupted",
+    }
+}
+
+pub fn print(printer: &Printer, runs: &[HostRun], exit: Exit, ctx: &Context, json: bool) {
+    if json {
+        let doc = Json {
+            ok: exit == Exit::Ok,
+            exit_code: exit.code(),
+            action: ctx.action,
+            release: ctx.release,
+            version: ctx.version,
+            artifact_sha256: ctx.sha256,
+            hosts: runs
+                .iter()
+                .map(|r| HostJson {
+                    name: r.name(),
+                    outcome: &r.outcome,
+                    release: where_now(r),
+                    previous: r.previous.as_deref(),
+                    duration_ms: r
+                        .finished
+                        .unwrap_or_else(|| r.started.elapsed())
+                        .as_millis(),
+                    uploaded_bytes: r.uploaded,
+                    warnings: &r.warnings,
+                    journal: r.journal.as_deref(),
+                })
+                .collect(),
+        };
+        printer.data(&serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return;
+    }
+    let w = runs
+        .iter()
+        .map(|r| r.name().len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut out = format!("{:<w$}  {:<25}  {:<11}  TIME", "HOST", "NOW ON", "RESULT");
+    let mut details = Vec::new();
+    for r in runs {
+        let time = r
+            .finished
+            .unwrap_or_else(|| r.started.elapsed())
+            .as_secs_f64();
+        out.push_str(&format!(
+            "\n{:<w$}  {:<25}  {:<11}  {time:.1}s",
+            r.name(),
+            where_now(r).unwrap_or("-"),
+            result_word(&r.outcome)
+        ));
+        let why = match &r.outcome {
+            Outcome::Skipped { reason } => Some(reason.clone()),
+            Outcome::Unreachable { reason } => Some(reason.clone()),
+            Outcome::Locked { holder } => Some(format!("locked by {holder}")),
+            Outcome::Failed { step, reason } => Some(format!("{step}: {reason}")),
+            Outcome::RolledBack { reason } => Some(reason.clone()),
+            Outcome::Broken { reason } => Some(format!("{reason}; a human must look at this host")),
+            Outcome::Interrupted { state } => Some(state.clone()),
+            Outcome::Pending | Outcome::Done => None,
+        };
+        if let Some(why) = why {
+            details.push(format!("{}: {}", r.name(), why.trim_end()));
+        }
+        if let Some(j) = r.journal.as_deref().filter(|j| !j.trim().is_empty()) {
+            details.push(format!(
+                "{}: last lines of the service's journal:\n{}",
+                r.name(),
+                j.trim_end()
+            ));
+        }
+    }
+    if !details.is_empty() {
+        out.push_str("\n\n");
+        out.push_str(&details.join("\n"));
+    }
+    printer.data(&out);
+}

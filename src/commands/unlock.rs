@@ -1,0 +1,99 @@
+//! `shipit unlock`: remove a deploy lock left by a dead deploy, saying who held it.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use crate::exit::Exit;
+use crate::pipeline::{HostRun, Outcome, Plan, each};
+use crate::remote::lock::{self, Owner};
+use crate::settings::Settings;
+use crate::ssh::Connector;
+
+pub fn run(settings: &Settings, hosts: Option<Vec<String>>) -> Result<Exit> {
+    let config = settings.load_config()?;
+    let targets = crate::targets::resolve(&config, hosts.as_deref())?;
+    let printer = settings.printer;
+    let plan = Arc::new(Plan::new(&config, "shipit unlock", None, printer)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let runs = runtime.block_on(async {
+        let connector = Connector::default();
+        let runs: Vec<HostRun> = targets.into_iter().map(HostRun::new).collect();
+        each(runs, &plan, crate::pipeline::ALL, move |mut run, plan| {
+            let connector = connector.clone();
+            async move {
+                run.connect(&connector).await;
+                if let Some(session) = &run.session {
+                    let script = format!(
+                        "cd -- {} 2>/dev/null || {{ echo '@@unlocked none'; exit 0; }}\n{}",
+                        crate::remote::q(&plan.deploy_to).unwrap_or_default(),
+                        lock::force_release()
+                    );
+                    match session.exec(&script, |_, _| {}).await {
+                        Ok(out) if out.success() => {
+                            let owner = out
+                                .stdout
+                                .lines()
+                                .find_map(|l| l.strip_prefix("@@owner "))
+                                .and_then(|j| serde_json::from_str::<Owner>(j).ok());
+                            let mtime = out
+                                .stdout
+                                .lines()
+                                .find_map(|l| l.strip_prefix("@@lock_mtime "))
+                                .and_then(|t| t.trim().parse::<u64>().ok());
+                            let text = if out.stdout.contains("@@unlocked none") {
+                                "no lock".to_owned()
+                            } else {
+                                let now = crate::remote::layout::now();
+                                match owner {
+                                    Some(o) => format!("removed the lock of {}", o.describe(now)),
+                                    None => format!(
+                                        "removed a lock without owner file{}",
+                                        mtime
+                                            .map(|m| format!(
+                                                ", taken {} ago",
+                                                lock::age(now.saturating_sub(m))
+                                            ))
+                                            .unwrap_or_default()
+                                    ),
+                                }
+                            };
+                            run.outcome = Outcome::Skipped { reason: text };
+                        }
+                        Ok(out) => {
+                            run.outcome = Outcome::Failed {
+                                step: "unlock".into(),
+                                reason: out.stderr_tail,
+                            }
+                        }
+                        Err(e) => {
+                            run.outcome = Outcome::Failed {
+                                step: "unlock".into(),
+                                reason: e.to_string(),
+                            }
+                        }
+                    }
+                }
+                run
+            }
+        })
+        .await
+    });
+    let mut lines = Vec::new();
+    for run in &runs {
+        lines.push(match &run.outcome {
+            Outcome::Skipped { reason } => format!("{}: {reason}", run.target.name),
+            Outcome::Unreachable { reason } | Outcome::Failed { reason, .. } => {
+                format!("{}: FAILED: {}", run.target.name, reason.trim())
+            }
+            other => format!("{}: {other:?}", run.target.name),
+        });
+    }
+    printer.data(&lines.join("\n"));
+    Ok(crate::rollout::exit_for(
+        &runs.iter().map(|r| r.outcome.clone()).collect::<Vec<_>>(),
+    ))
+}

@@ -1,0 +1,697 @@
+//! The per-host pipeline of a deploy or a rollback: phases that a rollout drives over
+//! many hosts. Each phase is one script over the host's one SSH connection.
+//!
+//! `Plan` holds what is the same for every host (the artifact, the release id, the
+//! scripts' inputs); `HostRun` holds one host's connection, what its survey found and
+//! where it stands. Phases never print tables or decide fleet policy; they record the
+//! host's state and report progress through the printer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::{Config, HealthConfig, RestartMode, ServiceManager};
+use crate::health;
+use crate::printer::Printer;
+use crate::redact::Text;
+use crate::remote::lock::{self, Owner};
+use crate::remote::release::{self, Activate, LockAnswer, ReleaseInfo, Stage, State, Survey};
+use crate::ssh::{Connector, Session, Target};
+
+/// What every host of one run shares.
+pub struct Plan {
+    pub deploy_to: String,
+    pub app: String,
+    pub owner: Owner,
+    pub deployed_by: String,
+    pub printer: Printer,
+    pub manager: ServiceManager,
+    pub service: String,
+    pub sudo: bool,
+    pub restart: RestartMode,
+    pub unit: Option<String>,
+    pub health: HealthConfig,
+    pub hooks_after_switch: Vec<Text>,
+    pub hooks_after_rollback: Vec<Text>,
+    pub keep_releases: usize,
+    pub deploy: Option<DeployPlan>,
+}
+
+/// What only a deploy has: the artifact and how to make the release.
+pub struct DeployPlan {
+    pub version: String,
+    pub commit: Option<String>,
+    pub sha256: String,
+    pub artifact: std::path::PathBuf,
+    pub artifact_size: u64,
+    pub release_id: String,
+    pub env_file: String,
+    pub env_file_redacted: String,
+    pub shared_dirs: Vec<String>,
+    pub shared_files: Vec<String>,
+    pub before_switch: Vec<Text>,
+    pub config_sha256: String,
+}
+
+impl DeployPlan {
+    /// The digest of everything a release gets from the config rather than the artifact.
+    pub fn config_digest(
+        env_file: &str,
+        unit: Option<&str>,
+        shared_dirs: &[String],
+        shared_files: &[String],
+        before_switch: &[Text],
+    ) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for part in [env_file, unit.unwrap_or("")]
+            .into_iter()
+            .chain(shared_dirs.iter().map(String::as_str))
+            .chain(shared_files.iter().map(String::as_str))
+            .chain(before_switch.iter().map(Text::expose))
+        {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        hex::encode(h.finalize())
+    }
+}
+
+impl Plan {
+    pub fn new(
+        config: &Config,
+        command: &str,
+        version: Option<&str>,
+        printer: Printer,
+    ) -> anyhow::Result<Plan> {
+        let unit = match &config.service.unit_file {
+            Some(f) => Some(
+                std::fs::read_to_string(config.dir.join(f.expose()))
+                    .map_err(|e| anyhow::anyhow!("cannot read the unit file `{f}`: {e}"))?,
+            ),
+            None => None,
+        };
+        let owner = Owner::here(command, version);
+        Ok(Plan {
+            deploy_to: config.deploy_to.expose().to_owned(),
+            app: config.app.clone(),
+            deployed_by: format!("{}@{}", owner.user, owner.machine),
+            owner,
+            printer,
+            manager: config.service.manager,
+            service: config.service.name.clone(),
+            sudo: config.service.sudo,
+            restart: config.service.restart,
+            unit,
+            health: config.health.clone(),
+            hooks_after_switch: config.hooks.after_switch.clone(),
+            hooks_after_rollback: config.hooks.after_rollback.clone(),
+            keep_releases: config.keep_releases as usize,
+            deploy: None,
+        })
+    }
+
+    fn release_info(&self, d: &DeployPlan, state: State) -> ReleaseInfo {
+        ReleaseInfo {
+            id: d.release_id.clone(),
+            app: self.app.clone(),
+            version: d.version.clone(),
+            commit: d.commit.clone(),
+            artifact_sha256: d.sha256.clone(),
+            state,
+            created_at: self.owner.started_at,
+            deployed_by: self.deployed_by.clone(),
+            config_sha256: Some(d.config_sha256.clone()),
+        }
+    }
+}
+
+/// Where a host stands, for the summary and the exit code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Not worked on yet, or still in progress.
+    Pending,
+    /// Already on this artifact; nothing done.
+    Skipped { reason: String },
+    /// Could not connect, authenticate or verify the host key.
+    Unreachable { reason: String },
+    /// Another deploy holds the lock.
+    Locked { holder: String },
+    /// A step failed before anything was switched on this host.
+    Failed { step: String, reason: String },
+    /// Switched and healthy.
+    Done,
+    /// Unhealthy (or stopped by a failure elsewhere), and put back on its old release.
+    RolledBack { reason: String },
+    /// Could not be put back: a human must look.
+    Broken { reason: String },
+    /// Stopped by Ctrl-C or SIGTERM at a safe point.
+    Interrupted { state: String },
+}
+
+pub struct HostRun {
+    pub target: Target,
+    pub session: Option<Session>,
+    pub survey: Survey,
+    pub locked: bool,
+    /// `current` before this run switched it.
+    pub previous: Option<String>,
+    /// The release this run switched to, if it switched.
+    pub switched_to: Option<String>,
+    pub outcome: Outcome,
+    pub started: Instant,
+    pub finished: Option<Duration>,
+    /// Bytes uploaded to this host.
+    pub uploaded: u64,
+    pub warnings: Vec<String>,
+    /// Last lines of the service's journal, when it failed its health check.
+    pub journal: Option<String>,
+}
+
+impl HostRun {
+    pub fn new(target: Target) -> HostRun {
+        HostRun {
+            target,
+            session: None,
+            survey: Survey::default(),
+            locked: false,
+            previous: None,
+            switched_to: None,
+            outcome: Outcome::Pending,
+            started: Instant::now(),
+            finished: None,
+            uploaded: 0,
+            warnings: Vec::new(),
+            journal: None,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.target.name
+    }
+
+    pub fn is_pending(&self) -> bool {
+        self.outcome == Outcome::Pending
+    }
+
+    fn say(&self, plan: &Plan, text: &str) {
+        plan.printer.info(&format!("{}: {text}", self.target.name));
+    }
+
+    fn end(&mut self, outcome: Outcome) {
+        self.outcome = outcome;
+        self.finished = Some(self.started.elapsed());
+    }
+
+    fn fail(&mut self, step: &str, reason: impl Into<String>) {
+        self.end(Outcome::Failed {
+            step: step.to_owned(),
+            reason: reason.into(),
+        });
+    }
+
+    /// Run a script in deploy_to, streaming non-protocol lines as the host's output.
+    /// Returns stdout and the last `@@step` seen, or the failure as (step, reason).
+    async fn run(&self, plan: &Plan, script: &str) -> Result<String, (String, String)> {
+        let Some(session) = &self.session else {
+            return Err(("connect".into(), "not connected".into()));
+        };
+        let printer = plan.printer;
+        let name = self.target.name.clone();
+        let mut step = String::from("prepare");
+        let full = format!(
+            "{}{script}",
+            release::enter(&plan.deploy_to, true)
+                .map_err(|e| ("prepare".to_owned(), e.to_string()))?
+        );
+        let result = session
+            .exec(&full, |stream, line| {
+                if let Some(s) = line.strip_prefix("@@step ") {
+                    step = s.to_owned();
+                } else if !line.starts_with("@@") {
+                    let _ = stream;
+                    printer.child_line(&name, &format!("{name}: {line}"));
+                }
+            })
+            .await;
+        match result {
+            Ok(out) if out.success() => Ok(out.stdout),
+            Ok(out) => {
+                let how = match (&out.status, &out.signal) {
+                    (Some(code), _) => format!("exit status {code}"),
+                    (None, Some(sig)) => format!("signal {sig}"),
+                    _ => "no exit status".into(),
+                };
+                let tail = out.stderr_tail.trim();
+                Err((
+                    step,
+                    if tail.is_empty() {
+                        format!("failed with {how}")
+                    } else {
+                        format!("failed with {how}: {tail}")
+                    },
+                ))
+            }
+            Err(e) => Err((step, e.to_string())),
+        }
+    }
+
+    pub async fn connect(&mut self, connector: &Connector) {
+        match connector.connect(&self.target).await {
+            Ok(s) => self.session = Some(s),
+            Err(e) => {
+                let reason = e.to_string();
+                if e.is_unreachable() {
+                    self.end(Outcome::Unreachable { reason });
+                } else {
+                    self.fail("connect", reason);
+                }
+            }
+        }
+    }
+
+    /// Survey the host, taking the lock first unless `read_only`. A lock left by a dead
+    /// process of this machine is broken (and said so).
+    pub async fn survey(&mut self, plan: &Plan, read_only: bool) {
+        let sha = plan.deploy.as_ref().map(|d| d.sha256.as_str());
+        let script = |break_token: Option<&str>| -> Result<String, String> {
+            let mut s = String::new();
+            if !read_only {
+                s.push_str(&lock::acquire(&plan.owner, break_token).map_err(|e| e.to_string())?);
+            }
+            s.push_str(&release::survey(sha).map_err(|e| e.to_string())?);
+            Ok(s)
+        };
+        let mut attempt = script(None);
+        for _ in 0..2 {
+            let text = match &attempt {
+                Ok(t) => t.clone(),
+                Err(e) => return self.fail("lock", e.clone()),
+            };
+            match self.run(plan, &text).await {
+                Err((step, reason)) => return self.fail(&step, reason),
+                Ok(out) => {
+                    self.survey = release::parse_survey(&out);
+                    self.previous = self.survey.current.clone();
+                    match &self.survey.lock {
+                        Some(LockAnswer::Acquired) => self.locked = true,
+                        Some(LockAnswer::Held {
+                            owner: Some(owner), ..
+                        }) if owner.is_stale_here()
+                            && attempt.as_ref().is_ok_and(|t| !t.contains(&owner.token)) =>
+                        {
+                            plan.printer.warn(&format!(
+                                "{}: breaking a stale lock: {}",
+                                self.target.name,
+                                owner.describe(self.survey.now)
+                            ));
+                            attempt = script(Some(&owner.token));
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Who holds the lock, when someone else does.
+    pub fn lock_holder(&self) -> Option<String> {
+        match &self.survey.lock {
+            Some(LockAnswer::Held {
+                owner: Some(owner), ..
+            }) => Some(owner.describe(self.survey.now)),
+            Some(LockAnswer::Held { owner: None, since }) => Some(format!(
+                "unknown (no owner file), since {}",
+                since.map_or("an unknown time".into(), |s| format!(
+                    "{} ({} ago)",
+                    crate::remote::layout::iso8601(s),
+                    lock::age(self.survey.now.saturating_sub(s))
+                ))
+            )),
+            _ => None,
+        }
+    }
+
+    pub async fn unlock(&mut self, plan: &Plan) {
+        if !self.locked || self.session.is_none() {
+            return;
+        }
+        if let Ok(script) = lock::release(&plan.owner.token)
+            && self.run(plan, &script).await.is_ok()
+        {
+            self.locked = false;
+        }
+    }
+
+    /// Send the artifact unless the host has it already.
+    pub async fn upload(&mut self, plan: &Plan, progress: impl FnMut(u64) + Send) {
+        let Some(d) = &plan.deploy else { return };
+        if self.survey.cached {
+            self.say(plan, "artifact already on the host, not uploaded");
+            return;
+        }
+        let Some(session) = &self.session else { return };
+        let command = match release::upload_command(&plan.deploy_to, &d.sha256) {
+            Ok(c) => c,
+            Err(e) => return self.fail("upload", e.to_string()),
+        };
+        let file = match tokio::fs::File::open(&d.artifact).await {
+            Ok(f) => f,
+            Err(e) => {
+                return self.fail(
+                    "upload",
+                    format!("cannot read {}: {e}", d.artifact.display()),
+                );
+            }
+        };
+        match session
+            .upload(
+                &command,
+                tokio::io::BufReader::with_capacity(1 << 20, file),
+                progress,
+            )
+            .await
+        {
+            Ok(out) if out.success() => {
+                self.uploaded = out.bytes;
+                self.say(
+                    plan,
+                    &format!("uploaded {}", crate::commands::human_bytes(out.bytes)),
+                );
+            }
+            Ok(out) => self.fail(
+                "upload",
+                format!("the host refused the artifact: {}", out.stderr_tail.trim()),
+            ),
+            Err(e) => self.fail("upload", e.to_string()),
+        }
+    }
+
+    /// Unpack, link, write .env, run before_switch. Nothing that serves traffic changes.
+    pub async fn stage(&mut self, plan: &Plan) {
+        let Some(d) = &plan.deploy else { return };
+        let staged =
+            serde_json::to_string(&plan.release_info(d, State::Staged)).unwrap_or_default();
+        let failed =
+            serde_json::to_string(&plan.release_info(d, State::Failed)).unwrap_or_default();
+        let script = release::stage(&Stage {
+            id: &d.release_id,
+            sha256: &d.sha256,
+            shared_dirs: &d.shared_dirs,
+            shared_files: &d.shared_files,
+            env: &d.env_file,
+            staged_json: &staged,
+            failed_json: &failed,
+            before_switch: &d.before_switch,
+            redact: false,
+        });
+        let script = match script {
+            Ok(s) => s,
+            Err(e) => return self.fail("stage", e.to_string()),
+        };
+        match self.run(plan, &script).await {
+            Ok(_) => self.say(plan, &format!("staged release {}", d.release_id)),
+            Err((step, reason)) => self.fail(&step, reason),
+        }
+    }
+
+    /// Switch to `id`, restart, and wait until healthy. `Err` holds why it is not.
+    pub async fn activate(&mut self, plan: &Plan, id: &str) -> Result<(), String> {
+        let script = release::activate(&Activate {
+            id,
+            manager: plan.manager,
+            service: &plan.service,
+            sudo: plan.sudo,
+            restart: plan.restart,
+            unit: plan.unit.as_deref(),
+        })
+        .map_err(|e| e.to_string())?;
+        let out = self.run(plan, &script).await;
+        // Whatever happened after the switch, `current` may have moved.
+        if let Ok(o) = &out
+            && o.contains("@@switched")
+        {
+            self.switched_to = Some(id.to_owned());
+        }
+        if let Err((step, reason)) = &out {
+            if step != "switch" && step != "prepare" {
+                self.switched_to = Some(id.to_owned());
+            }
+            return Err(format!("{step}: {reason}"));
+        }
+        self.say(
+            plan,
+            &format!(
+                "switched to {id}{}",
+                if plan.manager == ServiceManager::None {
+                    ""
+                } else {
+                    ", service restarted"
+                }
+            ),
+        );
+        let Some(session) = &self.session else {
+            return Err("not connected".into());
+        };
+        let baseline = health::baseline(session, plan.manager, &plan.service)
+            .await
+            .map_err(|e| e.to_string())?;
+        let release_dir = format!("{}/releases/{id}", plan.deploy_to.trim_end_matches('/'));
+        let command = plan.health.command.as_ref().map(|c| c.expose().to_owned());
+        let spec = health::Spec {
+            http: plan.health.http.as_ref(),
+            command: command.as_deref(),
+            release_dir: &release_dir,
+            manager: plan.manager,
+            service: &plan.service,
+            timeout: plan.health.timeout.0,
+            interval: plan.health.interval.0,
+            settle: plan.health.settle.0,
+        };
+        match health::wait_healthy(session, &spec, &baseline, |_| {}).await {
+            health::Outcome::Healthy { elapsed, .. } => {
+                self.say(
+                    plan,
+                    &format!("healthy after {:.1}s", elapsed.as_secs_f64()),
+                );
+                Ok(())
+            }
+            health::Outcome::Unhealthy { reason, .. } => {
+                if plan.manager != ServiceManager::None {
+                    self.journal = Some(
+                        health::journal_tail(session, plan.manager, &plan.service, plan.sudo, 20)
+                            .await,
+                    );
+                }
+                Err(reason)
+            }
+        }
+    }
+
+    /// Put the host back on the release it ran before this run switched it: switch,
+    /// restart, health-check. A host that had no release before gets `current` removed
+    /// and its service stopped.
+    pub async fn revert(&mut self, plan: &Plan, why: &str, action: &str) {
+        let Some(new) = self.switched_to.clone() else {
+            self.end(Outcome::RolledBack {
+                reason: why.to_owned(),
+            });
+            return;
+        };
+        let result = match self.previous.clone() {
+            Some(prev) => self.activate(plan, &prev).await.map(|()| prev),
+            None => {
+                let stop = release::systemctl(plan.manager, plan.sudo)
+                    .map(|ctl| {
+                        format!(
+                            "{ctl} stop -- {} || true\n",
+                            crate::remote::q(&plan.service).unwrap_or_default()
+                        )
+                    })
+                    .unwrap_or_default();
+                self.run(plan, &format!("rm -f -- current\n{stop}"))
+                    .await
+                    .map(|_| "none".into())
+                    .map_err(|(s, r)| format!("{s}: {r}"))
+            }
+        };
+        match result {
+            Ok(back_on) => {
+                self.switched_to = None;
+                self.set_state(plan, &new, State::Failed).await;
+                self.history(plan, action, Some(&new), "rolled-back", why)
+                    .await;
+                self.say(plan, &format!("rolled back to {back_on}"));
+                self.end(Outcome::RolledBack {
+                    reason: why.to_owned(),
+                });
+            }
+            Err(e) => {
+                self.end(Outcome::Broken {
+                    reason: format!("{why}; then putting it back failed: {e}"),
+                });
+            }
+        }
+    }
+
+    pub async fn set_state(&mut self, plan: &Plan, id: &str, state: State) {
+        let Some(found) = self
+            .survey
+            .releases
+            .iter()
+            .find(|r| r.id == id)
+            .and_then(|r| r.info.clone())
+            .or_else(|| {
+                plan.deploy
+                    .as_ref()
+                    .filter(|d| d.release_id == id)
+                    .map(|d| plan.release_info(d, state))
+            })
+        else {
+            return;
+        };
+        let info = ReleaseInfo { state, ..found };
+        let json = serde_json::to_string(&info).unwrap_or_default();
+        if let Ok(script) = release::set_release_json(id, &json)
+            && let Err((_, e)) = self.run(plan, &script).await
+        {
+            self.warnings
+                .push(format!("could not record release {id} as {state:?}: {e}"));
+        }
+    }
+
+    pub async fn history(
+        &mut self,
+        plan: &Plan,
+        action: &str,
+        release: Option<&str>,
+        result: &str,
+        reason: &str,
+    ) {
+        let d = plan.deploy.as_ref();
+        let line = serde_json::json!({
+            "time": crate::remote::layout::iso8601(crate::remote::layout::now()),
+            "action": action,
+            "result": result,
+            "release": release,
+            "previous": self.previous,
+            "version": d.map(|d| d.version.clone()),
+            "commit": d.and_then(|d| d.commit.clone()),
+            "artifact_sha256": d.map(|d| d.sha256.clone()),
+            "by": plan.deployed_by,
+            "pid": plan.owner.pid,
+            "ci_url": plan.owner.ci_url,
+            "reason": if reason.is_empty() { None } else { Some(reason) },
+            "duration_ms": self.started.elapsed().as_millis() as u64,
+        });
+        if let Ok(script) = release::history(&line.to_string())
+            && let Err((_, e)) = self.run(plan, &script).await
+        {
+            self.warnings
+                .push(format!("could not append to the history: {e}"));
+        }
+    }
+
+    /// After a healthy switch: hooks, final states, history, cleanup, unlock.
+    pub async fn finish(&mut self, plan: &Plan, action: &str) {
+        let Some(now_on) = self.switched_to.clone() else {
+            return;
+        };
+        let hooks = if action == "rollback" {
+            &plan.hooks_after_rollback
+        } else {
+            &plan.hooks_after_switch
+        };
+        let kind = if action == "rollback" {
+            "after_rollback"
+        } else {
+            "after_switch"
+        };
+        let mut script = release::after_hooks(kind, hooks, false).unwrap_or_default();
+        let mut releases = self.survey.releases.clone();
+        if let Some(d) = &plan.deploy
+            && !releases.iter().any(|r| r.id == d.release_id)
+        {
+            releases.push(release::Found {
+                id: d.release_id.clone(),
+                info: Some(plan.release_info(d, State::Live)),
+            });
+        }
+        for r in &mut releases {
+            if let Some(info) = &mut r.info {
+                if r.id == now_on {
+                    info.state = State::Live;
+                } else if action == "rollback" && Some(&r.id) == self.previous.as_ref() {
+                    info.state = State::RolledBack;
+                }
+            }
+        }
+        for r in releases.iter().filter(|r| {
+            r.id == now_on || (action == "rollback" && Some(&r.id) == self.previous.as_ref())
+        }) {
+            if let Some(info) = &r.info
+                && let Ok(s) = release::set_release_json(
+                    &r.id,
+                    &serde_json::to_string(info).unwrap_or_default(),
+                )
+            {
+                script.push_str(&s);
+            }
+        }
+        let plan_cleanup =
+            release::plan_cleanup(&releases, &self.survey.staging, &now_on, plan.keep_releases);
+        script.push_str(&release::cleanup(&plan_cleanup).unwrap_or_default());
+        match self.run(plan, &script).await {
+            Ok(out) => {
+                for w in out.lines().filter_map(|l| l.strip_prefix("@@warn ")) {
+                    self.warnings.push(w.to_owned());
+                }
+            }
+            Err((step, e)) => self.warnings.push(format!("{step}: {e}")),
+        }
+        self.history(plan, action, Some(&now_on), "ok", "").await;
+        for w in &self.warnings {
+            plan.printer.warn(&format!("{}: {w}", self.target.name));
+        }
+        self.unlock(plan).await;
+        self.end(Outcome::Done);
+    }
+}
+
+/// No bound beyond the connector's own limit on connection starts.
+pub const ALL: usize = 1 << 16;
+
+/// Run `phase` on every pending host, at most `limit` at once; hosts come back in order.
+pub async fn each<F, Fut>(
+    runs: Vec<HostRun>,
+    plan: &Arc<Plan>,
+    limit: usize,
+    phase: F,
+) -> Vec<HostRun>
+where
+    F: Fn(HostRun, Arc<Plan>) -> Fut,
+    Fut: std::future::Future<Output = HostRun> + Send + 'static,
+{
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(limit.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    let mut out: Vec<Option<HostRun>> = Vec::new();
+    for (i, run) in runs.into_iter().enumerate() {
+        out.push(None);
+        let fut = phase(run, plan.clone());
+        let semaphore = semaphore.clone();
+        set.spawn(async move {
+            let _permit = semaphore.acquire_owned().await;
+            (i, fut.await)
+        });
+    }
+    while let Some(joined) = set.join_next().await {
+        if let Ok((i, run)) = joined {
+            out[i] = Some(run);
+        }
+    }
+    out.into_iter().flatten().collect()
+}
