@@ -119,6 +119,13 @@ pub enum Command {
     /// release left is marked rolled-back, so running it again goes one further back.
     Rollback(RollbackArgs),
 
+    /// What runs where: one row per host
+    ///
+    /// Current release, version and commit, service state and since when, health now,
+    /// lock holder and its age, number of releases; a line flags hosts on different
+    /// releases. Exit 4 when a host cannot be reached, else 0.
+    Status(StatusArgs),
+
     /// Remove a deploy lock left by a dead deploy, printing who held it
     Unlock(UnlockArgs),
 
@@ -225,6 +232,21 @@ pub struct RollbackArgs {
     /// Print the summary as one JSON document on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print one JSON document instead of the table
+    #[arg(long)]
+    pub json: bool,
+
+    /// List every release on each host with its state, marking the current one
+    #[arg(long)]
+    pub releases: bool,
+
+    /// Show the last N entries of each host's deploy history
+    #[arg(long, value_name = "N")]
+    pub history: Option<usize>,
 }
 
 #[derive(Debug, Args)]

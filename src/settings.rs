@@ -19,6 +19,11 @@ pub enum Action {
     Unlock {
         hosts: Option<Vec<String>>,
     },
+    Status {
+        json: bool,
+        releases: bool,
+        history: usize,
+    },
     Init {
         app: Option<String>,
     },
@@ -81,6 +86,11 @@ impl Cli {
                 json: a.json,
             }),
             Command::Unlock(a) => Action::Unlock { hosts: a.hosts },
+            Command::Status(a) => Action::Status {
+                json: a.json,
+                releases: a.releases,
+                history: a.history.unwrap_or(0),
+            },
             Command::Build(a) => Action::Build {
                 app_version: a.version.app_version,
             },

@@ -7,6 +7,7 @@ mod deploy;
 mod init;
 mod package;
 mod rollback;
+mod status;
 mod summary;
 mod unlock;
 
@@ -29,6 +30,11 @@ pub fn run(settings: &Settings, action: Action) -> Result<Exit> {
         Action::Deploy(opts) => deploy::run(settings, opts),
         Action::Rollback(opts) => rollback::run(settings, opts),
         Action::Unlock { hosts } => unlock::run(settings, hosts),
+        Action::Status {
+            json,
+            releases,
+            history,
+        } => status::run(settings, json, releases, history),
         Action::Build { app_version } => build::run(settings, app_version.as_deref()),
         Action::Package {
             no_build,

@@ -1,0 +1,344 @@
+//! `shipit status`: what runs where. One read-only script per host, plus one health probe.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::config::ServiceManager;
+use crate::exit::Exit;
+use crate::health;
+use crate::pipeline::{HostRun, Outcome, Plan, each};
+use crate::remote::layout::{HISTORY, LOCK};
+use crate::remote::lock;
+use crate::remote::release::{self, LockAnswer, State};
+use crate::settings::Settings;
+use crate::ssh::Connector;
+
+#[derive(Debug, Default, Serialize)]
+struct HostStatus {
+    name: String,
+    reachable: bool,
+    error: Option<String>,
+    deployed: bool,
+    current: Option<String>,
+    version: Option<String>,
+    commit: Option<String>,
+    service: Option<String>,
+    service_since: Option<String>,
+    healthy: Option<bool>,
+    health: Option<String>,
+    lock: Option<String>,
+    lock_age_secs: Option<u64>,
+    release_count: usize,
+    releases: Vec<ReleaseRow>,
+    history: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+struct ReleaseRow {
+    id: String,
+    state: String,
+    version: Option<String>,
+    current: bool,
+}
+
+pub fn run(settings: &Settings, json: bool, show_releases: bool, history: usize) -> Result<Exit> {
+    let config = settings.load_config()?;
+    let targets = crate::targets::resolve(&config, None)?;
+    let printer = settings.printer;
+    let plan = Arc::new(Plan::new(&config, "shipit status", None, printer)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let statuses: Vec<HostStatus> = runtime.block_on(async {
+        let connector = Connector::default();
+        let runs: Vec<HostRun> = targets.into_iter().map(HostRun::new).collect();
+        let runs = each(runs, &plan, crate::pipeline::ALL, move |mut run, _| {
+            let connector = connector.clone();
+            async move {
+                run.connect(&connector).await;
+                run
+            }
+        })
+        .await;
+        let mut set = tokio::task::JoinSet::new();
+        for (i, run) in runs.into_iter().enumerate() {
+            let plan = plan.clone();
+            set.spawn(async move { (i, host_status(run, &plan, history).await) });
+        }
+        let mut out: Vec<(usize, HostStatus)> = Vec::new();
+        while let Some(Ok(s)) = set.join_next().await {
+            out.push(s);
+        }
+        out.sort_by_key(|(i, _)| *i);
+        out.into_iter().map(|(_, s)| s).collect()
+    });
+    let currents: std::collections::BTreeSet<&str> = statuses
+        .iter()
+        .filter_map(|s| s.current.as_deref())
+        .collect();
+    let mixed = currents.len() > 1;
+    if json {
+        let doc = serde_json::json!({ "environment": config.environment, "mixed": mixed, "hosts": statuses });
+        printer.data(&serde_json::to_string_pretty(&doc)?);
+    } else {
+        printer.data(&table(&statuses, mixed, show_releases, history));
+    }
+    Ok(if statuses.iter().any(|s| !s.reachable) {
+        Exit::Unreachable
+    } else {
+        Exit::Ok
+    })
+}
+
+async fn host_status(run: HostRun, plan: &Plan, history: usize) -> HostStatus {
+    let mut st = HostStatus {
+        name: run.target.name.clone(),
+        ..HostStatus::default()
+    };
+    let Some(session) = &run.session else {
+        st.error = Some(match &run.outcome {
+            Outcome::Unreachable { reason } | Outcome::Failed { reason, .. } => reason.clone(),
+            _ => "not connected".into(),
+        });
+        return st;
+    };
+    st.reachable = true;
+    let mut script = match release::enter(&plan.deploy_to, false) {
+        Ok(s) => s,
+        Err(e) => {
+            st.error = Some(e.to_string());
+            return st;
+        }
+    };
+    script.push_str(&format!(
+        "if [ -d {LOCK} ]; then echo '@@lock held'; printf '@@owner %s\\n' \"$(tr -d '\\n' < {LOCK}/owner.json 2>/dev/null)\"; printf '@@lock_mtime %s\\n' \"$(stat -c %Y {LOCK} 2>/dev/null)\"; fi\n"
+    ));
+    script.push_str(&release::survey(None).unwrap_or_default());
+    if let Some(ctl) = release::systemctl(plan.manager, false) {
+        let unit = crate::remote::q(&plan.service).unwrap_or_default();
+        script.push_str(&format!("{ctl} show -p ActiveState -p SubState -p ActiveEnterTimestamp -- {unit} 2>/dev/null | sed 's/^/@@svc /'\n"));
+    }
+    if history > 0 {
+        script.push_str(&format!(
+            "tail -n {history} {HISTORY} 2>/dev/null | sed 's/^/@@history /'\n"
+        ));
+    }
+    let out = match session.exec(&script, |_, _| {}).await {
+        Ok(o) => o.stdout,
+        Err(e) => {
+            st.error = Some(e.to_string());
+            return st;
+        }
+    };
+    if out.contains("@@missing") {
+        st.error = Some(format!("{} does not exist: never deployed", plan.deploy_to));
+        return st;
+    }
+    let survey = release::parse_survey(&out);
+    st.deployed = true;
+    st.current = survey.current.clone();
+    st.release_count = survey.releases.len();
+    if let Some(info) = survey.current_release().and_then(|r| r.info.as_ref()) {
+        st.version = Some(info.version.clone());
+        st.commit = info.commit.clone();
+    }
+    if let Some(LockAnswer::Held { owner, since }) = &survey.lock {
+        st.lock = Some(match owner {
+            Some(o) => o.describe(survey.now),
+            None => "held (no owner file)".into(),
+        });
+        st.lock_age_secs = since.map(|s| survey.now.saturating_sub(s));
+    }
+    let mut svc = std::collections::BTreeMap::new();
+    for line in out.lines().filter_map(|l| l.strip_prefix("@@svc ")) {
+        if let Some((k, v)) = line.split_once('=') {
+            svc.insert(k.to_owned(), v.to_owned());
+        }
+    }
+    if let Some(state) = svc.get("ActiveState") {
+        st.service = Some(format!(
+            "{state} ({})",
+            svc.get("SubState").cloned().unwrap_or_default()
+        ));
+        st.service_since = svc
+            .get("ActiveEnterTimestamp")
+            .filter(|t| !t.is_empty())
+            .cloned();
+    }
+    st.history = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("@@history "))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    st.releases = survey
+        .releases
+        .iter()
+        .rev()
+        .map(|r| ReleaseRow {
+            id: r.id.clone(),
+            state: match r.state() {
+                Some(State::Live) => "live",
+                Some(State::Staged) => "staged",
+                Some(State::Failed) => "failed",
+                Some(State::RolledBack) => "rolled-back",
+                None => "incomplete",
+            }
+            .into(),
+            version: r.info.as_ref().map(|i| i.version.clone()),
+            current: Some(&r.id) == survey.current.as_ref(),
+        })
+        .collect();
+    // Health now: one short probe of the configured checks.
+    if let Some(current) = &survey.current {
+        let release_dir = format!("{}/{current}", plan.deploy_to.trim_end_matches('/'));
+        let command = plan.health.command.as_ref().map(|c| c.expose().to_owned());
+        let spec = health::Spec {
+            http: plan.health.http.as_ref(),
+            command: command.as_deref(),
+            release_dir: &release_dir,
+            manager: plan.manager,
+            service: &plan.service,
+            timeout: plan.health.interval.0.max(Duration::from_secs(2)),
+            interval: plan.health.interval.0,
+            settle: Duration::ZERO,
+        };
+        let manager = if plan.manager == ServiceManager::None {
+            ServiceManager::None
+        } else {
+            plan.manager
+        };
+        match health::baseline(session, manager, &plan.service).await {
+            Ok(baseline) => match health::wait_healthy(session, &spec, &baseline, |_| {}).await {
+                health::Outcome::Healthy { .. } => {
+                    st.healthy = Some(true);
+                    st.health = Some("ok".into());
+                }
+                health::Outcome::Unhealthy { reason, .. } => {
+                    st.healthy = Some(false);
+                    st.health = Some(reason);
+                }
+            },
+            Err(e) => st.health = Some(e.to_string()),
+        }
+    }
+    st
+}
+
+fn table(statuses: &[HostStatus], mixed: bool, show_releases: bool, history: usize) -> String {
+    let w = statuses
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut out = format!(
+        "{:<w$}  {:<25}  {:<10}  {:<8}  {:<20}  {:<9}  {:<8}  RELEASES",
+        "HOST", "RELEASE", "VERSION", "COMMIT", "SERVICE", "HEALTH", "LOCK"
+    );
+    let mut notes = Vec::new();
+    for s in statuses {
+        if !s.reachable || !s.deployed {
+            out.push_str(&format!(
+                "\n{:<w$}  {}",
+                s.name,
+                if s.reachable {
+                    "not deployed"
+                } else {
+                    "UNREACHABLE"
+                }
+            ));
+            if let Some(e) = &s.error {
+                notes.push(format!("{}: {}", s.name, e.trim_end()));
+            }
+            continue;
+        }
+        let health = match s.healthy {
+            Some(true) => "ok",
+            Some(false) => "FAILING",
+            None => "-",
+        };
+        let lock = match s.lock_age_secs {
+            Some(age) => format!("held {}", lock::age(age)),
+            None if s.lock.is_some() => "held".into(),
+            None => "-".into(),
+        };
+        out.push_str(&format!(
+            "\n{:<w$}  {:<25}  {:<10}  {:<8}  {:<20}  {:<9}  {:<8}  {}",
+            s.name,
+            s.current.as_deref().unwrap_or("-"),
+            s.version.as_deref().unwrap_or("-"),
+            s.commit
+                .as_deref()
+                .map(|c| &c[..c.len().min(8)])
+                .unwrap_or("-"),
+            s.service.as_deref().unwrap_or("-"),
+            health,
+            lock,
+            s.release_count
+        ));
+        if let Some(l) = &s.lock {
+            notes.push(format!("{}: locked by {l}", s.name));
+        }
+        if let (Some(false), Some(reason)) = (s.healthy, &s.health) {
+            notes.push(format!("{}: health: {reason}", s.name));
+        }
+        if let Some(since) = &s.service_since {
+            notes.push(format!(
+                "{}: service {} since {since}",
+                s.name,
+                s.service.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    let out_lines: Vec<&str> = out.lines().map(str::trim_end).collect();
+    let mut out = out_lines.join("\n");
+    if mixed {
+        let on: Vec<String> = statuses
+            .iter()
+            .filter_map(|s| s.current.as_ref().map(|c| format!("{} on {c}", s.name)))
+            .collect();
+        out.push_str(&format!(
+            "\n\nMIXED: hosts are on different releases: {}",
+            on.join(", ")
+        ));
+    }
+    if !notes.is_empty() {
+        out.push_str("\n\n");
+        out.push_str(&notes.join("\n"));
+    }
+    if show_releases {
+        for s in statuses.iter().filter(|s| s.deployed) {
+            out.push_str(&format!("\n\n{} releases (newest first):", s.name));
+            for r in &s.releases {
+                out.push_str(&format!(
+                    "\n  {} {:<11} {}{}",
+                    r.id,
+                    r.state,
+                    r.version.as_deref().unwrap_or("-"),
+                    if r.current { "  <- current" } else { "" }
+                ));
+            }
+        }
+    }
+    if history > 0 {
+        for s in statuses.iter().filter(|s| s.deployed) {
+            out.push_str(&format!("\n\n{} history (last {history}):", s.name));
+            for h in &s.history {
+                let g = |k: &str| h.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_owned();
+                out.push_str(&format!(
+                    "\n  {} {:<8} {:<11} {} by {}",
+                    g("time"),
+                    g("action"),
+                    g("result"),
+                    g("release"),
+                    g("by")
+                ));
+            }
+        }
+    }
+    out
+}
