@@ -8,6 +8,7 @@
 //! to skip them, in which case each prints a loud `E2E TIER NOT RUN` line.
 
 mod check;
+mod deploy;
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -72,10 +73,16 @@ fn available(test: &str) -> Option<()> {
 impl Testbed {
     /// Boot `n` hosts in a testbed named `name` (1-20 chars of `a-z0-9-`).
     pub fn up(name: &str, n: usize) -> Option<Testbed> {
+        Testbed::up_with(name, n, &[])
+    }
+
+    /// `up` with extra arguments for up.sh (e.g. `--small-opt host2:30M`).
+    pub fn up_with(name: &str, n: usize, extra: &[&str]) -> Option<Testbed> {
         available(name)?;
         let out = Command::new(scripts().join("up.sh"))
             .arg(n.to_string())
             .args(["--name", name])
+            .args(extra)
             .output()
             .expect("run tests/testbed/up.sh");
         assert!(
@@ -97,6 +104,16 @@ impl Testbed {
 
     /// Run shipit in `project` from inside the client network namespace.
     pub fn shipit(&self, project: &Project, args: &[&str]) -> Output {
+        let out = self.shipit_command(project, args).output().expect("ip netns exec shipit");
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The command `shipit` runs as (for tests that add env vars or signal it).
+    pub fn shipit_command(&self, project: &Project, args: &[&str]) -> Command {
         let cmd = project.command(args);
         let program = cmd.get_program().to_owned();
         let mut wrapped = Command::new("ip");
@@ -110,12 +127,7 @@ impl Testbed {
                 wrapped.env(k, v);
             }
         }
-        let out = wrapped.output().expect("ip netns exec shipit");
-        Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        wrapped
     }
 
     /// A fault from tests/testbed/fault.sh, or `exec` for a root command inside a host.

@@ -1,0 +1,500 @@
+//! Deploy, rollback, status and unlock against real hosts, checking the hosts' real
+//! state: `readlink current`, `systemctl is-active`, the app's HTTP answer, the files.
+//!
+//! Every run's output is checked for the canary secret that the config pulls from the
+//! environment: it must never appear.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::e2e::Testbed;
+use crate::support::{Output, Project};
+
+const SECRET: &str = "canary-db-password-91c2e7";
+
+/// The example app's binary, built by `cargo test` with the other targets.
+fn hello_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let debug = exe.parent().and_then(|p| p.parent()).unwrap().to_owned();
+    let path = debug.join("examples/hello");
+    if !path.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--example", "hello"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "building the example app");
+    }
+    path
+}
+
+struct App<'a> {
+    tb: &'a Testbed,
+    p: Project,
+}
+
+impl App<'_> {
+    /// The example app, deployable to `hosts` of `tb` (indexes), with `extra` YAML.
+    fn new<'a>(tb: &'a Testbed, hosts: &[usize], extra: &str) -> App<'a> {
+        let mut p = Project::new();
+        std::fs::create_dir_all(p.path().join("pkg/bin")).unwrap();
+        std::fs::copy(hello_binary(), p.path().join("pkg/bin/hello")).unwrap();
+        p.file("pkg/VERSION", "1\n");
+        p.file("deploy/hello.service", include_str!("../../../examples/hello/deploy/hello.service"));
+        let ips: Vec<String> = hosts.iter().map(|&i| tb.host(i).ip.clone()).collect();
+        p.file(
+            "deploy.yaml",
+            &format!(
+                "app: hello
+package: {{root: pkg, include: [bin, VERSION]}}
+{ssh}shared: {{dirs: [log]}}
+env:
+  PORT: '8080'
+  MESSAGE: ${{MESSAGE:-hello v1}}
+  HELLO_MODE: ${{HELLO_MODE:-ok}}
+  DB_PASSWORD: ${{DB_PASSWORD}}
+service: {{name: hello, unit_file: deploy/hello.service, sudo: true}}
+health:
+  http: {{url: 'http://127.0.0.1:8080/healthz', contains: ok}}
+  timeout: 8s
+  interval: 200ms
+  settle: 1s
+hooks:
+  before_switch: ['test -x bin/hello']
+hosts: [{hosts}]
+{extra}",
+                ssh = tb.ssh_yaml(&tb.state.known_hosts),
+                hosts = ips.join(", ")
+            ),
+        );
+        p.env("DB_PASSWORD", SECRET);
+        App { tb, p }
+    }
+
+    fn set_version(&self, v: &str) {
+        self.p.file("pkg/VERSION", &format!("{v}\n"));
+    }
+
+    /// Run shipit; its output must never hold the secret.
+    fn shipit(&self, args: &[&str]) -> Output {
+        let out = self.tb.shipit(&self.p, args);
+        assert!(!out.stdout.contains(SECRET) && !out.stderr.contains(SECRET), "the secret leaked in {args:?}:\n{}\n{}", out.stdout, out.stderr);
+        out
+    }
+
+    /// `shipit deploy --json` with extra environment; returns the output and the summary.
+    fn deploy(&self, version: &str, env: &[(&str, &str)], extra_args: &[&str]) -> (Output, serde_json::Value) {
+        let mut args = vec!["deploy", "--app-version", version, "--json"];
+        args.extend_from_slice(extra_args);
+        let out = self.run_with(&args, env);
+        let summary = serde_json::from_str(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (out, summary)
+    }
+
+    fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut command = self.tb.shipit_command(&self.p, args);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let out = command.output().unwrap();
+        let out = Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        assert!(!out.stdout.contains(SECRET) && !out.stderr.contains(SECRET), "the secret leaked in {args:?}:\n{}\n{}", out.stdout, out.stderr);
+        out
+    }
+
+    fn current(&self, i: usize) -> String {
+        self.tb.root(i, "readlink /opt/hello/current || true").trim().trim_start_matches("releases/").to_owned()
+    }
+
+    fn active(&self, i: usize) -> String {
+        self.tb.root(i, "systemctl is-active hello || true").trim().to_owned()
+    }
+
+    fn http(&self, i: usize) -> String {
+        self.tb.root(i, "curl -s --max-time 2 http://127.0.0.1:8080/ || true").trim().to_owned()
+    }
+
+    fn release_state(&self, i: usize, id: &str) -> String {
+        let json = self.tb.root(i, &format!("cat /opt/hello/releases/{id}/.shipit/release.json"));
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v["state"].as_str().unwrap().to_owned()
+    }
+
+    fn releases(&self, i: usize) -> Vec<String> {
+        self.tb.root(i, "ls /opt/hello/releases").lines().map(str::to_owned).collect()
+    }
+
+    fn history(&self, i: usize) -> Vec<serde_json::Value> {
+        self.tb.root(i, "cat /opt/hello/.shipit/history.jsonl 2>/dev/null || true").lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+}
+
+fn host_result<'a>(summary: &'a serde_json::Value, i: usize) -> &'a serde_json::Value {
+    &summary["hosts"][i]
+}
+
+#[test]
+fn first_deploy_second_deploy_and_a_no_op_redeploy() {
+    let Some(tb) = Testbed::up("e2e-deploy-basic", 3) else { return };
+    let app = App::new(&tb, &[0, 1, 2], "");
+    let (out, summary) = app.deploy("1.0", &[], &[]);
+    out.code(0);
+    let first = summary["release"].as_str().unwrap().to_owned();
+    for i in 0..3 {
+        assert_eq!(host_result(&summary, i)["result"], "done", "{summary:#}");
+        assert_eq!(app.current(i), first);
+        assert_eq!(app.active(i), "active");
+        assert_eq!(app.http(i), "hello v1");
+        assert_eq!(app.release_state(i, &first), "live");
+        let history = app.history(i);
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0]["action"], "deploy");
+        assert_eq!(history[0]["result"], "ok");
+        assert_eq!(history[0]["release"], first.as_str());
+        assert_eq!(history[0]["version"], "1.0");
+        // The release's .env is private to the deploy user and holds the real secret.
+        assert_eq!(tb.root(i, &format!("stat -c '%a %U' /opt/hello/releases/{first}/.env")).trim(), "600 deploy");
+        assert!(tb.root(i, &format!("cat /opt/hello/releases/{first}/.env")).contains(SECRET));
+        assert_eq!(tb.root(i, &format!("readlink /opt/hello/releases/{first}/log")).trim(), "/opt/hello/shared/log");
+    }
+
+    // A second deploy of a new artifact.
+    app.set_version("2");
+    std::thread::sleep(Duration::from_millis(1100)); // release ids have one-second resolution
+    let (out, summary) = app.deploy("2.0", &[("MESSAGE", "hello v2")], &[]);
+    out.code(0);
+    let second = summary["release"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    for i in 0..3 {
+        assert_eq!(app.current(i), second);
+        assert_eq!(app.http(i), "hello v2");
+        assert_eq!(host_result(&summary, i)["previous"], first.as_str());
+    }
+
+    // The same artifact and config again: nothing to do, nothing uploaded.
+    let (out, summary) = app.deploy("2.0", &[("MESSAGE", "hello v2")], &[]);
+    out.code(0);
+    for i in 0..3 {
+        assert_eq!(host_result(&summary, i)["result"], "skipped", "{summary:#}");
+        assert_eq!(host_result(&summary, i)["uploaded_bytes"], 0);
+        assert_eq!(app.current(i), second);
+        assert_eq!(app.history(i).len(), 2, "a no-op writes no history");
+    }
+    assert!(!tb.root(0, "ls -A /opt/hello/.shipit").contains("lock"), "lock released");
+
+    // status --json tells the same story.
+    let out = app.shipit(&["status", "--json"]);
+    out.code(0);
+    let status: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(status["mixed"], false);
+    for i in 0..3 {
+        let h = &status["hosts"][i];
+        assert_eq!(h["reachable"], true);
+        assert_eq!(h["current"], second.as_str());
+        assert_eq!(h["version"], "2.0");
+        assert_eq!(h["healthy"], true, "{h:#}");
+        assert_eq!(h["release_count"], 2);
+        assert_eq!(h["lock"], serde_json::Value::Null);
+        assert!(h["service"].as_str().unwrap().starts_with("active"));
+    }
+}
+
+#[test]
+fn unhealthy_releases_are_rolled_back_and_marked_failed() {
+    let Some(tb) = Testbed::up("e2e-deploy-unhealthy", 2) else { return };
+    let app = App::new(&tb, &[0, 1], "");
+    let (out, summary) = app.deploy("1.0", &[], &[]);
+    out.code(0);
+    let good = summary["release"].as_str().unwrap().to_owned();
+    for (mode, expect) in [("crash", "hello"), ("unhealthy", "500")] {
+        std::thread::sleep(Duration::from_millis(1100));
+        let (out, summary) = app.deploy("1.0", &[("HELLO_MODE", mode)], &[]);
+        out.code(5);
+        let bad = summary["release"].as_str().unwrap().to_owned();
+        for i in 0..2 {
+            let h = host_result(&summary, i);
+            assert_eq!(h["result"], "rolled-back", "{mode}: {summary:#}");
+            assert_eq!(app.current(i), good, "{mode}: current unchanged");
+            assert_eq!(app.http(i), "hello v1", "{mode}: the old release answers");
+            assert_eq!(app.active(i), "active");
+            assert_eq!(app.release_state(i, &bad), "failed");
+            let last = app.history(i).pop().unwrap();
+            assert_eq!(last["result"], "rolled-back");
+        }
+        let reason = host_result(&summary, 0)["reason"].as_str().unwrap().to_owned();
+        assert!(reason.contains(expect), "{mode}: the reason says why: {reason}");
+        // The human summary names the failure and shows the journal.
+    }
+    let (out, _) = app.deploy("1.0", &[("HELLO_MODE", "crash")], &["--parallel", "1"]);
+    out.code(5);
+    let out = app.run_with(&["deploy", "--app-version", "1.0"], &[("HELLO_MODE", "crash")]);
+    out.code(5);
+    assert!(out.stdout.contains("rolled back"), "{}", out.stdout);
+    assert!(out.stdout.contains("last lines of the service's journal"), "{}", out.stdout);
+}
+
+#[test]
+fn a_failing_before_switch_hook_switches_nothing() {
+    let Some(tb) = Testbed::up("e2e-deploy-hook", 2) else { return };
+    let app = App::new(&tb, &[0, 1], "");
+    let (out, summary) = app.deploy("1.0", &[], &[]);
+    out.code(0);
+    let good = summary["release"].as_str().unwrap().to_owned();
+    // The hook fails on the second host only: the first must not switch either.
+    let yaml = app.p.read("deploy.yaml").replace("before_switch: ['test -x bin/hello']", "before_switch: ['test -x bin/hello', 'echo migrating; test \"$(hostname)\" != host2']");
+    app.p.file("deploy.yaml", &yaml);
+    std::thread::sleep(Duration::from_millis(1100));
+    app.set_version("2");
+    let (out, summary) = app.deploy("2.0", &[], &[]);
+    out.code(1);
+    let bad = summary["release"].as_str().unwrap().to_owned();
+    for i in 0..2 {
+        assert_eq!(app.current(i), good, "nothing switched");
+        assert_eq!(app.http(i), "hello v1");
+        assert_eq!(app.release_state(i, &bad), "failed");
+    }
+    let h2 = host_result(&summary, 1);
+    assert_eq!(h2["result"], "failed");
+    assert_eq!(h2["step"], "before_switch:2");
+    assert!(h2["reason"].as_str().unwrap().contains("before_switch hook 2 failed"), "{h2:#}");
+    assert!(out.stderr.contains("migrating"), "hook output is shown: {}", out.stderr);
+    assert!(!tb.root(0, "ls -A /opt/hello/.shipit").contains("lock"));
+}
+
+#[test]
+fn rollback_to_the_previous_release_and_to_a_chosen_one() {
+    let Some(tb) = Testbed::up("e2e-rollback", 2) else { return };
+    let app = App::new(&tb, &[0, 1], "");
+    let mut ids = Vec::new();
+    for v in 1..=3 {
+        app.set_version(&v.to_string());
+        let (out, summary) = app.deploy(&format!("{v}.0"), &[("MESSAGE", &format!("hello v{v}"))], &[]);
+        out.code(0);
+        ids.push(summary["release"].as_str().unwrap().to_owned());
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let out = app.shipit(&["rollback", "--json"]);
+    out.code(0);
+    for i in 0..2 {
+        assert_eq!(app.current(i), ids[1]);
+        assert_eq!(app.http(i), "hello v2");
+        assert_eq!(app.release_state(i, &ids[2]), "rolled-back");
+        let last = app.history(i).pop().unwrap();
+        assert_eq!(last["action"], "rollback");
+        assert_eq!(last["release"], ids[1].as_str());
+    }
+    // Again: one further back, not back and forth.
+    app.shipit(&["rollback"]).code(0);
+    assert_eq!(app.current(0), ids[0]);
+    assert_eq!(app.http(0), "hello v1");
+    // Nothing older: an error naming the host, nothing changed.
+    let out = app.shipit(&["rollback"]);
+    out.code(1);
+    assert!(out.stdout.contains("nothing to roll back to"), "{}", out.stdout);
+    assert_eq!(app.current(0), ids[0]);
+    // --to a chosen release.
+    let out = app.shipit(&["rollback", "--to", &ids[1]]);
+    out.code(0);
+    assert_eq!(app.current(1), ids[1]);
+    assert_eq!(app.http(1), "hello v2");
+    let out = app.shipit(&["rollback", "--to", "20000101T000000Z-deadbeef"]);
+    out.code(1);
+    assert!(out.stdout.contains("is not on this host"), "{}", out.stdout);
+}
+
+#[test]
+fn keep_releases_removes_failed_first_and_keeps_the_rollback_target() {
+    let Some(tb) = Testbed::up("e2e-keep", 1) else { return };
+    let app = App::new(&tb, &[0], "keep_releases: 2\n");
+    let deployed = |v: &str, env: &[(&str, &str)], code: i32| {
+        app.set_version(v);
+        let (out, summary) = app.deploy(v, env, &[]);
+        out.code(code);
+        std::thread::sleep(Duration::from_millis(1100));
+        summary["release"].as_str().unwrap().to_owned()
+    };
+    let v1 = deployed("1", &[], 0);
+    let v2 = deployed("2", &[], 0);
+    let v3 = deployed("3", &[("HELLO_MODE", "crash")], 5);
+    let v4 = deployed("4", &[("HELLO_MODE", "crash")], 5);
+    assert_eq!(app.current(0), v2);
+    let v5 = deployed("5", &[], 0);
+    let left = app.releases(0);
+    assert_eq!(left, [v2.clone(), v5.clone()], "failed ones ({v3}, {v4}) and the oldest ({v1}) removed");
+    let artifacts = tb.root(0, "ls /opt/hello/.shipit/artifacts").lines().count();
+    assert_eq!(artifacts, 2, "cached artifacts of removed releases are removed");
+    app.shipit(&["rollback"]).code(0);
+    assert_eq!(app.current(0), v2);
+}
+
+#[test]
+fn a_lock_held_elsewhere_stops_the_deploy_until_it_is_released() {
+    let Some(tb) = Testbed::up("e2e-lock", 2) else { return };
+    let app = App::new(&tb, &[0, 1], "");
+    app.deploy("1.0", &[], &[]).0.code(0);
+    let owner = r#"{"token":"t0ken","user":"alice","machine":"laptop-of-alice","pid":4242,"started_at":1700000000,"command":"shipit deploy","version":"9.9"}"#;
+    tb.root(1, &format!("mkdir /opt/hello/.shipit/lock && printf '%s' '{owner}' > /opt/hello/.shipit/lock/owner.json && chown -R deploy: /opt/hello/.shipit/lock"));
+    app.set_version("2");
+    let out = app.run_with(&["deploy", "--app-version", "2.0"], &[]);
+    out.code(3);
+    assert!(out.stdout.contains("locked by alice@laptop-of-alice (pid 4242) running `shipit deploy` of 9.9"), "{}", out.stdout);
+    assert!(!tb.root(0, "ls -A /opt/hello/.shipit").contains("lock"), "the lock taken on the other host was given back");
+    let before = app.current(0);
+
+    // status reports it.
+    let status: serde_json::Value = serde_json::from_str(&app.shipit(&["status", "--json"]).stdout).unwrap();
+    assert!(status["hosts"][1]["lock"].as_str().unwrap().contains("alice@laptop-of-alice"));
+    assert!(status["hosts"][1]["lock_age_secs"].as_u64().unwrap() > 1000);
+
+    // --wait-lock: the holder finishes while we wait.
+    let waiter = {
+        let mut cmd = tb.shipit_command(&app.p, &["deploy", "--app-version", "2.0", "--wait-lock", "30s"]);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    };
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) && !String::from_utf8_lossy(&std::fs::read(app.p.path().join("dist/hello-2.0.tar.gz")).map(|_| b"y".to_vec()).unwrap_or_default()).contains('y') {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    tb.root(1, "rm -rf /opt/hello/.shipit/lock");
+    let out = waiter.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("waiting for the lock held by alice@laptop-of-alice"));
+    assert_ne!(app.current(0), before);
+
+    // unlock says who held it.
+    tb.root(0, &format!("mkdir /opt/hello/.shipit/lock && printf '%s' '{owner}' > /opt/hello/.shipit/lock/owner.json"));
+    let out = app.shipit(&["unlock"]);
+    out.code(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines[0].starts_with(&format!("{}: removed the lock of alice@laptop-of-alice (pid 4242)", tb.host(0).ip)), "{}", out.stdout);
+    assert_eq!(lines[1], format!("{}: no lock", tb.host(1).ip));
+    assert!(!tb.root(0, "ls -A /opt/hello/.shipit").contains("lock"));
+}
+
+/// Start a deploy, wait until `marker` (a shell test on host 0) holds, then signal it.
+fn signal_during(app: &App, version: &str, marker: &str, signal: i32) -> std::process::Output {
+    let mut cmd = app.tb.shipit_command(&app.p, &["deploy", "--app-version", version]);
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let started = Instant::now();
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(60), "never reached: {marker}");
+        if app.tb.root(0, &format!("if {marker}; then echo yes; fi")).contains("yes") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn sigterm_and_sigkill_never_leave_a_half_made_current() {
+    let Some(tb) = Testbed::up("e2e-signals", 1) else { return };
+    let app = App::new(&tb, &[0], "");
+    app.p.file("deploy.yaml", &app.p.read("deploy.yaml").replace("before_switch: ['test -x bin/hello']", "before_switch: ['test -x bin/hello', 'touch /tmp/in-hook; sleep 3']"));
+    let (out, summary) = app.deploy("1.0", &[], &[]);
+    out.code(0);
+    let good = summary["release"].as_str().unwrap().to_owned();
+    // A big artifact, so the upload takes a while.
+    let mut noise = vec![0u8; 300 << 20];
+    let mut x: u64 = 7;
+    for c in noise.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
+    }
+    std::fs::write(app.p.path().join("pkg/bin/blob"), &noise).unwrap();
+    let upload_running = "ls /opt/hello/.shipit/artifacts/ | grep -q part";
+    let check = |what: &str| {
+        assert_eq!(app.current(0), good, "{what}: current still points at the complete old release");
+        assert_eq!(app.http(0), "hello v1", "{what}: the app answers");
+    };
+
+    // SIGTERM during the upload: stops, releases the lock.
+    let out = signal_during(&app, "2.0", upload_running, libc::SIGTERM);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    check("SIGTERM in upload");
+    assert!(!tb.root(0, "ls -A /opt/hello/.shipit").contains("lock"), "lock released");
+
+    // SIGTERM while before_switch runs: the stage finishes, nothing is switched.
+    tb.root(0, "rm -f /tmp/in-hook");
+    let out = signal_during(&app, "3.0", "[ -e /tmp/in-hook ]", libc::SIGTERM);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    check("SIGTERM before the switch");
+    assert!(!tb.root(0, "ls -A /opt/hello/.shipit").contains("lock"));
+
+    // SIGKILL during the upload: the lock stays and status says so.
+    let _ = signal_during(&app, "4.0", upload_running, libc::SIGKILL);
+    check("SIGKILL in upload");
+    let status: serde_json::Value = serde_json::from_str(&app.shipit(&["status", "--json"]).stdout).unwrap();
+    assert!(status["hosts"][0]["lock"].as_str().unwrap_or("").contains("running `shipit deploy` of 4.0"), "{status:#}");
+
+    // SIGKILL right before the switch.
+    tb.root(0, "rm -f /tmp/in-hook");
+    let _ = signal_during(&app, "5.0", "[ -e /tmp/in-hook ]", libc::SIGKILL);
+    check("SIGKILL before the switch");
+
+    // The next deploy breaks the dead process's lock and works; half-made releases are
+    // never rollback targets and get cleaned.
+    std::fs::remove_file(app.p.path().join("pkg/bin/blob")).unwrap();
+    app.set_version("6");
+    let (out, summary) = app.deploy("6.0", &[], &[]);
+    out.code(0);
+    assert!(out.stderr.contains("breaking a stale lock"), "{}", out.stderr);
+    let newest = summary["release"].as_str().unwrap().to_owned();
+    assert_eq!(app.current(0), newest);
+    assert!(!tb.root(0, "ls -A /opt/hello/releases").contains(".tmp-"), "half-made releases cleaned");
+    app.shipit(&["rollback"]).code(0);
+    assert_eq!(app.current(0), good, "the rollback target is the last good release, not a half-made one");
+}
+
+#[test]
+fn a_full_disk_on_one_host_switches_nothing() {
+    let Some(tb) = Testbed::up_with("e2e-disk", 2, &["--small-opt", "host2:40M"]) else { return };
+    let app = App::new(&tb, &[0, 1], "");
+    let (out, summary) = app.deploy("1.0", &[], &[]);
+    out.code(0);
+    let good = summary["release"].as_str().unwrap().to_owned();
+    tb.fault(&["fill-opt", "host2"]);
+    app.set_version("2");
+    let (out, summary) = app.deploy("2.0", &[], &[]);
+    out.code(1);
+    for i in 0..2 {
+        assert_eq!(app.current(i), good);
+        assert_eq!(app.http(i), "hello v1");
+    }
+    let h2 = host_result(&summary, 1);
+    assert_eq!(h2["result"], "failed", "{summary:#}");
+    assert!(h2["reason"].as_str().unwrap().contains("No space left on device"), "{h2:#}");
+    assert_eq!(host_result(&summary, 0)["result"], "failed");
+    assert!(host_result(&summary, 0)["reason"].as_str().unwrap().contains("not switched"));
+    tb.fault(&["unfill-opt", "host2"]);
+}
+
+#[test]
+fn a_cleanup_that_hits_a_root_owned_file_is_a_warning() {
+    let Some(tb) = Testbed::up("e2e-cleanup", 1) else { return };
+    let app = App::new(&tb, &[0], "keep_releases: 2\n");
+    let (_, s1) = app.deploy("1", &[], &[]);
+    let first = s1["release"].as_str().unwrap().to_owned();
+    tb.root(0, &format!("mkdir /opt/hello/releases/{first}/rootdir && touch /opt/hello/releases/{first}/rootdir/f"));
+    for v in ["2", "3"] {
+        std::thread::sleep(Duration::from_millis(1100));
+        app.set_version(v);
+        let (out, _) = app.deploy(v, &[], &[]);
+        out.code(0);
+        if v == "3" {
+            assert!(out.stderr.contains("warning:") && out.stderr.contains("could not remove"), "{}", out.stderr);
+        }
+    }
+    assert_eq!(app.http(0), "hello v1");
+    assert!(app.current(0).len() > 10);
+}
