@@ -352,23 +352,33 @@ fn a_lock_held_elsewhere_stops_the_deploy_until_it_is_released() {
     assert!(status["hosts"][1]["lock_age_secs"].as_u64().unwrap() > 1000);
 
     // --wait-lock: the holder finishes while we wait.
-    let waiter = {
+    let mut waiter = {
         let mut cmd = tb.shipit_command(&app.p, &["deploy", "--app-version", "2.0", "--wait-lock", "30s"]);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
     };
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(20) && !String::from_utf8_lossy(&std::fs::read(app.p.path().join("dist/hello-2.0.tar.gz")).map(|_| b"y".to_vec()).unwrap_or_default()).contains('y') {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(1500));
+    let stderr = waiter.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("waiting for the lock held by alice@laptop-of-alice") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(30)).expect("shipit says it is waiting for the lock");
     tb.root(1, "rm -rf /opt/hello/.shipit/lock");
-    let out = waiter.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("waiting for the lock held by alice@laptop-of-alice"));
+    let status = waiter.wait().unwrap();
+    let stderr = reader.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
     assert_ne!(app.current(0), before);
 
     // unlock says who held it.
-    tb.root(0, &format!("mkdir /opt/hello/.shipit/lock && printf '%s' '{owner}' > /opt/hello/.shipit/lock/owner.json"));
+    tb.root(0, &format!("mkdir /opt/hello/.shipit/lock && printf '%s' '{owner}' > /opt/hello/.shipit/lock/owner.json && chown -R deploy: /opt/hello/.shipit/lock"));
     let out = app.shipit(&["unlock"]);
     out.code(0);
     let lines: Vec<&str> = out.stdout.lines().collect();
