@@ -12,6 +12,7 @@ pub mod commands;
 pub mod config;
 pub mod exit;
 pub mod git;
+pub mod health;
 mod logging;
 pub mod printer;
 pub mod redact;
