@@ -621,7 +621,8 @@ async fn poll<P: Probe>(
                 };
             }
         }
-        let mut next = began + timing.interval;
+        // A zero interval (not valid in deploy.yaml) must not spin.
+        let mut next = began + timing.interval.max(Duration::from_millis(10));
         if let Some(since) = passing_since {
             // Check again right when the settle window closes, not an interval later.
             next = next.min(since + timing.settle);
@@ -801,12 +802,13 @@ fn command_script(
     command: &str,
     limit: Duration,
 ) -> Result<String, ssh::quote::QuoteError> {
-    let secs = limit.as_secs_f64().ceil().max(1.0) as u64;
+    // coreutils and busybox `timeout` both take fractional seconds.
+    let secs = format!("{:.3}", limit.as_secs_f64().max(0.001));
     Ok(format!(
         "cd -- {dir} || exit 125\n\
          if [ -f ./.env ]; then set -a; . ./.env || exit 125; set +a; fi\n\
          c={cmd}\n\
-         if command -v timeout >/dev/null 2>&1; then timeout -k 2 {secs} sh -c \"$c\"; else sh -c \"$c\"; fi\n",
+         if command -v timeout >/dev/null 2>&1; then timeout -k 1 {secs} sh -c \"$c\"; else sh -c \"$c\"; fi\n",
         dir = sh_quote(release_dir)?,
         cmd = sh_quote(command)?,
     ))
@@ -826,8 +828,9 @@ async fn check_command(
             last = line.trim_end().chars().take(500).collect();
         }
     });
-    // The host's `timeout` ends the command; this only guards a host without it.
-    let out = tokio::time::timeout(limit + Duration::from_secs(3), run).await;
+    // The host's `timeout` stops the command at the same moment, so nothing is left
+    // running there; this bound also covers a host without `timeout`.
+    let out = tokio::time::timeout(limit, run).await;
     let out = match out {
         Err(_) => {
             return Err(format!(
@@ -842,7 +845,7 @@ async fn check_command(
         return Ok(());
     }
     let what = match (out.status, &out.signal) {
-        (Some(124), None) => format!("did not finish within {} (stopped)", human(limit)),
+        (Some(124), None) => format!("did not finish within {} and was stopped", human(limit)),
         (Some(125), None) => format!("could not start in {release_dir} (cd or .env failed)"),
         _ => ssh_status(&out),
     };
