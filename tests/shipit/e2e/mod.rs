@@ -9,6 +9,7 @@
 
 mod check;
 mod deploy;
+mod health;
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
