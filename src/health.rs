@@ -227,26 +227,44 @@ pub async fn journal_tail(
     let mut text = Bounded::default();
     let run = session.exec(&script, |_, line| text.push(line));
     match tokio::time::timeout(ONE_SHOT_TIMEOUT, run).await {
-        Err(_) => format!(
-            "(cannot read the journal of {unit}: no answer within {})\n{}",
-            human(ONE_SHOT_TIMEOUT),
-            text.text
+        Err(_) => with_output(
+            format!(
+                "(cannot read the journal of {unit}: no answer within {})",
+                human(ONE_SHOT_TIMEOUT)
+            ),
+            &text.text,
+            "",
         ),
         Ok(Err(e)) => format!("(cannot read the journal of {unit}: {e})"),
         Ok(Ok(out)) if out.success() => text.text,
         Ok(Ok(out)) => {
             let hint = if manager == ServiceManager::SystemdUser && !sudo {
-                "\n(a user's own journal files are missing when journald stores logs in the system journal only, e.g. Storage=volatile; with service.sudo: true shipit reads them from there)"
+                "(a user's own journal files are missing when journald stores logs in the system journal only, e.g. Storage=volatile; with service.sudo: true shipit reads them from there)"
             } else {
                 ""
             };
-            format!(
-                "(cannot read the journal of {unit}: journalctl {})\n{}{hint}",
-                ssh_status(&out),
-                text.text.trim_end()
+            with_output(
+                format!(
+                    "(cannot read the journal of {unit}: journalctl {})",
+                    ssh_status(&out)
+                ),
+                &text.text,
+                hint,
             )
         }
     }
+}
+
+/// `head`, then what the command printed and `hint`, one per line, without blank ones.
+fn with_output(head: String, output: &str, hint: &str) -> String {
+    let mut s = head;
+    for part in [output.trim_end(), hint.trim()] {
+        if !part.is_empty() {
+            s.push('\n');
+            s.push_str(part);
+        }
+    }
+    s
 }
 
 fn journal_script(
@@ -695,7 +713,13 @@ impl Probe for SshProbe<'_> {
             None => {}
             Some(Err(reason)) => failures.push(reason),
             Some(Ok(state)) => match judge(&state, &self.baseline, spec.service) {
-                Verdict::Pass => {}
+                Verdict::Pass => {
+                    // Read before the main process started (e.g. during ExecStartPre):
+                    // its first start is part of the deploy, later ones are not.
+                    if self.baseline.main_start.is_none() {
+                        self.baseline.main_start = state.main_start;
+                    }
+                }
                 Verdict::Fail(reason) => failures.push(reason),
                 Verdict::Fatal(reason) => return Step::Fatal(reason),
                 Verdict::Rebase(reason, baseline) => {
@@ -1111,6 +1135,15 @@ mod tests {
             judge(&state(RUNNING), &b, "hello"),
             Verdict::Rebase(_, Baseline { n_restarts: 0, .. })
         ));
+    }
+
+    #[test]
+    fn journal_failures_read_well() {
+        assert_eq!(with_output("(head)".into(), "", ""), "(head)");
+        assert_eq!(
+            with_output("(head)".into(), "a\nb\n\n", " (hint) "),
+            "(head)\na\nb\n(hint)"
+        );
     }
 
     #[test]
