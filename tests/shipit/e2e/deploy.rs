@@ -134,7 +134,7 @@ hosts: [{hosts}]
     }
 }
 
-fn host_result<'a>(summary: &'a serde_json::Value, i: usize) -> &'a serde_json::Value {
+fn host_result(summary: &serde_json::Value, i: usize) -> &serde_json::Value {
     &summary["hosts"][i]
 }
 
