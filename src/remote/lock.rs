@@ -27,9 +27,7 @@ pub struct Owner {
 
 impl Owner {
     pub fn here(command: &str, version: Option<&str>) -> Owner {
-        let user = std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "unknown".into());
+        let user = crate::ssh::ssh_config::Local::from_env().user;
         Owner {
             token: token(),
             user,

@@ -41,7 +41,10 @@ impl App<'_> {
         std::fs::create_dir_all(p.path().join("pkg/bin")).unwrap();
         std::fs::copy(hello_binary(), p.path().join("pkg/bin/hello")).unwrap();
         p.file("pkg/VERSION", "1\n");
-        p.file("deploy/hello.service", include_str!("../../../examples/hello/deploy/hello.service"));
+        p.file(
+            "deploy/hello.service",
+            include_str!("../../../examples/hello/deploy/hello.service"),
+        );
         let ips: Vec<String> = hosts.iter().map(|&i| tb.host(i).ip.clone()).collect();
         p.file(
             "deploy.yaml",
@@ -79,12 +82,22 @@ hosts: [{hosts}]
     /// Run shipit; its output must never hold the secret.
     fn shipit(&self, args: &[&str]) -> Output {
         let out = self.tb.shipit(&self.p, args);
-        assert!(!out.stdout.contains(SECRET) && !out.stderr.contains(SECRET), "the secret leaked in {args:?}:\n{}\n{}", out.stdout, out.stderr);
+        assert!(
+            !out.stdout.contains(SECRET) && !out.stderr.contains(SECRET),
+            "the secret leaked in {args:?}:\n{}\n{}",
+            out.stdout,
+            out.stderr
+        );
         out
     }
 
     /// `shipit deploy --json` with extra environment; returns the output and the summary.
-    fn deploy(&self, version: &str, env: &[(&str, &str)], extra_args: &[&str]) -> (Output, serde_json::Value) {
+    fn deploy(
+        &self,
+        version: &str,
+        env: &[(&str, &str)],
+        extra_args: &[&str],
+    ) -> (Output, serde_json::Value) {
         let mut args = vec!["deploy", "--app-version", version, "--json"];
         args.extend_from_slice(extra_args);
         let out = self.run_with(&args, env);
@@ -103,34 +116,63 @@ hosts: [{hosts}]
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         };
-        assert!(!out.stdout.contains(SECRET) && !out.stderr.contains(SECRET), "the secret leaked in {args:?}:\n{}\n{}", out.stdout, out.stderr);
+        assert!(
+            !out.stdout.contains(SECRET) && !out.stderr.contains(SECRET),
+            "the secret leaked in {args:?}:\n{}\n{}",
+            out.stdout,
+            out.stderr
+        );
         out
     }
 
     fn current(&self, i: usize) -> String {
-        self.tb.root(i, "readlink /opt/hello/current || true").trim().trim_start_matches("releases/").to_owned()
+        self.tb
+            .root(i, "readlink /opt/hello/current || true")
+            .trim()
+            .trim_start_matches("releases/")
+            .to_owned()
     }
 
     fn active(&self, i: usize) -> String {
-        self.tb.root(i, "systemctl is-active hello || true").trim().to_owned()
+        self.tb
+            .root(i, "systemctl is-active hello || true")
+            .trim()
+            .to_owned()
     }
 
     fn http(&self, i: usize) -> String {
-        self.tb.root(i, "curl -s --max-time 2 http://127.0.0.1:8080/ || true").trim().to_owned()
+        self.tb
+            .root(i, "curl -s --max-time 2 http://127.0.0.1:8080/ || true")
+            .trim()
+            .to_owned()
     }
 
     fn release_state(&self, i: usize, id: &str) -> String {
-        let json = self.tb.root(i, &format!("cat /opt/hello/releases/{id}/.shipit/release.json"));
+        let json = self.tb.root(
+            i,
+            &format!("cat /opt/hello/releases/{id}/.shipit/release.json"),
+        );
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         v["state"].as_str().unwrap().to_owned()
     }
 
     fn releases(&self, i: usize) -> Vec<String> {
-        self.tb.root(i, "ls /opt/hello/releases").lines().map(str::to_owned).collect()
+        self.tb
+            .root(i, "ls /opt/hello/releases")
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     fn history(&self, i: usize) -> Vec<serde_json::Value> {
-        self.tb.root(i, "cat /opt/hello/.shipit/history.jsonl 2>/dev/null || true").lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        self.tb
+            .root(
+                i,
+                "cat /opt/hello/.shipit/history.jsonl 2>/dev/null || true",
+            )
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 }
 
@@ -140,7 +182,9 @@ fn host_result(summary: &serde_json::Value, i: usize) -> &serde_json::Value {
 
 #[test]
 fn first_deploy_second_deploy_and_a_no_op_redeploy() {
-    let Some(tb) = Testbed::up("e2e-deploy-basic", 3) else { return };
+    let Some(tb) = Testbed::up("e2e-deploy-basic", 3) else {
+        return;
+    };
     let app = App::new(&tb, &[0, 1, 2], "");
     let (out, summary) = app.deploy("1.0", &[], &[]);
     out.code(0);
@@ -158,9 +202,23 @@ fn first_deploy_second_deploy_and_a_no_op_redeploy() {
         assert_eq!(history[0]["release"], first.as_str());
         assert_eq!(history[0]["version"], "1.0");
         // The release's .env is private to the deploy user and holds the real secret.
-        assert_eq!(tb.root(i, &format!("stat -c '%a %U' /opt/hello/releases/{first}/.env")).trim(), "600 deploy");
-        assert!(tb.root(i, &format!("cat /opt/hello/releases/{first}/.env")).contains(SECRET));
-        assert_eq!(tb.root(i, &format!("readlink /opt/hello/releases/{first}/log")).trim(), "/opt/hello/shared/log");
+        assert_eq!(
+            tb.root(
+                i,
+                &format!("stat -c '%a %U' /opt/hello/releases/{first}/.env")
+            )
+            .trim(),
+            "600 deploy"
+        );
+        assert!(
+            tb.root(i, &format!("cat /opt/hello/releases/{first}/.env"))
+                .contains(SECRET)
+        );
+        assert_eq!(
+            tb.root(i, &format!("readlink /opt/hello/releases/{first}/log"))
+                .trim(),
+            "/opt/hello/shared/log"
+        );
     }
 
     // A second deploy of a new artifact.
@@ -185,7 +243,10 @@ fn first_deploy_second_deploy_and_a_no_op_redeploy() {
         assert_eq!(app.current(i), second);
         assert_eq!(app.history(i).len(), 2, "a no-op writes no history");
     }
-    assert!(!tb.root(0, "ls -A /opt/hello/.shipit").contains("lock"), "lock released");
+    assert!(
+        !tb.root(0, "ls -A /opt/hello/.shipit").contains("lock"),
+        "lock released"
+    );
 
     // status --json tells the same story.
     let out = app.shipit(&["status", "--json"]);
@@ -206,7 +267,9 @@ fn first_deploy_second_deploy_and_a_no_op_redeploy() {
 
 #[test]
 fn unhealthy_releases_are_rolled_back_and_marked_failed() {
-    let Some(tb) = Testbed::up("e2e-deploy-unhealthy", 2) else { return };
+    let Some(tb) = Testbed::up("e2e-deploy-unhealthy", 2) else {
+        return;
+    };
     let app = App::new(&tb, &[0, 1], "");
     let (out, summary) = app.deploy("1.0", &[], &[]);
     out.code(0);
@@ -226,27 +289,45 @@ fn unhealthy_releases_are_rolled_back_and_marked_failed() {
             let last = app.history(i).pop().unwrap();
             assert_eq!(last["result"], "rolled-back");
         }
-        let reason = host_result(&summary, 0)["reason"].as_str().unwrap().to_owned();
-        assert!(reason.contains(expect), "{mode}: the reason says why: {reason}");
+        let reason = host_result(&summary, 0)["reason"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            reason.contains(expect),
+            "{mode}: the reason says why: {reason}"
+        );
         // The human summary names the failure and shows the journal.
     }
     let (out, _) = app.deploy("1.0", &[("HELLO_MODE", "crash")], &["--parallel", "1"]);
     out.code(5);
-    let out = app.run_with(&["deploy", "--app-version", "1.0"], &[("HELLO_MODE", "crash")]);
+    let out = app.run_with(
+        &["deploy", "--app-version", "1.0"],
+        &[("HELLO_MODE", "crash")],
+    );
     out.code(5);
     assert!(out.stdout.contains("rolled back"), "{}", out.stdout);
-    assert!(out.stdout.contains("last lines of the service's journal"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("last lines of the service's journal"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
 fn a_failing_before_switch_hook_switches_nothing() {
-    let Some(tb) = Testbed::up("e2e-deploy-hook", 2) else { return };
+    let Some(tb) = Testbed::up("e2e-deploy-hook", 2) else {
+        return;
+    };
     let app = App::new(&tb, &[0, 1], "");
     let (out, summary) = app.deploy("1.0", &[], &[]);
     out.code(0);
     let good = summary["release"].as_str().unwrap().to_owned();
     // The hook fails on the second host only: the first must not switch either.
-    let yaml = app.p.read("deploy.yaml").replace("before_switch: ['test -x bin/hello']", "before_switch: ['test -x bin/hello', 'echo migrating; test \"$(hostname)\" != host2']");
+    let yaml = app.p.read("deploy.yaml").replace(
+        "before_switch: ['test -x bin/hello']",
+        "before_switch: ['test -x bin/hello', 'echo migrating; test \"$(hostname)\" != host2']",
+    );
     app.p.file("deploy.yaml", &yaml);
     std::thread::sleep(Duration::from_millis(1100));
     app.set_version("2");
@@ -261,19 +342,35 @@ fn a_failing_before_switch_hook_switches_nothing() {
     let h2 = host_result(&summary, 1);
     assert_eq!(h2["result"], "failed");
     assert_eq!(h2["step"], "before_switch:2");
-    assert!(h2["reason"].as_str().unwrap().contains("before_switch hook 2 failed"), "{h2:#}");
-    assert!(out.stderr.contains("migrating"), "hook output is shown: {}", out.stderr);
+    assert!(
+        h2["reason"]
+            .as_str()
+            .unwrap()
+            .contains("before_switch hook 2 failed"),
+        "{h2:#}"
+    );
+    assert!(
+        out.stderr.contains("migrating"),
+        "hook output is shown: {}",
+        out.stderr
+    );
     assert!(!tb.root(0, "ls -A /opt/hello/.shipit").contains("lock"));
 }
 
 #[test]
 fn rollback_to_the_previous_release_and_to_a_chosen_one() {
-    let Some(tb) = Testbed::up("e2e-rollback", 2) else { return };
+    let Some(tb) = Testbed::up("e2e-rollback", 2) else {
+        return;
+    };
     let app = App::new(&tb, &[0, 1], "");
     let mut ids = Vec::new();
     for v in 1..=3 {
         app.set_version(&v.to_string());
-        let (out, summary) = app.deploy(&format!("{v}.0"), &[("MESSAGE", &format!("hello v{v}"))], &[]);
+        let (out, summary) = app.deploy(
+            &format!("{v}.0"),
+            &[("MESSAGE", &format!("hello v{v}"))],
+            &[],
+        );
         out.code(0);
         ids.push(summary["release"].as_str().unwrap().to_owned());
         std::thread::sleep(Duration::from_millis(1100));
@@ -295,7 +392,11 @@ fn rollback_to_the_previous_release_and_to_a_chosen_one() {
     // Nothing older: an error naming the host, nothing changed.
     let out = app.shipit(&["rollback"]);
     out.code(1);
-    assert!(out.stdout.contains("nothing to roll back to"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("nothing to roll back to"),
+        "{}",
+        out.stdout
+    );
     assert_eq!(app.current(0), ids[0]);
     // --to a chosen release.
     let out = app.shipit(&["rollback", "--to", &ids[1]]);
@@ -309,7 +410,9 @@ fn rollback_to_the_previous_release_and_to_a_chosen_one() {
 
 #[test]
 fn keep_releases_removes_failed_first_and_keeps_the_rollback_target() {
-    let Some(tb) = Testbed::up("e2e-keep", 1) else { return };
+    let Some(tb) = Testbed::up("e2e-keep", 1) else {
+        return;
+    };
     let app = App::new(&tb, &[0], "keep_releases: 2\n");
     let deployed = |v: &str, env: &[(&str, &str)], code: i32| {
         app.set_version(v);
@@ -325,16 +428,28 @@ fn keep_releases_removes_failed_first_and_keeps_the_rollback_target() {
     assert_eq!(app.current(0), v2);
     let v5 = deployed("5", &[], 0);
     let left = app.releases(0);
-    assert_eq!(left, [v2.clone(), v5.clone()], "failed ones ({v3}, {v4}) and the oldest ({v1}) removed");
-    let artifacts = tb.root(0, "ls /opt/hello/.shipit/artifacts").lines().count();
-    assert_eq!(artifacts, 2, "cached artifacts of removed releases are removed");
+    assert_eq!(
+        left,
+        [v2.clone(), v5.clone()],
+        "failed ones ({v3}, {v4}) and the oldest ({v1}) removed"
+    );
+    let artifacts = tb
+        .root(0, "ls /opt/hello/.shipit/artifacts")
+        .lines()
+        .count();
+    assert_eq!(
+        artifacts, 2,
+        "cached artifacts of removed releases are removed"
+    );
     app.shipit(&["rollback"]).code(0);
     assert_eq!(app.current(0), v2);
 }
 
 #[test]
 fn a_lock_held_elsewhere_stops_the_deploy_until_it_is_released() {
-    let Some(tb) = Testbed::up("e2e-lock", 2) else { return };
+    let Some(tb) = Testbed::up("e2e-lock", 2) else {
+        return;
+    };
     let app = App::new(&tb, &[0, 1], "");
     app.deploy("1.0", &[], &[]).0.code(0);
     let owner = r#"{"token":"t0ken","user":"alice","machine":"laptop-of-alice","pid":4242,"started_at":1700000000,"command":"shipit deploy","version":"9.9"}"#;
@@ -342,26 +457,49 @@ fn a_lock_held_elsewhere_stops_the_deploy_until_it_is_released() {
     app.set_version("2");
     let out = app.run_with(&["deploy", "--app-version", "2.0"], &[]);
     out.code(3);
-    assert!(out.stdout.contains("locked by alice@laptop-of-alice (pid 4242) running `shipit deploy` of 9.9"), "{}", out.stdout);
-    assert!(!tb.root(0, "ls -A /opt/hello/.shipit").contains("lock"), "the lock taken on the other host was given back");
+    assert!(
+        out.stdout
+            .contains("locked by alice@laptop-of-alice (pid 4242) running `shipit deploy` of 9.9"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !tb.root(0, "ls -A /opt/hello/.shipit").contains("lock"),
+        "the lock taken on the other host was given back"
+    );
     let before = app.current(0);
 
     // status reports it.
-    let status: serde_json::Value = serde_json::from_str(&app.shipit(&["status", "--json"]).stdout).unwrap();
-    assert!(status["hosts"][1]["lock"].as_str().unwrap().contains("alice@laptop-of-alice"));
+    let status: serde_json::Value =
+        serde_json::from_str(&app.shipit(&["status", "--json"]).stdout).unwrap();
+    assert!(
+        status["hosts"][1]["lock"]
+            .as_str()
+            .unwrap()
+            .contains("alice@laptop-of-alice")
+    );
     assert!(status["hosts"][1]["lock_age_secs"].as_u64().unwrap() > 1000);
 
     // --wait-lock: the holder finishes while we wait.
     let mut waiter = {
-        let mut cmd = tb.shipit_command(&app.p, &["deploy", "--app-version", "2.0", "--wait-lock", "30s"]);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+        let mut cmd = tb.shipit_command(
+            &app.p,
+            &["deploy", "--app-version", "2.0", "--wait-lock", "30s"],
+        );
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
     };
     let stderr = waiter.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         use std::io::BufRead;
         let mut all = String::new();
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             if line.contains("waiting for the lock held by alice@laptop-of-alice") {
                 let _ = tx.send(());
             }
@@ -370,7 +508,8 @@ fn a_lock_held_elsewhere_stops_the_deploy_until_it_is_released() {
         }
         all
     });
-    rx.recv_timeout(Duration::from_secs(30)).expect("shipit says it is waiting for the lock");
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("shipit says it is waiting for the lock");
     tb.root(1, "rm -rf /opt/hello/.shipit/lock");
     let status = waiter.wait().unwrap();
     let stderr = reader.join().unwrap();
@@ -382,19 +521,39 @@ fn a_lock_held_elsewhere_stops_the_deploy_until_it_is_released() {
     let out = app.shipit(&["unlock"]);
     out.code(0);
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert!(lines[0].starts_with(&format!("{}: removed the lock of alice@laptop-of-alice (pid 4242)", tb.host(0).ip)), "{}", out.stdout);
+    assert!(
+        lines[0].starts_with(&format!(
+            "{}: removed the lock of alice@laptop-of-alice (pid 4242)",
+            tb.host(0).ip
+        )),
+        "{}",
+        out.stdout
+    );
     assert_eq!(lines[1], format!("{}: no lock", tb.host(1).ip));
     assert!(!tb.root(0, "ls -A /opt/hello/.shipit").contains("lock"));
 }
 
 /// Start a deploy, wait until `marker` (a shell test on host 0) holds, then signal it.
 fn signal_during(app: &App, version: &str, marker: &str, signal: i32) -> std::process::Output {
-    let mut cmd = app.tb.shipit_command(&app.p, &["deploy", "--app-version", version]);
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut cmd = app
+        .tb
+        .shipit_command(&app.p, &["deploy", "--app-version", version]);
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let started = Instant::now();
     loop {
-        assert!(started.elapsed() < Duration::from_secs(60), "never reached: {marker}");
-        if app.tb.root(0, &format!("if {marker}; then echo yes; fi")).contains("yes") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never reached: {marker}"
+        );
+        if app
+            .tb
+            .root(0, &format!("if {marker}; then echo yes; fi"))
+            .contains("yes")
+        {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -406,14 +565,22 @@ fn signal_during(app: &App, version: &str, marker: &str, signal: i32) -> std::pr
 
 #[test]
 fn sigterm_and_sigkill_never_leave_a_half_made_current() {
-    let Some(tb) = Testbed::up("e2e-signals", 1) else { return };
+    let Some(tb) = Testbed::up("e2e-signals", 1) else {
+        return;
+    };
     let app = App::new(&tb, &[0], "");
-    app.p.file("deploy.yaml", &app.p.read("deploy.yaml").replace("before_switch: ['test -x bin/hello']", "before_switch: ['test -x bin/hello', 'touch /tmp/in-hook; sleep 3']"));
+    app.p.file(
+        "deploy.yaml",
+        &app.p.read("deploy.yaml").replace(
+            "before_switch: ['test -x bin/hello']",
+            "before_switch: ['test -x bin/hello', 'touch /tmp/in-hook; sleep 3']",
+        ),
+    );
     let (out, summary) = app.deploy("1.0", &[], &[]);
     out.code(0);
     let good = summary["release"].as_str().unwrap().to_owned();
     // A big artifact, so the upload takes a while.
-    let mut noise = vec![0u8; 300 << 20];
+    let mut noise = vec![0u8; 160 << 20];
     let mut x: u64 = 7;
     for c in noise.chunks_mut(8) {
         x ^= x << 13;
@@ -424,28 +591,52 @@ fn sigterm_and_sigkill_never_leave_a_half_made_current() {
     std::fs::write(app.p.path().join("pkg/bin/blob"), &noise).unwrap();
     let upload_running = "ls /opt/hello/.shipit/artifacts/ | grep -q part";
     let check = |what: &str| {
-        assert_eq!(app.current(0), good, "{what}: current still points at the complete old release");
+        assert_eq!(
+            app.current(0),
+            good,
+            "{what}: current still points at the complete old release"
+        );
         assert_eq!(app.http(0), "hello v1", "{what}: the app answers");
     };
 
     // SIGTERM during the upload: stops, releases the lock.
     let out = signal_during(&app, "2.0", upload_running, libc::SIGTERM);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     check("SIGTERM in upload");
-    assert!(!tb.root(0, "ls -A /opt/hello/.shipit").contains("lock"), "lock released");
+    assert!(
+        !tb.root(0, "ls -A /opt/hello/.shipit").contains("lock"),
+        "lock released"
+    );
 
     // SIGTERM while before_switch runs: the stage finishes, nothing is switched.
     tb.root(0, "rm -f /tmp/in-hook");
     let out = signal_during(&app, "3.0", "[ -e /tmp/in-hook ]", libc::SIGTERM);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     check("SIGTERM before the switch");
     assert!(!tb.root(0, "ls -A /opt/hello/.shipit").contains("lock"));
 
     // SIGKILL during the upload: the lock stays and status says so.
     let _ = signal_during(&app, "4.0", upload_running, libc::SIGKILL);
     check("SIGKILL in upload");
-    let status: serde_json::Value = serde_json::from_str(&app.shipit(&["status", "--json"]).stdout).unwrap();
-    assert!(status["hosts"][0]["lock"].as_str().unwrap_or("").contains("running `shipit deploy` of 4.0"), "{status:#}");
+    let status: serde_json::Value =
+        serde_json::from_str(&app.shipit(&["status", "--json"]).stdout).unwrap();
+    assert!(
+        status["hosts"][0]["lock"]
+            .as_str()
+            .unwrap_or("")
+            .contains("running `shipit deploy` of 4.0"),
+        "{status:#}"
+    );
 
     // SIGKILL right before the switch.
     tb.root(0, "rm -f /tmp/in-hook");
@@ -458,17 +649,30 @@ fn sigterm_and_sigkill_never_leave_a_half_made_current() {
     app.set_version("6");
     let (out, summary) = app.deploy("6.0", &[], &[]);
     out.code(0);
-    assert!(out.stderr.contains("breaking a stale lock"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("breaking a stale lock"),
+        "{}",
+        out.stderr
+    );
     let newest = summary["release"].as_str().unwrap().to_owned();
     assert_eq!(app.current(0), newest);
-    assert!(!tb.root(0, "ls -A /opt/hello/releases").contains(".tmp-"), "half-made releases cleaned");
+    assert!(
+        !tb.root(0, "ls -A /opt/hello/releases").contains(".tmp-"),
+        "half-made releases cleaned"
+    );
     app.shipit(&["rollback"]).code(0);
-    assert_eq!(app.current(0), good, "the rollback target is the last good release, not a half-made one");
+    assert_eq!(
+        app.current(0),
+        good,
+        "the rollback target is the last good release, not a half-made one"
+    );
 }
 
 #[test]
 fn a_full_disk_on_one_host_switches_nothing() {
-    let Some(tb) = Testbed::up_with("e2e-disk", 2, &["--small-opt", "host2:40M"]) else { return };
+    let Some(tb) = Testbed::up_with("e2e-disk", 2, &["--small-opt", "host2:40M"]) else {
+        return;
+    };
     let app = App::new(&tb, &[0, 1], "");
     let (out, summary) = app.deploy("1.0", &[], &[]);
     out.code(0);
@@ -483,15 +687,28 @@ fn a_full_disk_on_one_host_switches_nothing() {
     }
     let h2 = host_result(&summary, 1);
     assert_eq!(h2["result"], "failed", "{summary:#}");
-    assert!(h2["reason"].as_str().unwrap().contains("No space left on device"), "{h2:#}");
+    assert!(
+        h2["reason"]
+            .as_str()
+            .unwrap()
+            .contains("No space left on device"),
+        "{h2:#}"
+    );
     assert_eq!(host_result(&summary, 0)["result"], "failed");
-    assert!(host_result(&summary, 0)["reason"].as_str().unwrap().contains("not switched"));
+    assert!(
+        host_result(&summary, 0)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not switched")
+    );
     tb.fault(&["unfill-opt", "host2"]);
 }
 
 #[test]
 fn a_cleanup_that_hits_a_root_owned_file_is_a_warning() {
-    let Some(tb) = Testbed::up("e2e-cleanup", 1) else { return };
+    let Some(tb) = Testbed::up("e2e-cleanup", 1) else {
+        return;
+    };
     let app = App::new(&tb, &[0], "keep_releases: 2\n");
     let (_, s1) = app.deploy("1", &[], &[]);
     let first = s1["release"].as_str().unwrap().to_owned();
@@ -502,7 +719,11 @@ fn a_cleanup_that_hits_a_root_owned_file_is_a_warning() {
         let (out, _) = app.deploy(v, &[], &[]);
         out.code(0);
         if v == "3" {
-            assert!(out.stderr.contains("warning:") && out.stderr.contains("could not remove"), "{}", out.stderr);
+            assert!(
+                out.stderr.contains("warning:") && out.stderr.contains("could not remove"),
+                "{}",
+                out.stderr
+            );
         }
     }
     assert_eq!(app.http(0), "hello v1");

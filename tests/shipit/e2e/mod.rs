@@ -105,7 +105,10 @@ impl Testbed {
 
     /// Run shipit in `project` from inside the client network namespace.
     pub fn shipit(&self, project: &Project, args: &[&str]) -> Output {
-        let out = self.shipit_command(project, args).output().expect("ip netns exec shipit");
+        let out = self
+            .shipit_command(project, args)
+            .output()
+            .expect("ip netns exec shipit");
         Output {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
