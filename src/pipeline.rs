@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::config::{Config, HealthConfig, RestartMode, ServiceManager};
@@ -36,6 +37,8 @@ pub struct Plan {
     pub hooks_after_rollback: Vec<Text>,
     pub keep_releases: usize,
     pub deploy: Option<DeployPlan>,
+    /// On a terminal: one live line per host. `None`: plain lines.
+    pub view: Option<MultiProgress>,
 }
 
 /// What only a deploy has: the artifact and how to make the release.
@@ -109,7 +112,27 @@ impl Plan {
             hooks_after_rollback: config.hooks.after_rollback.clone(),
             keep_releases: config.keep_releases as usize,
             deploy: None,
+            view: printer
+                .progress
+                .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10))),
         })
+    }
+
+    /// A run for `target`, with its own live line when there is a terminal.
+    pub fn run_for(&self, target: Target) -> HostRun {
+        let mut run = HostRun::new(target);
+        if let Some(view) = &self.view {
+            let bar = view.add(ProgressBar::new_spinner());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {prefix:<24} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.set_prefix(run.target.name.clone());
+            bar.set_message("connecting");
+            bar.enable_steady_tick(Duration::from_millis(120));
+            run.bar = Some(bar);
+        }
+        run
     }
 
     fn release_info(&self, d: &DeployPlan, state: State) -> ReleaseInfo {
@@ -168,6 +191,8 @@ pub struct HostRun {
     pub warnings: Vec<String>,
     /// Last lines of the service's journal, when it failed its health check.
     pub journal: Option<String>,
+    /// This host's live line on a terminal.
+    pub bar: Option<ProgressBar>,
 }
 
 impl HostRun {
@@ -185,6 +210,7 @@ impl HostRun {
             uploaded: 0,
             warnings: Vec::new(),
             journal: None,
+            bar: None,
         }
     }
 
@@ -197,12 +223,42 @@ impl HostRun {
     }
 
     fn say(&self, plan: &Plan, text: &str) {
-        plan.printer.info(&format!("{}: {text}", self.target.name));
+        match &self.bar {
+            Some(bar) => bar.set_message(text.to_owned()),
+            None => plan.printer.info(&format!("{}: {text}", self.target.name)),
+        }
+    }
+
+    /// A warning about this host, above the live lines when there are some.
+    fn warn(&self, plan: &Plan, text: &str) {
+        let line = format!("{}: {text}", self.target.name);
+        match &self.bar {
+            Some(bar) => bar.println(crate::redact::scrub(&format!("warning: {line}"))),
+            None => plan.printer.warn(&line),
+        }
     }
 
     fn end(&mut self, outcome: Outcome) {
         self.outcome = outcome;
         self.finished = Some(self.started.elapsed());
+        if let Some(bar) = &self.bar {
+            let word = match &self.outcome {
+                Outcome::Done => "done",
+                Outcome::Skipped { .. } => "unchanged",
+                Outcome::RolledBack { .. } => "rolled back",
+                Outcome::Broken { .. } => "BROKEN",
+                Outcome::Failed { .. } => "failed",
+                Outcome::Unreachable { .. } => "unreachable",
+                Outcome::Locked { .. } => "locked",
+                Outcome::Interrupted { .. } => "interrupted",
+                Outcome::Pending => "",
+            };
+            bar.set_style(
+                ProgressStyle::with_template("  {prefix:<24} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.finish_with_message(word);
+        }
     }
 
     fn fail(&mut self, step: &str, reason: impl Into<String>) {
@@ -219,6 +275,7 @@ impl HostRun {
             return Err(("connect".into(), "not connected".into()));
         };
         let printer = plan.printer;
+        let bar = self.bar.clone();
         let name = self.target.name.clone();
         let mut step = String::from("prepare");
         let full = format!(
@@ -232,7 +289,10 @@ impl HostRun {
                     step = s.to_owned();
                 } else if !line.starts_with("@@") {
                     let _ = stream;
-                    printer.child_line(&name, &format!("{name}: {line}"));
+                    match &bar {
+                        Some(bar) => bar.println(crate::redact::scrub(&format!("{name}: {line}"))),
+                        None => printer.child_line(&name, &format!("{name}: {line}")),
+                    }
                 }
             })
             .await;
@@ -302,11 +362,13 @@ impl HostRun {
                         }) if owner.is_stale_here()
                             && attempt.as_ref().is_ok_and(|t| !t.contains(&owner.token)) =>
                         {
-                            plan.printer.warn(&format!(
-                                "{}: breaking a stale lock: {}",
-                                self.target.name,
-                                owner.describe(self.survey.now)
-                            ));
+                            self.warn(
+                                plan,
+                                &format!(
+                                    "breaking a stale lock: {}",
+                                    owner.describe(self.survey.now)
+                                ),
+                            );
                             attempt = script(Some(&owner.token));
                             continue;
                         }
@@ -348,7 +410,7 @@ impl HostRun {
     }
 
     /// Send the artifact unless the host has it already.
-    pub async fn upload(&mut self, plan: &Plan, progress: impl FnMut(u64) + Send) {
+    pub async fn upload(&mut self, plan: &Plan, mut progress: impl FnMut(u64) + Send) {
         let Some(d) = &plan.deploy else { return };
         if self.survey.cached {
             self.say(plan, "artifact already on the host, not uploaded");
@@ -368,14 +430,36 @@ impl HostRun {
                 );
             }
         };
-        match session
+        let bar = self.bar.clone();
+        if let Some(b) = &bar {
+            b.set_style(
+                ProgressStyle::with_template("{spinner} {prefix:<24} uploading [{bar:20}] {bytes}/{total_bytes} {bytes_per_sec}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            b.set_length(d.artifact_size);
+            b.set_position(0);
+        }
+        let on_progress = move |n: u64| {
+            progress(n);
+            if let Some(b) = &bar {
+                b.set_position(n);
+            }
+        };
+        let result = session
             .upload(
                 &command,
                 tokio::io::BufReader::with_capacity(1 << 20, file),
-                progress,
+                on_progress,
             )
-            .await
-        {
+            .await;
+        if let Some(b) = &self.bar {
+            b.set_style(
+                ProgressStyle::with_template("{spinner} {prefix:<24} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+        }
+        match result {
             Ok(out) if out.success() => {
                 self.uploaded = out.bytes;
                 self.say(
@@ -655,7 +739,7 @@ impl HostRun {
         }
         self.history(plan, action, Some(&now_on), "ok", "").await;
         for w in &self.warnings {
-            plan.printer.warn(&format!("{}: {w}", self.target.name));
+            self.warn(plan, w);
         }
         self.unlock(plan).await;
         self.end(Outcome::Done);

@@ -168,7 +168,7 @@ async fn deploy(
 ) -> (Vec<HostRun>, Exit) {
     let cancel = Cancel::new();
     rollout::on_signals(cancel.clone(), plan.printer);
-    let runs: Vec<HostRun> = targets.into_iter().map(HostRun::new).collect();
+    let runs: Vec<HostRun> = targets.into_iter().map(|t| plan.run_for(t)).collect();
     let (mut runs, stop) =
         rollout::prepare(runs, &plan, opts.dry_run, opts.wait_lock, &cancel).await;
     if let Some(exit) = stop {

@@ -34,7 +34,7 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
     let (runs, exit) = runtime.block_on(async {
         let cancel = Cancel::new();
         rollout::on_signals(cancel.clone(), printer);
-        let runs: Vec<HostRun> = targets.into_iter().map(HostRun::new).collect();
+        let runs: Vec<HostRun> = targets.into_iter().map(|t| plan.run_for(t)).collect();
         let (mut runs, stop) = rollout::prepare(runs, &plan, opts.dry_run, opts.wait_lock, &cancel).await;
         if let Some(exit) = stop {
             return (runs, exit);
