@@ -154,21 +154,6 @@ pub struct ConfigArgs {
     pub json: bool,
 }
 
-/// A comma-separated list of host names, as shown by `shipit check` / `status`.
-fn host_list(s: &str) -> Result<Vec<String>, String> {
-    let hosts: Vec<String> = s
-        .split(',')
-        .map(str::trim)
-        .filter(|h| !h.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if hosts.is_empty() {
-        Err("name at least one host".into())
-    } else {
-        Ok(hosts)
-    }
-}
-
 fn duration(s: &str) -> Result<crate::config::Duration, String> {
     crate::config::Duration::parse(s)
 }
@@ -180,7 +165,7 @@ pub struct DeployArgs {
     pub artifact: Option<PathBuf>,
 
     /// Only these hosts (names, comma-separated)
-    #[arg(long, value_name = "A,B", value_parser = host_list)]
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
     pub hosts: Option<Vec<String>>,
 
     /// Connect read-only and print each host's steps and scripts (secrets redacted)
@@ -218,7 +203,7 @@ pub struct RollbackArgs {
     pub to: Option<String>,
 
     /// Only these hosts (names, comma-separated)
-    #[arg(long, value_name = "A,B", value_parser = host_list)]
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
     pub hosts: Option<Vec<String>>,
 
     /// Connect read-only and print what would be done
@@ -252,7 +237,7 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct UnlockArgs {
     /// Only these hosts (names, comma-separated)
-    #[arg(long, value_name = "A,B", value_parser = host_list)]
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
     pub hosts: Option<Vec<String>>,
 }
 

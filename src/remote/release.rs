@@ -383,8 +383,10 @@ pub fn activate(a: &Activate) -> Result<String, QuoteError> {
         RestartMode::Reload => "reload",
     };
     s.push_str("printf '@@step restart\\n'\n");
+    // A deliberate restart must not be refused by systemd's start limit (5 starts in 10s
+    // by default), which a deploy followed by its automatic revert can reach: clear it.
     s.push_str(&format!(
-        "{ctl} {verb} -- {unit} || exit 1\necho '@@restarted'\n"
+        "{ctl} reset-failed -- {unit} 2>/dev/null\n{ctl} {verb} -- {unit} || exit 1\necho '@@restarted'\n"
     ));
     Ok(s)
 }

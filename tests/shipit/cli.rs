@@ -5,7 +5,19 @@ use crate::support::Project;
 #[test]
 fn every_command_has_help_worth_reading() {
     let p = Project::new();
-    for cmd in ["init", "config", "build", "package", "completions", "man"] {
+    for cmd in [
+        "init",
+        "config",
+        "check",
+        "build",
+        "package",
+        "deploy",
+        "rollback",
+        "status",
+        "unlock",
+        "completions",
+        "man",
+    ] {
         let out = p.run(&[cmd, "--help"]);
         out.code(0);
         assert!(
@@ -80,4 +92,24 @@ fn usage_errors_exit_2() {
     assert_eq!(p.run(&["-q", "-v", "config"]).code, 2);
     assert_eq!(p.run(&["--log-format", "xml", "config"]).code, 2);
     assert_eq!(p.run(&[]).code, 2);
+}
+
+#[test]
+fn host_lists_parse() {
+    // `--hosts a,b` reaches config resolution (which then names the unknown host).
+    let p = Project::new();
+    p.file("deploy.yaml", "app: hello\nhosts: [a.example.com]\n");
+    for cmd in [
+        &["deploy", "--hosts", "x,y", "--no-build"][..],
+        &["rollback", "--hosts", "x"],
+        &["unlock", "--hosts", "x,y"],
+    ] {
+        let out = p.run(cmd);
+        out.code(2);
+        assert!(
+            out.stderr.contains("unknown host(s) in --hosts: x"),
+            "{cmd:?}: {}",
+            out.stderr
+        );
+    }
 }

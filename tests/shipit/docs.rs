@@ -47,3 +47,51 @@ fn the_readme_test_command_is_the_one_ci_runs() {
     );
     assert!(ci.contains("cargo test --locked"), ".ci/run runs it");
 }
+
+#[test]
+fn the_example_apps_config_validates() {
+    let p = Project::new();
+    let out = p.run(&[
+        "-c",
+        repo("examples/hello/deploy.yaml").to_str().unwrap(),
+        "config",
+        "--json",
+    ]);
+    out.code(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["app"], "hello");
+    assert_eq!(v["health"]["http"]["url"], "http://127.0.0.1:8080/healthz");
+    assert!(
+        v["shared"]["dirs"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty())
+    );
+    assert!(
+        v["hooks"]["before_switch"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty())
+    );
+}
+
+#[test]
+fn the_operations_guide_explains_every_exit_code() {
+    let doc = std::fs::read_to_string(repo("docs/operations.md")).unwrap();
+    for code in 0..=6 {
+        assert!(
+            doc.contains(&format!("| {code} |")),
+            "docs/operations.md has no row for exit code {code}"
+        );
+    }
+    for command in [
+        "shipit deploy",
+        "shipit rollback",
+        "shipit status",
+        "shipit unlock",
+        "shipit check",
+    ] {
+        assert!(
+            doc.contains(command),
+            "docs/operations.md does not mention `{command}`"
+        );
+    }
+}

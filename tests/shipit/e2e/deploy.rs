@@ -248,6 +248,83 @@ fn first_deploy_second_deploy_and_a_no_op_redeploy() {
         "lock released"
     );
 
+    // Nothing in the history holds the secret either.
+    for i in 0..3 {
+        assert!(
+            !tb.root(i, "cat /opt/hello/.shipit/history.jsonl")
+                .contains(SECRET)
+        );
+    }
+
+    // --dry-run: reads, prints every step and script with secrets redacted, changes nothing.
+    app.set_version("3");
+    let out = app.run_with(
+        &["deploy", "--app-version", "3.0", "--dry-run"],
+        &[("MESSAGE", "hello v3")],
+    );
+    out.code(0);
+    for text in [
+        "-- 1. lock",
+        "-- 2. upload",
+        "-- 3. stage",
+        "-- 4. switch and restart",
+        "mv -T -- .current.tmp",
+        "DB_PASSWORD=",
+        "[redacted]",
+        &format!("current release: {second}"),
+    ] {
+        assert!(
+            out.stdout.contains(text),
+            "dry run shows {text:?}:\n{}",
+            out.stdout
+        );
+    }
+    for i in 0..3 {
+        assert_eq!(app.current(i), second);
+        assert_eq!(app.releases(i).len(), 2, "no release made");
+        assert!(
+            !tb.root(i, "ls -A /opt/hello/.shipit").contains("lock"),
+            "no lock taken"
+        );
+    }
+
+    // --artifact: a prebuilt artifact deploys as is; a hostile one is refused before upload.
+    let artifact = app.p.path().join("dist/hello-2.0.tar.gz");
+    let out = app.run_with(
+        &[
+            "deploy",
+            "--artifact",
+            artifact.to_str().unwrap(),
+            "--hosts",
+            &tb.host(0).ip,
+        ],
+        &[("MESSAGE", "hello v2")],
+    );
+    out.code(0);
+    assert!(
+        out.stdout.contains("unchanged"),
+        "same artifact and config: {}",
+        out.stdout
+    );
+    let evil = app.p.path().join("evil.tar.gz");
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("cd {} && mkdir -p e && echo x > e/f && tar czf {} --absolute-names /etc/hostname -C e f", app.p.path().display(), evil.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = app.run_with(&["deploy", "--artifact", evil.to_str().unwrap()], &[]);
+    out.code(2);
+    assert!(
+        out.stderr.contains("refusing") && out.stderr.contains("absolute path `/etc/hostname`"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !tb.root(0, "ls /opt/hello/.shipit/artifacts")
+            .contains(&crate::support::sha256_hex(&std::fs::read(&evil).unwrap()))
+    );
+
     // status --json tells the same story.
     let out = app.shipit(&["status", "--json"]);
     out.code(0);
