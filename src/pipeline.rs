@@ -118,6 +118,39 @@ impl Plan {
         })
     }
 
+    /// `{deploy_to}/releases/<id>` on the host.
+    pub fn release_dir(&self, id: &str) -> String {
+        format!("{}/releases/{id}", self.deploy_to.trim_end_matches('/'))
+    }
+
+    /// The health check of release `id`, as configured. `probe`: one short look (for
+    /// `status`), not a deploy's full wait with its settle window.
+    pub fn health_spec<'a>(
+        &'a self,
+        release_dir: &'a str,
+        command: Option<&'a str>,
+        probe: bool,
+    ) -> health::Spec<'a> {
+        let (timeout, settle) = if probe {
+            (
+                self.health.interval.0.max(Duration::from_secs(2)),
+                Duration::ZERO,
+            )
+        } else {
+            (self.health.timeout.0, self.health.settle.0)
+        };
+        health::Spec {
+            http: self.health.http.as_ref(),
+            command,
+            release_dir,
+            manager: self.manager,
+            service: &self.service,
+            timeout,
+            interval: self.health.interval.0,
+            settle,
+        }
+    }
+
     /// A run for `target`, with its own live line when there is a terminal.
     pub fn run_for(&self, target: Target) -> HostRun {
         let mut run = HostRun::new(target);
@@ -544,18 +577,9 @@ impl HostRun {
         let baseline = health::baseline(session, plan.manager, &plan.service)
             .await
             .map_err(|e| e.to_string())?;
-        let release_dir = format!("{}/releases/{id}", plan.deploy_to.trim_end_matches('/'));
+        let release_dir = plan.release_dir(id);
         let command = plan.health.command.as_ref().map(|c| c.expose().to_owned());
-        let spec = health::Spec {
-            http: plan.health.http.as_ref(),
-            command: command.as_deref(),
-            release_dir: &release_dir,
-            manager: plan.manager,
-            service: &plan.service,
-            timeout: plan.health.timeout.0,
-            interval: plan.health.interval.0,
-            settle: plan.health.settle.0,
-        };
+        let spec = plan.health_spec(&release_dir, command.as_deref(), false);
         match health::wait_healthy(session, &spec, &baseline, |_| {}).await {
             health::Outcome::Healthy { elapsed, .. } => {
                 self.say(

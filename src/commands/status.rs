@@ -1,12 +1,10 @@
 //! `shipit status`: what runs where. One read-only script per host, plus one health probe.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::config::ServiceManager;
 use crate::exit::Exit;
 use crate::health;
 use crate::pipeline::{HostRun, Outcome, Plan, each};
@@ -194,24 +192,10 @@ async fn host_status(run: HostRun, plan: &Plan, history: usize) -> HostStatus {
         .collect();
     // Health now: one short probe of the configured checks.
     if let Some(current) = &survey.current {
-        let release_dir = format!("{}/{current}", plan.deploy_to.trim_end_matches('/'));
+        let release_dir = plan.release_dir(current);
         let command = plan.health.command.as_ref().map(|c| c.expose().to_owned());
-        let spec = health::Spec {
-            http: plan.health.http.as_ref(),
-            command: command.as_deref(),
-            release_dir: &release_dir,
-            manager: plan.manager,
-            service: &plan.service,
-            timeout: plan.health.interval.0.max(Duration::from_secs(2)),
-            interval: plan.health.interval.0,
-            settle: Duration::ZERO,
-        };
-        let manager = if plan.manager == ServiceManager::None {
-            ServiceManager::None
-        } else {
-            plan.manager
-        };
-        match health::baseline(session, manager, &plan.service).await {
+        let spec = plan.health_spec(&release_dir, command.as_deref(), true);
+        match health::baseline(session, plan.manager, &plan.service).await {
             Ok(baseline) => match health::wait_healthy(session, &spec, &baseline, |_| {}).await {
                 health::Outcome::Healthy { .. } => {
                     st.healthy = Some(true);

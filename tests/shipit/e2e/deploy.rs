@@ -60,6 +60,7 @@ env:
 service: {{name: hello, unit_file: deploy/hello.service, sudo: true}}
 health:
   http: {{url: 'http://127.0.0.1:8080/healthz', contains: ok}}
+  command: 'test -x bin/hello'
   timeout: 8s
   interval: 200ms
   settle: 1s
