@@ -184,6 +184,10 @@ pub struct DeployArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub parallel: Option<u32>,
 
+    /// Hosts that switch first, alone; the rest only once they are healthy (default: rollout.canary)
+    #[arg(long, value_name = "N")]
+    pub canary: Option<u32>,
+
     /// Wait this long for a lock held by someone else (e.g. 5m) instead of exiting 3
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub wait_lock: Option<crate::config::Duration>,

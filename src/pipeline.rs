@@ -39,6 +39,8 @@ pub struct Plan {
     pub deploy: Option<DeployPlan>,
     /// On a terminal: one live line per host. `None`: plain lines.
     pub view: Option<MultiProgress>,
+    /// When the run began: event times count from here.
+    pub started: Instant,
 }
 
 /// What only a deploy has: the artifact and how to make the release.
@@ -112,6 +114,7 @@ impl Plan {
             hooks_after_rollback: config.hooks.after_rollback.clone(),
             keep_releases: config.keep_releases as usize,
             deploy: None,
+            started: Instant::now(),
             view: printer
                 .progress
                 .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10))),
@@ -205,6 +208,8 @@ pub enum Outcome {
     Broken { reason: String },
     /// Stopped by Ctrl-C or SIGTERM at a safe point.
     Interrupted { state: String },
+    /// Staged, but the rollout stopped before its turn: still on its old release.
+    NotSwitched { reason: String },
 }
 
 pub struct HostRun {
@@ -226,6 +231,8 @@ pub struct HostRun {
     pub journal: Option<String>,
     /// This host's live line on a terminal.
     pub bar: Option<ProgressBar>,
+    /// The release this run switches the host to.
+    pub goal: Option<String>,
 }
 
 impl HostRun {
@@ -244,7 +251,29 @@ impl HostRun {
             warnings: Vec::new(),
             journal: None,
             bar: None,
+            goal: None,
         }
+    }
+
+    /// An empty stand-in while a run is out being worked on.
+    pub fn placeholder() -> HostRun {
+        HostRun::new(Target {
+            name: String::new(),
+            host: String::new(),
+            port: 0,
+            user: String::new(),
+            identity_files: Vec::new(),
+            known_hosts: crate::ssh::KnownHostsPolicy::Strict,
+            known_hosts_files: Vec::new(),
+            proxy_jump: None,
+            connect_timeout: Duration::ZERO,
+        })
+    }
+
+    pub fn not_switched(&mut self, reason: &str) {
+        self.end(Outcome::NotSwitched {
+            reason: reason.to_owned(),
+        });
     }
 
     pub fn name(&self) -> &str {
@@ -258,7 +287,9 @@ impl HostRun {
     fn say(&self, plan: &Plan, text: &str) {
         match &self.bar {
             Some(bar) => bar.set_message(text.to_owned()),
-            None => plan.printer.info(&format!("{}: {text}", self.target.name)),
+            None => plan
+                .printer
+                .event(&self.target.name, plan.started.elapsed(), text),
         }
     }
 
@@ -284,6 +315,7 @@ impl HostRun {
                 Outcome::Unreachable { .. } => "unreachable",
                 Outcome::Locked { .. } => "locked",
                 Outcome::Interrupted { .. } => "interrupted",
+                Outcome::NotSwitched { .. } => "not switched",
                 Outcome::Pending => "",
             };
             bar.set_style(
@@ -538,6 +570,7 @@ impl HostRun {
 
     /// Switch to `id`, restart, and wait until healthy. `Err` holds why it is not.
     pub async fn activate(&mut self, plan: &Plan, id: &str) -> Result<(), String> {
+        self.say(plan, &format!("switching to {id}"));
         let script = release::activate(&Activate {
             id,
             manager: plan.manager,

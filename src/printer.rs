@@ -93,6 +93,33 @@ impl Printer {
         self.message(Level::Error, &text, crate::exit::hint_for(err));
     }
 
+    /// One step of one host, `elapsed` since the run began: a plain line
+    /// (`   1.2s app1: staged release ...`), or with `--log-format json` an object with
+    /// `host`, `elapsed_ms` and `message`.
+    pub fn event(&self, host: &str, elapsed: Duration, text: &str) {
+        if self.verbosity == Verbosity::Quiet {
+            return;
+        }
+        match self.format {
+            LogFormat::Human => {
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "{}",
+                    scrub(&format!("{:>7.1}s {host}: {text}", elapsed.as_secs_f64()))
+                );
+            }
+            LogFormat::Json => {
+                let obj = serde_json::json!({
+                    "level": "info",
+                    "host": host,
+                    "elapsed_ms": elapsed.as_millis() as u64,
+                    "message": scrub(text),
+                });
+                let _ = writeln!(std::io::stderr().lock(), "{obj}");
+            }
+        }
+    }
+
     /// A line of output from a child process (a build step, a hook), on stderr.
     pub fn child_line(&self, source: &str, line: &str) {
         if self.verbosity == Verbosity::Quiet {

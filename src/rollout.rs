@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::config::OnFailure;
 use crate::exit::Exit;
 use crate::pipeline::{HostRun, Outcome, Plan, each};
 use crate::ssh::Connector;
@@ -181,103 +182,183 @@ fn runs_outcomes(runs: &[HostRun]) -> Vec<Outcome> {
     runs.iter().map(|r| r.outcome.clone()).collect()
 }
 
-/// Switch every pending host to its target (bounded by `parallel`) and health-check it.
-/// If any fails, every host this run switched goes back. `target` picks each host's
-/// release. Returns the exit code.
+/// How hosts are switched: `canary` hosts first, alone; then batches of `parallel`. More
+/// than `max_failures` failed hosts stop the rollout, and `on_failure` says what happens
+/// to the hosts this run already switched.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub parallel: usize,
+    pub canary: usize,
+    pub max_failures: usize,
+    pub on_failure: OnFailure,
+}
+
+/// The batches, as indexes into `pending` order: the canary batch, then `parallel` each.
+pub fn batches(pending: &[usize], canary: usize, parallel: usize) -> Vec<Vec<usize>> {
+    let canary = canary.min(pending.len());
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    if canary > 0 {
+        out.push(pending[..canary].to_vec());
+    }
+    out.extend(
+        pending[canary..]
+            .chunks(parallel.max(1))
+            .map(<[usize]>::to_vec),
+    );
+    out
+}
+
+/// Switch every pending host to its `goal` release and health-check it, batch by batch
+/// (see `Policy`). An unhealthy host goes back to its old release at once. Returns the
+/// hosts and the exit code (SPEC: 5 everything touched is back; 6 mixed or unknown; 1
+/// failures within `max_failures`).
 pub async fn activate(
-    runs: Vec<HostRun>,
+    mut runs: Vec<HostRun>,
     plan: &Arc<Plan>,
-    parallel: usize,
+    policy: Policy,
     action: &'static str,
     cancel: &Arc<Cancel>,
-    target: impl Fn(&HostRun) -> String,
 ) -> (Vec<HostRun>, Exit) {
-    let targets: Vec<String> = runs.iter().map(&target).collect();
-    let indexed: Vec<HostRun> = runs;
-    let targets = Arc::new(targets);
-    let names: Vec<String> = indexed.iter().map(|r| r.target.name.clone()).collect();
-    let names = Arc::new(names);
-    let cancel2 = cancel.clone();
-    let mut runs = each(indexed, plan, parallel, move |mut run, plan| {
-        let targets = targets.clone();
-        let names = names.clone();
-        let cancel = cancel2.clone();
+    let pending: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].is_pending()).collect();
+    let plan_batches = batches(&pending, policy.canary, policy.parallel);
+    let mut failures = 0usize;
+    let mut stop: Option<String> = None;
+    for (n, batch) in plan_batches.iter().enumerate() {
+        if cancel.is_set() {
+            stop = Some("interrupted".into());
+            break;
+        }
+        let label = if n == 0 && policy.canary > 0 {
+            "canary".to_owned()
+        } else {
+            format!("batch {}", n + usize::from(policy.canary == 0))
+        };
+        let names: Vec<&str> = batch.iter().map(|&i| runs[i].name()).collect();
+        plan.printer
+            .info(&format!("{label}: switching {}", names.join(", ")));
+        let group: Vec<HostRun> = take(&mut runs, batch);
+        let group = each(
+            group,
+            plan,
+            policy.parallel,
+            move |mut run, plan| async move {
+                let goal = run.goal.clone().unwrap_or_default();
+                if let Err(reason) = run.activate(&plan, &goal).await {
+                    run.revert(&plan, &reason, action).await;
+                    run.unlock(&plan).await;
+                }
+                run
+            },
+        )
+        .await;
+        failures += group
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.outcome,
+                    Outcome::RolledBack { .. } | Outcome::Broken { .. }
+                )
+            })
+            .count();
+        put_back(&mut runs, batch, group);
+        if failures > policy.max_failures {
+            stop = Some(format!(
+                "{failures} host(s) failed, more than max_failures ({})",
+                policy.max_failures
+            ));
+            break;
+        }
+    }
+    let Some(why) = stop else {
+        let runs = finish_all(runs, plan, policy.parallel, action).await;
+        let exit = if failures > 0 {
+            Exit::Failed
+        } else {
+            exit_for(&runs_outcomes(&runs))
+        };
+        if failures > 0 {
+            let failed: Vec<&str> = runs
+                .iter()
+                .filter(|r| matches!(r.outcome, Outcome::RolledBack { .. }))
+                .map(HostRun::name)
+                .collect();
+            plan.printer.warn(&format!(
+                "{failures} host(s) failed within max_failures and were put back: {}",
+                failed.join(", ")
+            ));
+        }
+        return (runs, exit);
+    };
+    plan.printer.warn(&format!("the rollout stopped: {why}"));
+    let halt = policy.on_failure == OnFailure::Halt && !cancel.is_set();
+    let why_stopped = Arc::new(why);
+    runs = each(runs, plan, policy.parallel, move |mut run, plan| {
+        let why = why_stopped.clone();
         async move {
             if !run.is_pending() {
                 return run;
             }
-            if cancel.is_set() {
-                run.outcome = Outcome::Interrupted {
-                    state: format!(
-                        "not switched: still on {}",
-                        run.previous.clone().unwrap_or_else(|| "no release".into())
-                    ),
-                };
-                return run;
-            }
-            let i = names
-                .iter()
-                .position(|n| n == &run.target.name)
-                .unwrap_or(0);
-            let id = targets[i].clone();
-            if let Err(reason) = run.activate(&plan, &id).await {
-                run.outcome = Outcome::Failed {
-                    step: "health".into(),
-                    reason,
-                };
+            if run.switched_to.is_none() {
+                run.not_switched(&format!("the rollout stopped before this host ({why})"));
+                run.unlock(&plan).await;
+            } else if halt {
+                run.finish(&plan, action).await;
+            } else {
+                run.revert(
+                    &plan,
+                    &format!("the rollout stopped ({why}); this host was healthy"),
+                    action,
+                )
+                .await;
+                run.unlock(&plan).await;
             }
             run
         }
     })
     .await;
-    let failed = runs
+    let outcomes = runs_outcomes(&runs);
+    let exit = if outcomes.iter().any(|o| matches!(o, Outcome::Broken { .. }))
+        || (halt && outcomes.iter().any(|o| matches!(o, Outcome::Done)))
+    {
+        Exit::Mixed
+    } else if outcomes
         .iter()
-        .any(|r| matches!(r.outcome, Outcome::Failed { .. }));
-    if failed || cancel.is_set() {
-        // Fleet policy for now: any failure puts back every host this run switched.
-        let why_elsewhere = runs
-            .iter()
-            .find_map(|r| match &r.outcome {
-                Outcome::Failed { .. } => {
-                    Some(format!("{} failed its health check", r.target.name))
-                }
-                _ => None,
-            })
-            .unwrap_or_else(|| "interrupted".into());
-        runs = each(runs, plan, parallel, move |mut run, plan| {
-            let why_elsewhere = why_elsewhere.clone();
-            async move {
-                let why = match &run.outcome {
-                    Outcome::Failed { reason, .. } => reason.clone(),
-                    Outcome::Pending => why_elsewhere,
-                    _ => return run,
-                };
-                if run.switched_to.is_some() {
-                    run.revert(&plan, &why, action).await;
-                } else {
-                    run.outcome = Outcome::RolledBack { reason: why };
-                }
-                run.unlock(&plan).await;
-                run
-            }
-        })
-        .await;
-        let exit = if cancel.is_set() && !failed {
-            Exit::Failed
-        } else {
-            exit_for(&runs_outcomes(&runs))
-        };
-        return (runs, exit);
-    }
-    let runs = each(runs, plan, parallel, move |mut run, plan| async move {
+        .any(|o| matches!(o, Outcome::RolledBack { .. }))
+    {
+        Exit::RolledBack
+    } else {
+        Exit::Failed
+    };
+    (runs, exit)
+}
+
+async fn finish_all(
+    runs: Vec<HostRun>,
+    plan: &Arc<Plan>,
+    parallel: usize,
+    action: &'static str,
+) -> Vec<HostRun> {
+    each(runs, plan, parallel, move |mut run, plan| async move {
         if run.is_pending() {
             run.finish(&plan, action).await;
         }
         run
     })
-    .await;
-    let exit = exit_for(&runs_outcomes(&runs));
-    (runs, exit)
+    .await
+}
+
+/// Move the runs at `indexes` out of `runs` (leaving placeholders that `put_back` fills).
+fn take(runs: &mut [HostRun], indexes: &[usize]) -> Vec<HostRun> {
+    indexes
+        .iter()
+        .map(|&i| std::mem::replace(&mut runs[i], HostRun::placeholder()))
+        .collect()
+}
+
+fn put_back(runs: &mut [HostRun], indexes: &[usize], group: Vec<HostRun>) {
+    for (&i, run) in indexes.iter().zip(group) {
+        runs[i] = run;
+    }
 }
 
 /// The exit code for a set of host outcomes, per SPEC.
@@ -301,6 +382,21 @@ pub fn exit_for(outcomes: &[Outcome]) -> Exit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canary_first_then_batches_of_parallel() {
+        let pending: Vec<usize> = (0..10).collect();
+        assert_eq!(
+            batches(&pending, 1, 3),
+            vec![vec![0], vec![1, 2, 3], vec![4, 5, 6], vec![7, 8, 9]]
+        );
+        assert_eq!(
+            batches(&pending, 0, 4),
+            vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9]]
+        );
+        assert_eq!(batches(&pending[..2], 5, 3), vec![vec![0, 1]]);
+        assert_eq!(batches(&[], 1, 3), Vec::<Vec<usize>>::new());
+    }
 
     #[test]
     fn exit_codes_follow_the_spec() {

@@ -74,6 +74,7 @@ impl Cli {
                 no_build: a.no_build,
                 force: a.force,
                 parallel: a.parallel,
+                canary: a.canary,
                 wait_lock: a.wait_lock.map(|d| d.0),
                 json: a.json,
                 app_version: a.version.app_version,

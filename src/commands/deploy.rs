@@ -23,6 +23,7 @@ pub struct Options {
     pub no_build: bool,
     pub force: bool,
     pub parallel: Option<u32>,
+    pub canary: Option<u32>,
     pub wait_lock: Option<Duration>,
     pub json: bool,
     pub app_version: Option<String>,
@@ -97,7 +98,12 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
         config_sha256: config_sha256.clone(),
     });
     let plan = Arc::new(plan);
-    let parallel = opts.parallel.unwrap_or(config.rollout.parallel).max(1) as usize;
+    let policy = rollout::Policy {
+        parallel: opts.parallel.unwrap_or(config.rollout.parallel).max(1) as usize,
+        canary: opts.canary.unwrap_or(config.rollout.canary) as usize,
+        max_failures: config.rollout.max_failures as usize,
+        on_failure: config.rollout.on_failure,
+    };
 
     if !opts.dry_run {
         super::build::run_hooks(
@@ -128,7 +134,7 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
         plan.clone(),
         targets,
         &opts,
-        parallel,
+        policy,
         &artifact.sha256,
         &config_sha256,
     ));
@@ -162,7 +168,7 @@ async fn deploy(
     plan: Arc<Plan>,
     targets: Vec<Target>,
     opts: &Options,
-    parallel: usize,
+    policy: rollout::Policy,
     sha256: &str,
     config_sha256: &str,
 ) -> (Vec<HostRun>, Exit) {
@@ -217,7 +223,7 @@ async fn deploy(
 
     // Staging: upload and unpack everywhere before anything is switched anywhere.
     let staging_cancel = cancel.clone();
-    runs = each(runs, &plan, parallel, move |mut run, plan| {
+    runs = each(runs, &plan, policy.parallel, move |mut run, plan| {
         let cancel = staging_cancel.clone();
         async move {
             if !run.is_pending() {
@@ -287,10 +293,10 @@ async fn deploy(
         .as_ref()
         .map(|d| d.release_id.clone())
         .unwrap_or_default();
-    rollout::activate(runs, &plan, parallel, "deploy", &cancel, move |_| {
-        release_id.clone()
-    })
-    .await
+    for run in runs.iter_mut() {
+        run.goal = Some(release_id.clone());
+    }
+    rollout::activate(runs, &plan, policy, "deploy", &cancel).await
 }
 
 /// What a deploy would do on each host: the steps and the exact scripts, secrets redacted.

@@ -73,11 +73,12 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
             let runs = rollout::release_all(runs, &plan).await;
             return (runs, Exit::Failed);
         }
-        let chosen = Arc::new(chosen);
-        rollout::activate(runs, &plan, parallel, "rollback", &cancel, move |run| {
-            chosen.iter().find(|(n, _)| n == &run.target.name).map(|(_, id)| id.clone()).unwrap_or_default()
-        })
-        .await
+        for run in runs.iter_mut() {
+            run.goal = chosen.iter().find(|(n, _)| n == &run.target.name).map(|(_, id)| id.clone());
+        }
+        // Everything goes back at once (bounded by `parallel`): no canary for a rollback.
+        let policy = rollout::Policy { parallel, canary: 0, max_failures: 0, on_failure: crate::config::OnFailure::Rollback };
+        rollout::activate(runs, &plan, policy, "rollback", &cancel).await
     });
     if !opts.dry_run {
         super::summary::print(

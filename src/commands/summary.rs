@@ -57,6 +57,7 @@ fn result_word(o: &Outcome) -> &'static str {
         Outcome::RolledBack { .. } => "rolled back",
         Outcome::Broken { .. } => "BROKEN",
         Outcome::Interrupted { .. } => "interrupted",
+        Outcome::NotSwitched { .. } => "not switched",
     }
 }
 
@@ -95,7 +96,7 @@ pub fn print(printer: &Printer, runs: &[HostRun], exit: Exit, ctx: &Context, jso
         .max()
         .unwrap_or(4)
         .max(4);
-    let mut out = format!("{:<w$}  {:<25}  {:<11}  TIME", "HOST", "NOW ON", "RESULT");
+    let mut out = format!("{:<w$}  {:<25}  {:<12}  TIME", "HOST", "NOW ON", "RESULT");
     let mut details = Vec::new();
     for r in runs {
         let time = r
@@ -103,7 +104,7 @@ pub fn print(printer: &Printer, runs: &[HostRun], exit: Exit, ctx: &Context, jso
             .unwrap_or_else(|| r.started.elapsed())
             .as_secs_f64();
         out.push_str(&format!(
-            "\n{:<w$}  {:<25}  {:<11}  {time:.1}s",
+            "\n{:<w$}  {:<25}  {:<12}  {time:.1}s",
             r.name(),
             where_now(r).unwrap_or("-"),
             result_word(&r.outcome)
@@ -116,6 +117,7 @@ pub fn print(printer: &Printer, runs: &[HostRun], exit: Exit, ctx: &Context, jso
             Outcome::RolledBack { reason } => Some(reason.clone()),
             Outcome::Broken { reason } => Some(format!("{reason}; a human must look at this host")),
             Outcome::Interrupted { state } => Some(state.clone()),
+            Outcome::NotSwitched { reason } => Some(reason.clone()),
             Outcome::Pending | Outcome::Done => None,
         };
         if let Some(why) = why {

@@ -60,7 +60,7 @@ env:
 service: {{name: hello, unit_file: deploy/hello.service, sudo: true}}
 health:
   http: {{url: 'http://127.0.0.1:8080/healthz', contains: ok}}
-  command: 'test -x bin/hello'
+  command: 'test -x bin/hello && test ! -e /etc/shipit-unhealthy-$(cat VERSION)'
   timeout: 8s
   interval: 200ms
   settle: 1s
@@ -806,4 +806,271 @@ fn a_cleanup_that_hits_a_root_owned_file_is_a_warning() {
     }
     assert_eq!(app.http(0), "hello v1");
     assert!(app.current(0).len() > 10);
+}
+
+/// Make version `v` fail its health check on host `i` (the health command looks for this
+/// file, named after the release's VERSION, so older releases stay healthy).
+fn make_unhealthy(tb: &Testbed, i: usize, v: &str) {
+    tb.root(i, &format!("touch /etc/shipit-unhealthy-{v}"));
+}
+
+fn results(summary: &serde_json::Value) -> Vec<String> {
+    summary["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["result"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_failing_host_after_the_canary_puts_every_host_back_or_halts() {
+    let Some(tb) = Testbed::up("e2e-rollout-5", 5) else {
+        return;
+    };
+    let app = App::new(&tb, &[0, 1, 2, 3, 4], "rollout: {canary: 1, parallel: 2}\n");
+    let (out, summary) = app.deploy("1", &[], &[]);
+    out.code(0);
+    let good = summary["release"].as_str().unwrap().to_owned();
+    for v in ["2", "3", "4"] {
+        make_unhealthy(&tb, 2, v);
+    }
+
+    // on_failure: rollback (the default). Batches: [host1] [host2 host3] [host4 host5].
+    app.set_version("2");
+    let (out, summary) = app.deploy("2", &[], &[]);
+    out.code(5);
+    assert_eq!(
+        results(&summary),
+        [
+            "rolled-back",
+            "rolled-back",
+            "rolled-back",
+            "not-switched",
+            "not-switched"
+        ],
+        "{summary:#}"
+    );
+    for i in 0..5 {
+        assert_eq!(
+            app.current(i),
+            good,
+            "host{} is back on the old release",
+            i + 1
+        );
+        assert_eq!(app.http(i), "hello v1");
+    }
+    let failed = host_result(&summary, 2);
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("health command exited"),
+        "{failed:#}"
+    );
+    assert!(
+        host_result(&summary, 0)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the rollout stopped")
+    );
+    let human = app.run_with(&["deploy", "--app-version", "2"], &[]);
+    human.code(5);
+    let named = human.stdout.lines().any(|l| {
+        l.starts_with(&format!("{}: ", tb.host(2).ip))
+            && l.contains("health command exited with status 1")
+    });
+    assert!(
+        named,
+        "the summary names the failed host and why: {}",
+        human.stdout
+    );
+
+    // on_failure: halt leaves the healthy hosts on the new release and says so.
+    app.p.file(
+        "deploy.yaml",
+        &app.p.read("deploy.yaml").replace(
+            "rollout: {canary: 1, parallel: 2}",
+            "rollout: {canary: 1, parallel: 2, on_failure: halt}",
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    app.set_version("3");
+    let (out, summary) = app.deploy("3", &[], &[]);
+    out.code(6);
+    let new = summary["release"].as_str().unwrap().to_owned();
+    assert_eq!(
+        results(&summary),
+        [
+            "done",
+            "done",
+            "rolled-back",
+            "not-switched",
+            "not-switched"
+        ],
+        "{summary:#}"
+    );
+    let on: Vec<String> = (0..5).map(|i| app.current(i)).collect();
+    assert_eq!(
+        on,
+        [
+            new.clone(),
+            new.clone(),
+            good.clone(),
+            good.clone(),
+            good.clone()
+        ]
+    );
+    for i in 0..5 {
+        assert_eq!(
+            host_result(&summary, i)["release"],
+            on[i].as_str(),
+            "the summary says exactly which host is on which release"
+        );
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&app.shipit(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(status["mixed"], true);
+
+    // max_failures: 1 tolerates the one failing host; the rest finish; exit 1 names it.
+    app.p.file(
+        "deploy.yaml",
+        &app.p.read("deploy.yaml").replace(
+            "on_failure: halt}",
+            "on_failure: rollback, max_failures: 1}",
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    app.set_version("4");
+    let (out, summary) = app.deploy("4", &[], &[]);
+    out.code(1);
+    let v4 = summary["release"].as_str().unwrap().to_owned();
+    assert_eq!(
+        results(&summary),
+        ["done", "done", "rolled-back", "done", "done"],
+        "{summary:#}"
+    );
+    assert_eq!(app.current(3), v4);
+    assert_eq!(app.current(2), good);
+    assert!(
+        out.stderr.contains(&format!(
+            "failed within max_failures and were put back: {}",
+            tb.host(2).ip
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_failing_canary_stops_everything_before_any_other_host_switches() {
+    let Some(tb) = Testbed::up("e2e-rollout-canary", 3) else {
+        return;
+    };
+    let app = App::new(&tb, &[0, 1, 2], "rollout: {canary: 1, parallel: 5}\n");
+    let (out, summary) = app.deploy("1", &[], &[]);
+    out.code(0);
+    let good = summary["release"].as_str().unwrap().to_owned();
+    make_unhealthy(&tb, 0, "2");
+    app.set_version("2");
+    let (out, summary) = app.deploy("2", &[], &[]);
+    out.code(5);
+    assert_eq!(
+        results(&summary),
+        ["rolled-back", "not-switched", "not-switched"],
+        "{summary:#}"
+    );
+    for i in 0..3 {
+        assert_eq!(app.current(i), good);
+    }
+    // The other hosts' history shows no switch at all.
+    for i in 1..3 {
+        assert_eq!(app.history(i).len(), 1, "host{} was never switched", i + 1);
+    }
+}
+
+#[test]
+fn ten_hosts_switch_at_most_parallel_at_once_and_the_event_streams_parse() {
+    let Some(tb) = Testbed::up("e2e-rollout-10", 10) else {
+        return;
+    };
+    let hosts: Vec<usize> = (0..10).collect();
+    let app = App::new(&tb, &hosts, "rollout: {canary: 1, parallel: 3}\n");
+    let out = app.run_with(
+        &["--log-format", "json", "deploy", "--app-version", "1"],
+        &[],
+    );
+    out.code(0);
+    // Every stderr line is a JSON object; host events carry the host and the time.
+    let events: Vec<serde_json::Value> = out
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let mut spans: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for e in events.iter().filter(|e| e.get("host").is_some()) {
+        let host = e["host"].as_str().unwrap().to_owned();
+        let t = e["elapsed_ms"].as_u64().unwrap();
+        let msg = e["message"].as_str().unwrap();
+        if msg.starts_with("switching to ") {
+            spans.entry(host.clone()).or_insert((t, u64::MAX)).0 = t;
+        }
+        if msg.starts_with("healthy after") {
+            spans.entry(host).or_insert((0, t)).1 = t;
+        }
+    }
+    assert_eq!(spans.len(), 10, "every host switched: {spans:?}");
+    let most = spans
+        .values()
+        .map(|&(start, _)| {
+            spans
+                .values()
+                .filter(|&&(s, e)| s <= start && start < e)
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        most <= 3,
+        "at most 3 hosts were switching at once, saw {most}: {spans:?}"
+    );
+    assert!(most >= 2, "batches did run in parallel: {spans:?}");
+    let canary = spans.values().map(|s| s.0).min().unwrap();
+    let first_done = spans.values().find(|s| s.0 == canary).unwrap().1;
+    assert_eq!(
+        spans.values().filter(|s| s.0 < first_done).count(),
+        1,
+        "the canary went alone: {spans:?}"
+    );
+
+    // The plain stream: one line per event with the elapsed time and the host.
+    std::thread::sleep(Duration::from_millis(1100));
+    app.set_version("2");
+    let out = app.run_with(&["deploy", "--app-version", "2"], &[]);
+    out.code(0);
+    let prefix = format!("{}: ", tb.host(0).ip);
+    let events: Vec<(f64, &str)> = out
+        .stderr
+        .lines()
+        .filter_map(|l| {
+            l.trim_start()
+                .split_once("s ")
+                .and_then(|(t, rest)| Some((t.parse::<f64>().ok()?, rest.strip_prefix(&prefix)?)))
+        })
+        .collect();
+    let messages: Vec<&str> = events
+        .iter()
+        .map(|(_, m)| m.split(' ').next().unwrap_or(""))
+        .collect();
+    for word in ["uploaded", "staged", "switching", "healthy"] {
+        assert!(
+            messages.contains(&word),
+            "a `{word}` event for host1 in:\n{}",
+            out.stderr
+        );
+    }
+    assert!(
+        events.windows(2).all(|w| w[0].0 <= w[1].0),
+        "times only go forward: {events:?}"
+    );
 }
