@@ -95,3 +95,43 @@ fn the_operations_guide_explains_every_exit_code() {
         );
     }
 }
+
+#[test]
+fn the_github_actions_example_is_valid_and_calls_flags_that_exist() {
+    use clap::Parser;
+    let text = std::fs::read_to_string(repo("examples/github-actions/deploy.yml")).unwrap();
+    let workflow: serde_json::Value = serde_saphyr::from_str(&text).expect("valid YAML");
+    assert!(
+        workflow["on"]["push"]["branches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b == "main")
+    );
+    let steps = workflow["jobs"]["deploy"]["steps"]
+        .as_array()
+        .expect("jobs.deploy.steps");
+    let mut calls = 0;
+    for run in steps.iter().filter_map(|s| s["run"].as_str()) {
+        for line in run
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("shipit "))
+        {
+            let words: Vec<&str> = line
+                .split_whitespace()
+                .take_while(|w| !w.starts_with('>'))
+                .collect();
+            if let Err(e) = shipit::cli::Cli::try_parse_from(&words) {
+                panic!("`{line}` is not a valid shipit command line: {e}");
+            }
+            calls += 1;
+        }
+    }
+    assert!(calls >= 2, "the workflow runs shipit check and deploy");
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    assert!(
+        readme.contains("examples/github-actions/deploy.yml"),
+        "the README links the workflow"
+    );
+}

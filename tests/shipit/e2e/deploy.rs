@@ -921,10 +921,10 @@ fn a_failing_host_after_the_canary_puts_every_host_back_or_halts() {
             good.clone()
         ]
     );
-    for i in 0..5 {
+    for (i, release) in on.iter().enumerate() {
         assert_eq!(
             host_result(&summary, i)["release"],
-            on[i].as_str(),
+            release.as_str(),
             "the summary says exactly which host is on which release"
         );
     }
