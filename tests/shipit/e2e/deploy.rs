@@ -1074,3 +1074,62 @@ fn ten_hosts_switch_at_most_parallel_at_once_and_the_event_streams_parse() {
         "times only go forward: {events:?}"
     );
 }
+
+#[test]
+fn a_host_whose_link_goes_down_during_activation_counts_as_failed() {
+    let Some(tb) = Testbed::up("e2e-rollout-link", 3) else {
+        return;
+    };
+    let app = App::new(&tb, &[0, 1, 2], "rollout: {canary: 0, parallel: 3}\n");
+    app.p.file(
+        "deploy.yaml",
+        &app.p
+            .read("deploy.yaml")
+            .replace("  settle: 1s", "  settle: 4s"),
+    );
+    let (out, summary) = app.deploy("1", &[], &[]);
+    out.code(0);
+    let good = summary["release"].as_str().unwrap().to_owned();
+    app.set_version("2");
+    let child = tb
+        .shipit_command(&app.p, &["deploy", "--app-version", "2", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // As soon as host2 has switched (its health check is under way), cut its link.
+    let started = Instant::now();
+    while app.current(1) == good {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "host2 never switched"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tb.fault(&["link-down", "host2"]);
+    let out = child.wait_with_output().unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "a host that could not be put back: a human must look\n{summary:#}"
+    );
+    assert_eq!(
+        results(&summary),
+        ["rolled-back", "broken", "rolled-back"],
+        "{summary:#}"
+    );
+    assert_eq!(app.current(0), good);
+    assert_eq!(app.current(2), good);
+    let reason = host_result(&summary, 1)["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("putting it back failed"),
+        "the summary says what is known: {reason}"
+    );
+    // Once the link is back, one command repairs it.
+    tb.fault(&["link-up", "host2"]);
+    let out = app.shipit(&["rollback", "--hosts", &tb.host(1).ip]);
+    out.code(0);
+    assert_eq!(app.current(1), good);
+    assert_eq!(app.http(1), "hello v1");
+}
