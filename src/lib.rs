@@ -22,6 +22,7 @@ pub mod rollout;
 pub mod settings;
 pub mod ssh;
 pub mod targets;
+pub mod view;
 
 use clap::Parser;
 

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::config::{Config, HealthConfig, RestartMode, ServiceManager};
@@ -37,8 +37,8 @@ pub struct Plan {
     pub hooks_after_rollback: Vec<Text>,
     pub keep_releases: usize,
     pub deploy: Option<DeployPlan>,
-    /// On a terminal: one live line per host. `None`: plain lines.
-    pub view: Option<MultiProgress>,
+    /// On a terminal: the live view. `None`: plain lines.
+    pub view: Option<Arc<crate::view::View>>,
     /// When the run began: event times count from here.
     pub started: Instant,
 }
@@ -115,9 +115,7 @@ impl Plan {
             keep_releases: config.keep_releases as usize,
             deploy: None,
             started: Instant::now(),
-            view: printer
-                .progress
-                .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10))),
+            view: printer.progress.then(|| Arc::new(crate::view::View::new())),
         })
     }
 
@@ -158,15 +156,8 @@ impl Plan {
     pub fn run_for(&self, target: Target) -> HostRun {
         let mut run = HostRun::new(target);
         if let Some(view) = &self.view {
-            let bar = view.add(ProgressBar::new_spinner());
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} {prefix:<24} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
-            bar.set_prefix(run.target.name.clone());
-            bar.set_message("connecting");
-            bar.enable_steady_tick(Duration::from_millis(120));
-            run.bar = Some(bar);
+            run.bar = view.host(&run.target.name);
+            run.view = Some(view.clone());
         }
         run
     }
@@ -233,6 +224,8 @@ pub struct HostRun {
     pub bar: Option<ProgressBar>,
     /// The release this run switches the host to.
     pub goal: Option<String>,
+    /// The live view this host belongs to (with or without a line of its own).
+    pub view: Option<Arc<crate::view::View>>,
 }
 
 impl HostRun {
@@ -252,6 +245,7 @@ impl HostRun {
             journal: None,
             bar: None,
             goal: None,
+            view: None,
         }
     }
 
@@ -285,9 +279,11 @@ impl HostRun {
     }
 
     fn say(&self, plan: &Plan, text: &str) {
-        match &self.bar {
-            Some(bar) => bar.set_message(text.to_owned()),
-            None => plan
+        match (&self.bar, &self.view) {
+            (Some(bar), _) => bar.set_message(text.to_owned()),
+            // In the view without a line of its own: silent until the summary.
+            (None, Some(_)) => {}
+            (None, None) => plan
                 .printer
                 .event(&self.target.name, plan.started.elapsed(), text),
         }
@@ -296,15 +292,19 @@ impl HostRun {
     /// A warning about this host, above the live lines when there are some.
     fn warn(&self, plan: &Plan, text: &str) {
         let line = format!("{}: {text}", self.target.name);
-        match &self.bar {
-            Some(bar) => bar.println(crate::redact::scrub(&format!("warning: {line}"))),
+        match &self.view {
+            Some(view) => view.println(&format!("warning: {line}")),
             None => plan.printer.warn(&line),
         }
     }
 
-    fn end(&mut self, outcome: Outcome) {
+    /// Record where this host ended up (once), and when.
+    pub fn end(&mut self, outcome: Outcome) {
         self.outcome = outcome;
         self.finished = Some(self.started.elapsed());
+        if let Some(view) = &self.view {
+            view.host_finished();
+        }
         if let Some(bar) = &self.bar {
             let word = match &self.outcome {
                 Outcome::Done => "done",
@@ -340,7 +340,7 @@ impl HostRun {
             return Err(("connect".into(), "not connected".into()));
         };
         let printer = plan.printer;
-        let bar = self.bar.clone();
+        let view = self.view.clone();
         let name = self.target.name.clone();
         let mut step = String::from("prepare");
         let full = format!(
@@ -354,8 +354,8 @@ impl HostRun {
                     step = s.to_owned();
                 } else if !line.starts_with("@@") {
                     let _ = stream;
-                    match &bar {
-                        Some(bar) => bar.println(crate::redact::scrub(&format!("{name}: {line}"))),
+                    match &view {
+                        Some(view) => view.println(&format!("{name}: {line}")),
                         None => printer.child_line(&name, &format!("{name}: {line}")),
                     }
                 }

@@ -144,7 +144,7 @@ pub async fn prepare(
             _ => {
                 for r in runs.iter_mut().filter(|r| r.is_pending() && !r.locked) {
                     let holder = r.lock_holder().unwrap_or_else(|| "someone else".into());
-                    r.outcome = Outcome::Locked { holder };
+                    r.end(Outcome::Locked { holder });
                 }
                 break;
             }
@@ -299,6 +299,22 @@ pub async fn activate(
                 return run;
             }
             if run.switched_to.is_none() {
+                // A deploy's release staged here will never serve: mark it failed. (A
+                // rollback's goal is an old good release: leave it alone.)
+                if action == "deploy"
+                    && let Some(goal) = run.goal.clone()
+                {
+                    run.set_state(&plan, &goal, crate::remote::release::State::Failed)
+                        .await;
+                    run.history(
+                        &plan,
+                        action,
+                        Some(&goal),
+                        "not-switched",
+                        &format!("the rollout stopped ({why})"),
+                    )
+                    .await;
+                }
                 run.not_switched(&format!("the rollout stopped before this host ({why})"));
                 run.unlock(&plan).await;
             } else if halt {

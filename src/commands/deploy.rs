@@ -190,12 +190,11 @@ async fn deploy(
             });
         if same && !opts.force {
             let id = run.survey.current.clone().unwrap_or_default();
-            run.outcome = Outcome::Skipped {
+            run.end(Outcome::Skipped {
                 reason: format!(
                     "already runs this artifact and config (release {id}); `--force` deploys it again"
                 ),
-            };
-            run.finished = Some(run.started.elapsed());
+            });
         }
     }
     if opts.dry_run {
@@ -235,9 +234,9 @@ async fn deploy(
                 _ = cancel.wait() => {}
             }
             if cancel.is_set() && run.is_pending() {
-                run.outcome = Outcome::Interrupted {
+                run.end(Outcome::Interrupted {
                     state: format!("{name}: interrupted during the upload; nothing switched"),
-                };
+                });
             }
             if run.is_pending() {
                 run.stage(&plan).await;
@@ -274,11 +273,10 @@ async fn deploy(
                     run.set_state(&plan, &release_id, State::Failed).await;
                 }
                 if run.is_pending() {
-                    run.outcome = Outcome::Failed {
+                    run.end(Outcome::Failed {
                         step: "staging".into(),
                         reason: format!("not switched because {why}"),
-                    };
-                    run.finished = Some(run.started.elapsed());
+                    });
                 }
                 run.unlock(&plan).await;
                 run

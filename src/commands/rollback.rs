@@ -44,8 +44,7 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
             match pick(run, opts.to.as_deref()) {
                 Ok(id) => chosen.push((run.target.name.clone(), id)),
                 Err(reason) => {
-                    run.outcome = Outcome::Failed { step: "rollback".into(), reason };
-                    run.finished = Some(run.started.elapsed());
+                    run.end(Outcome::Failed { step: "rollback".into(), reason });
                 }
             }
         }

@@ -357,15 +357,25 @@ fn unhealthy_releases_are_rolled_back_and_marked_failed() {
         let (out, summary) = app.deploy("1.0", &[("HELLO_MODE", mode)], &[]);
         out.code(5);
         let bad = summary["release"].as_str().unwrap().to_owned();
-        for i in 0..2 {
+        // The first host is the canary (rollout.canary defaults to 1): once it fails, the
+        // second is never switched.
+        for (i, expected) in [(0, "rolled-back"), (1, "not-switched")] {
             let h = host_result(&summary, i);
-            assert_eq!(h["result"], "rolled-back", "{mode}: {summary:#}");
+            assert_eq!(h["result"], expected, "{mode}: {summary:#}");
             assert_eq!(app.current(i), good, "{mode}: current unchanged");
             assert_eq!(app.http(i), "hello v1", "{mode}: the old release answers");
             assert_eq!(app.active(i), "active");
             assert_eq!(app.release_state(i, &bad), "failed");
             let last = app.history(i).pop().unwrap();
-            assert_eq!(last["result"], "rolled-back");
+            assert_eq!(
+                last["result"],
+                if i == 0 {
+                    "rolled-back"
+                } else {
+                    "not-switched"
+                }
+            );
+            assert_eq!(last["release"], bad.as_str());
         }
         let reason = host_result(&summary, 0)["reason"]
             .as_str()
@@ -983,9 +993,11 @@ fn a_failing_canary_stops_everything_before_any_other_host_switches() {
     for i in 0..3 {
         assert_eq!(app.current(i), good);
     }
-    // The other hosts' history shows no switch at all.
+    // The other hosts' history shows the attempt, and no switch.
     for i in 1..3 {
-        assert_eq!(app.history(i).len(), 1, "host{} was never switched", i + 1);
+        let history = app.history(i);
+        assert_eq!(history.len(), 2, "host{}: {history:?}", i + 1);
+        assert_eq!(history[1]["result"], "not-switched");
     }
 }
 
