@@ -600,7 +600,7 @@ impl HostRun {
                 if plan.manager == ServiceManager::None {
                     ""
                 } else {
-                    ", service restarted"
+                    ", service restarted; health-checking"
                 }
             ),
         );

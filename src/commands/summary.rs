@@ -28,6 +28,7 @@ struct Json<'a> {
     release: Option<&'a str>,
     version: Option<&'a str>,
     artifact_sha256: Option<&'a str>,
+    total_ms: u128,
     hosts: Vec<HostJson<'a>>,
 }
 
@@ -70,6 +71,15 @@ pub fn print(printer: &Printer, runs: &[HostRun], exit: Exit, ctx: &Context, jso
             release: ctx.release,
             version: ctx.version,
             artifact_sha256: ctx.sha256,
+            total_ms: runs
+                .iter()
+                .map(|r| {
+                    r.finished
+                        .unwrap_or_else(|| r.started.elapsed())
+                        .as_millis()
+                })
+                .max()
+                .unwrap_or(0),
             hosts: runs
                 .iter()
                 .map(|r| HostJson {
@@ -131,6 +141,27 @@ pub fn print(printer: &Printer, runs: &[HostRun], exit: Exit, ctx: &Context, jso
             ));
         }
     }
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for r in runs {
+        let word = result_word(&r.outcome);
+        match counts.iter_mut().find(|(w, _)| *w == word) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((word, 1)),
+        }
+    }
+    let counts: Vec<String> = counts.iter().map(|(w, n)| format!("{n} {w}")).collect();
+    let total = runs
+        .iter()
+        .map(|r| r.finished.unwrap_or_else(|| r.started.elapsed()))
+        .max()
+        .unwrap_or_default();
+    out.push_str(&format!(
+        "\n{:<w$}  {:<25}  {:<12}  {:.1}s",
+        "TOTAL",
+        format!("{} host(s)", runs.len()),
+        counts.join(", "),
+        total.as_secs_f64()
+    ));
     if !details.is_empty() {
         out.push_str("\n\n");
         out.push_str(&details.join("\n"));

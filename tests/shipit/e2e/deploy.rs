@@ -886,6 +886,15 @@ fn a_failing_host_after_the_canary_puts_every_host_back_or_halts() {
     );
     let human = app.run_with(&["deploy", "--app-version", "2"], &[]);
     human.code(5);
+    let total = human
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("TOTAL"))
+        .unwrap_or_else(|| panic!("a TOTAL row: {}", human.stdout));
+    assert!(
+        total.contains("5 host(s)") && total.contains("3 rolled back, 2 not switched"),
+        "{total}"
+    );
     let named = human.stdout.lines().any(|l| {
         l.starts_with(&format!("{}: ", tb.host(2).ip))
             && l.contains("health command exited with status 1")
