@@ -49,11 +49,7 @@ pub fn run(settings: &Settings, app: Option<&str>) -> Result<Exit> {
         Some(a) => a.to_owned(),
         None => app_from_dir(&std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone())),
     };
-    let valid = app.len() <= 64
-        && app.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && app
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    let valid = app.len() <= 64 && crate::config::valid_name(&app);
     if !valid {
         return Err(
             Failure::new(Exit::Invalid, format!("`{app}` is not a valid app name"))

@@ -815,7 +815,8 @@ fn default_name(spec: &HostSpec) -> String {
     .to_string()
 }
 
-fn valid_name(name: &str) -> bool {
+/// An app name: `[a-z0-9][a-z0-9_-]*` (length is checked by the caller).
+pub fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
