@@ -162,7 +162,8 @@ impl Plan {
         run
     }
 
-    fn release_info(&self, d: &DeployPlan, state: State) -> ReleaseInfo {
+    /// What release.json says about the release this deploy makes, in `state`.
+    pub fn release_info(&self, d: &DeployPlan, state: State) -> ReleaseInfo {
         ReleaseInfo {
             id: d.release_id.clone(),
             app: self.app.clone(),
@@ -705,16 +706,17 @@ impl HostRun {
         }
     }
 
-    pub async fn history(
-        &mut self,
+    /// The history line for this host, as appended to `.shipit/history.jsonl`.
+    fn history_line(
+        &self,
         plan: &Plan,
         action: &str,
         release: Option<&str>,
         result: &str,
         reason: &str,
-    ) {
+    ) -> String {
         let d = plan.deploy.as_ref();
-        let line = serde_json::json!({
+        serde_json::json!({
             "time": crate::remote::layout::iso8601(crate::remote::layout::now()),
             "action": action,
             "result": result,
@@ -728,8 +730,20 @@ impl HostRun {
             "ci_url": plan.owner.ci_url,
             "reason": if reason.is_empty() { None } else { Some(reason) },
             "duration_ms": self.started.elapsed().as_millis() as u64,
-        });
-        if let Ok(script) = release::history(&line.to_string())
+        })
+        .to_string()
+    }
+
+    pub async fn history(
+        &mut self,
+        plan: &Plan,
+        action: &str,
+        release: Option<&str>,
+        result: &str,
+        reason: &str,
+    ) {
+        let line = self.history_line(plan, action, release, result, reason);
+        if let Ok(script) = release::history(&line)
             && let Err((_, e)) = self.run(plan, &script).await
         {
             self.warnings
@@ -786,18 +800,30 @@ impl HostRun {
         let plan_cleanup =
             release::plan_cleanup(&releases, &self.survey.staging, &now_on, plan.keep_releases);
         script.push_str(&release::cleanup(&plan_cleanup).unwrap_or_default());
+        // History and unlock ride in the same round trip.
+        let line = self.history_line(plan, action, Some(&now_on), "ok", "");
+        if let Ok(h) = release::history(&line) {
+            script.push_str(&format!(
+                "{{ {}; }} 2>/dev/null || echo '@@warn could not append to the history'\n",
+                h.trim_end()
+            ));
+        }
+        if let Ok(unlock) = lock::release(&plan.owner.token) {
+            script.push_str(&unlock);
+        }
         match self.run(plan, &script).await {
             Ok(out) => {
+                self.locked = false;
                 for w in out.lines().filter_map(|l| l.strip_prefix("@@warn ")) {
                     self.warnings.push(w.to_owned());
                 }
             }
             Err((step, e)) => self.warnings.push(format!("{step}: {e}")),
         }
-        self.history(plan, action, Some(&now_on), "ok", "").await;
         for w in &self.warnings {
             self.warn(plan, w);
         }
+        // Only if the combined script could not run: try the unlock on its own.
         self.unlock(plan).await;
         self.end(Outcome::Done);
     }

@@ -7,14 +7,6 @@ use crate::config::{Config, KnownHostsPolicy};
 use crate::exit::{Exit, Failure};
 use crate::ssh::{self, Target, ssh_config};
 
-fn expand_tilde(path: &str, home: &Path) -> PathBuf {
-    match path.strip_prefix("~/") {
-        Some(rest) => home.join(rest),
-        None if path == "~" => home.to_owned(),
-        None => PathBuf::from(path),
-    }
-}
-
 /// Every host of the environment, or those named in `only` (by name), as SSH targets.
 pub fn resolve(config: &Config, only: Option<&[String]>) -> Result<Vec<Target>, Failure> {
     if config.hosts.is_empty() {
@@ -54,12 +46,17 @@ pub fn resolve(config: &Config, only: Option<&[String]>) -> Result<Vec<Target>, 
     let identity_files: Vec<PathBuf> = ssh
         .identity_files
         .iter()
-        .map(|f| config.dir.join(expand_tilde(f.expose(), &local.home)))
+        .map(|f| {
+            config
+                .dir
+                .join(ssh_config::expand_tilde(Path::new(f.expose()), &local.home))
+        })
         .collect();
-    let known_hosts_file = ssh
-        .known_hosts_file
-        .as_ref()
-        .map(|f| config.dir.join(expand_tilde(f.expose(), &local.home)));
+    let known_hosts_file = ssh.known_hosts_file.as_ref().map(|f| {
+        config
+            .dir
+            .join(ssh_config::expand_tilde(Path::new(f.expose()), &local.home))
+    });
     config
         .hosts
         .iter()
@@ -86,17 +83,25 @@ pub fn resolve(config: &Config, only: Option<&[String]>) -> Result<Vec<Target>, 
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::path::{Path, PathBuf};
+
+    use crate::ssh::ssh_config::expand_tilde;
 
     #[test]
     fn tilde() {
         let home = Path::new("/home/me");
         assert_eq!(
-            expand_tilde("~/.ssh/id", home),
+            expand_tilde(Path::new("~/.ssh/id"), home),
             PathBuf::from("/home/me/.ssh/id")
         );
-        assert_eq!(expand_tilde("~", home), PathBuf::from("/home/me"));
-        assert_eq!(expand_tilde("keys/id", home), PathBuf::from("keys/id"));
-        assert_eq!(expand_tilde("/abs", home), PathBuf::from("/abs"));
+        assert_eq!(
+            expand_tilde(Path::new("~"), home),
+            PathBuf::from("/home/me")
+        );
+        assert_eq!(
+            expand_tilde(Path::new("keys/id"), home),
+            PathBuf::from("keys/id")
+        );
+        assert_eq!(expand_tilde(Path::new("/abs"), home), PathBuf::from("/abs"));
     }
 }

@@ -317,8 +317,10 @@ fn print_dry_run(plan: &Plan, runs: &[HostRun]) {
                 "LOCK HELD by {holder}: the deploy would wait or stop (exit 3)\n"
             ));
         }
-        let staged = serde_json::to_string(&plan_info(plan, d, State::Staged)).unwrap_or_default();
-        let failed = serde_json::to_string(&plan_info(plan, d, State::Failed)).unwrap_or_default();
+        let staged =
+            serde_json::to_string(&plan.release_info(d, State::Staged)).unwrap_or_default();
+        let failed =
+            serde_json::to_string(&plan.release_info(d, State::Failed)).unwrap_or_default();
         let steps: Vec<(String, String)> = vec![
             (
                 "1. lock".into(),
@@ -388,18 +390,4 @@ fn print_dry_run(plan: &Plan, runs: &[HostRun]) {
         out.push('\n');
     }
     plan.printer.data(out.trim_end());
-}
-
-fn plan_info(plan: &Plan, d: &DeployPlan, state: State) -> release::ReleaseInfo {
-    release::ReleaseInfo {
-        id: d.release_id.clone(),
-        app: plan.app.clone(),
-        version: d.version.clone(),
-        commit: d.commit.clone(),
-        artifact_sha256: d.sha256.clone(),
-        state,
-        created_at: plan.owner.started_at,
-        deployed_by: plan.deployed_by.clone(),
-        config_sha256: Some(d.config_sha256.clone()),
-    }
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::exit::Exit;
 use crate::health;
 use crate::pipeline::{HostRun, Outcome, Plan, each};
-use crate::remote::layout::{HISTORY, LOCK};
+use crate::remote::layout::HISTORY;
 use crate::remote::lock;
 use crate::remote::release::{self, LockAnswer, State};
 use crate::settings::Settings;
@@ -112,9 +112,7 @@ async fn host_status(run: HostRun, plan: &Plan, history: usize) -> HostStatus {
             return st;
         }
     };
-    script.push_str(&format!(
-        "if [ -d {LOCK} ]; then echo '@@lock held'; printf '@@owner %s\\n' \"$(tr -d '\\n' < {LOCK}/owner.json 2>/dev/null)\"; printf '@@lock_mtime %s\\n' \"$(stat -c %Y {LOCK} 2>/dev/null)\"; fi\n"
-    ));
+    script.push_str(&lock::report());
     script.push_str(&release::survey(None).unwrap_or_default());
     if let Some(ctl) = release::systemctl(plan.manager, false) {
         let unit = crate::remote::q(&plan.service).unwrap_or_default();

@@ -6,7 +6,8 @@ use anyhow::Result;
 
 use crate::exit::Exit;
 use crate::pipeline::{HostRun, Outcome, Plan, each};
-use crate::remote::lock::{self, Owner};
+use crate::remote::lock;
+use crate::remote::release::{self, LockAnswer};
 use crate::settings::Settings;
 use crate::ssh::Connector;
 
@@ -28,38 +29,34 @@ pub fn run(settings: &Settings, hosts: Option<Vec<String>>) -> Result<Exit> {
                 run.connect(&connector).await;
                 if let Some(session) = &run.session {
                     let script = format!(
-                        "cd -- {} 2>/dev/null || {{ echo '@@unlocked none'; exit 0; }}\n{}",
-                        crate::remote::q(&plan.deploy_to).unwrap_or_default(),
+                        "{}{}",
+                        release::enter(&plan.deploy_to, false).unwrap_or_default(),
                         lock::force_release()
                     );
                     match session.exec(&script, |_, _| {}).await {
                         Ok(out) if out.success() => {
-                            let owner = out
-                                .stdout
-                                .lines()
-                                .find_map(|l| l.strip_prefix("@@owner "))
-                                .and_then(|j| serde_json::from_str::<Owner>(j).ok());
-                            let mtime = out
-                                .stdout
-                                .lines()
-                                .find_map(|l| l.strip_prefix("@@lock_mtime "))
-                                .and_then(|t| t.trim().parse::<u64>().ok());
-                            let text = if out.stdout.contains("@@unlocked none") {
-                                "no lock".to_owned()
-                            } else {
-                                let now = crate::remote::layout::now();
-                                match owner {
-                                    Some(o) => format!("removed the lock of {}", o.describe(now)),
-                                    None => format!(
-                                        "removed a lock without owner file{}",
-                                        mtime
-                                            .map(|m| format!(
-                                                ", taken {} ago",
-                                                lock::age(now.saturating_sub(m))
-                                            ))
-                                            .unwrap_or_default()
-                                    ),
+                            let text = match release::parse_survey(&out.stdout).lock {
+                                Some(LockAnswer::Held { owner, since })
+                                    if out.stdout.contains("@@unlocked\n") =>
+                                {
+                                    let now = crate::remote::layout::now();
+                                    match owner {
+                                        Some(o) => {
+                                            format!("removed the lock of {}", o.describe(now))
+                                        }
+                                        None => format!(
+                                            "removed a lock without owner file{}",
+                                            since
+                                                .map(|m| format!(
+                                                    ", taken {} ago",
+                                                    lock::age(now.saturating_sub(m))
+                                                ))
+                                                .unwrap_or_default()
+                                        ),
+                                    }
                                 }
+                                // No deploy_to (`@@missing`), or no lock dir (`@@unlocked none`).
+                                _ => "no lock".to_owned(),
                             };
                             run.outcome = Outcome::Skipped { reason: text };
                         }

@@ -51,7 +51,8 @@ impl Lookup for std::collections::BTreeMap<String, String> {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+/// A variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())

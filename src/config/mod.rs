@@ -452,7 +452,7 @@ impl Ctx<'_> {
 
         let mut env = BTreeMap::new();
         for (key, value) in l.env.iter().flatten() {
-            if !interpolate_name_ok(key) {
+            if !interpolate::valid_name(key) {
                 self.problem(
                     value,
                     format!("`{key}` is not a valid environment variable name"),
@@ -820,12 +820,6 @@ pub fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-}
-
-fn interpolate_name_ok(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
-        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 
 fn valid_unit(name: &str) -> bool {

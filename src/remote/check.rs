@@ -54,11 +54,8 @@ if [ -z "$missing" ]; then r tools ok "tar gzip sha256sum mv -T"
 else r tools fail "missing:$missing"; fi
 "#,
     );
-    let systemctl = match input.manager {
-        ServiceManager::None => None,
-        ServiceManager::Systemd => Some("systemctl"),
-        ServiceManager::SystemdUser => Some("systemctl --user"),
-    };
+    // Read-only queries: never through sudo.
+    let systemctl = super::release::systemctl(input.manager, false);
     match systemctl {
         None => {
             s.push_str("r systemctl skip \"service.manager is none\"\nr unit skip \"service.manager is none\"\n");

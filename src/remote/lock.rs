@@ -120,6 +120,19 @@ fn ci_url() -> Option<String> {
     .find_map(|k| var(k))
 }
 
+/// Shell that reports a held lock: `@@lock held`, `@@owner <json>` (empty when the owner
+/// file is missing), `@@lock_mtime <secs>`. `release::parse_survey` reads it.
+fn held_report() -> String {
+    format!(
+        "echo '@@lock held'\nprintf '@@owner %s\\n' \"$(tr -d '\\n' < {LOCK}/owner.json 2>/dev/null)\"\nprintf '@@lock_mtime %s\\n' \"$(stat -c %Y {LOCK} 2>/dev/null)\"\n"
+    )
+}
+
+/// Shell that reports the lock if there is one, taking nothing (for `status`).
+pub fn report() -> String {
+    format!("if [ -d {LOCK} ]; then\n{}fi\n", held_report())
+}
+
 /// Shell that tries to take the lock (in the current directory, `deploy_to`) and prints
 /// `@@lock acquired`, or `@@lock held` with `@@owner <json>` and `@@lock_mtime <secs>`.
 /// When `break_token` is given, a lock whose owner has that token is removed first.
@@ -137,12 +150,10 @@ pub fn acquire(owner: &Owner, break_token: Option<&str>) -> Result<String, Quote
   printf '%s\n' {json} > {LOCK}/owner.json
   echo '@@lock acquired'
 else
-  echo '@@lock held'
-  printf '@@owner %s\n' "$(tr -d '\n' < {LOCK}/owner.json 2>/dev/null)"
-  printf '@@lock_mtime %s\n' "$(stat -c %Y {LOCK} 2>/dev/null)"
-fi
+{held}fi
 "#,
-        json = q(&json)?
+        json = q(&json)?,
+        held = held_report()
     ));
     Ok(s)
 }
@@ -158,7 +169,8 @@ pub fn release(token: &str) -> Result<String, QuoteError> {
 /// Shell that removes the lock whoever holds it, printing the owner first.
 pub fn force_release() -> String {
     format!(
-        "if [ -d {LOCK} ]; then printf '@@owner %s\\n' \"$(tr -d '\\n' < {LOCK}/owner.json 2>/dev/null)\"; printf '@@lock_mtime %s\\n' \"$(stat -c %Y {LOCK} 2>/dev/null)\"; rm -rf -- {LOCK} && echo '@@unlocked'; else echo '@@unlocked none'; fi\n"
+        "if [ -d {LOCK} ]; then\n{}rm -rf -- {LOCK} && echo '@@unlocked'\nelse echo '@@unlocked none'; fi\n",
+        held_report()
     )
 }
 

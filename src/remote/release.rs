@@ -446,10 +446,6 @@ pub fn cleanup(plan: &CleanupPlan) -> Result<String, QuoteError> {
     Ok(s)
 }
 
-pub fn unlock(token: &str) -> Result<String, QuoteError> {
-    super::lock::release(token)
-}
-
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct CleanupPlan {
     /// Release dirs to remove (ids, or `.tmp-*` names).

@@ -550,7 +550,8 @@ fn resolve_hop(
     })
 }
 
-fn expand_tilde(path: &Path, home: &Path) -> PathBuf {
+/// `~` and `~/...` relative to `home`; anything else as is.
+pub fn expand_tilde(path: &Path, home: &Path) -> PathBuf {
     match path.strip_prefix("~") {
         Ok(rest) => home.join(rest),
         Err(_) => path.to_owned(),
