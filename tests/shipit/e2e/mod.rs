@@ -71,6 +71,20 @@ fn available(test: &str) -> Option<()> {
     );
 }
 
+/// `SHIPIT_TESTBED_PREFIX=x` renames `e2e-foo` to `x-foo`, so two checkouts can run the
+/// tier at once without tearing down each other's testbeds.
+fn scoped(name: &str) -> String {
+    match std::env::var("SHIPIT_TESTBED_PREFIX") {
+        Ok(p) if !p.is_empty() => {
+            let rest = name.strip_prefix("e2e").unwrap_or(name);
+            let mut s = format!("{p}{rest}");
+            s.truncate(20);
+            s.trim_end_matches('-').to_owned()
+        }
+        _ => name.to_owned(),
+    }
+}
+
 impl Testbed {
     /// Boot `n` hosts in a testbed named `name` (1-20 chars of `a-z0-9-`).
     pub fn up(name: &str, n: usize) -> Option<Testbed> {
@@ -80,6 +94,7 @@ impl Testbed {
     /// `up` with extra arguments for up.sh (e.g. `--small-opt host2:30M`).
     pub fn up_with(name: &str, n: usize, extra: &[&str]) -> Option<Testbed> {
         available(name)?;
+        let name = &scoped(name);
         let out = Command::new(scripts().join("up.sh"))
             .arg(n.to_string())
             .args(["--name", name])
