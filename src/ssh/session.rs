@@ -81,6 +81,21 @@ impl UploadOutput {
     }
 }
 
+/// The exec request of [`Session::exec_with_data`]: reads the script's length (20 bytes,
+/// decimal) and the script from stdin, and runs it. GNU `head -c` never reads past its
+/// count, so the data after the script stays on stdin.
+pub const BOOTSTRAP: &str = "sh -c 'n=$(head -c 20) && s=$(head -c \"$n\") && eval \"$s\"'";
+
+/// What [`Session::exec_with_data`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DataOutput {
+    pub exec: ExecOutput,
+    /// Bytes of data sent (the script not counted).
+    pub bytes: u64,
+    /// Whether all of the data went in before the script ended.
+    pub complete: bool,
+}
+
 /// A direct-tcpip channel to a port on the host, as a byte stream. Dropping it closes
 /// the channel.
 pub struct Tunnel {
@@ -181,6 +196,75 @@ impl Session {
             stdout: out.stdout.text(),
             stdout_truncated: out.stdout.truncated,
             stderr_tail: out.stderr.text(),
+        })
+    }
+
+    /// Runs `script` like [`Session::exec`], with `data` on its stdin: one channel for a
+    /// script and the bytes it consumes (e.g. unpacking an upload), so a deploy needs no
+    /// second round trip. The exec request carries only [`BOOTSTRAP`], a fixed text that
+    /// reads a 20-byte length header and exactly that many bytes of script from stdin and
+    /// runs them; whatever the script then reads from stdin is `data`. (`sh -s` cannot do
+    /// this: dash reads its script from a pipe in blocks, swallowing the data after it.)
+    /// The script is wrapped in `{ }`, so a syntax error anywhere means nothing runs.
+    /// `progress` gets the total of `data` bytes sent so far. If the script exits before
+    /// reading all of `data`, that is not an error: [`DataOutput::complete`] says so, and
+    /// the exit status says why.
+    pub async fn exec_with_data<R>(
+        &self,
+        script: &str,
+        mut data: R,
+        mut progress: impl FnMut(u64) + Send,
+        mut on_line: impl FnMut(Stream, &str) + Send,
+    ) -> Result<DataOutput, Error>
+    where
+        R: AsyncRead + Unpin,
+    {
+        let what = "running a script with data";
+        let mut channel = self.open_command(BOOTSTRAP, what).await?;
+        let body = format!("{{\n{script}\n}}\n").into_bytes();
+        let mut head = format!("{:019}\n", body.len()).into_bytes();
+        head.extend_from_slice(&body);
+        let mut writer = channel.make_writer();
+        let sent = AtomicU64::new(0);
+        let feed = async {
+            writer.write_all(&head).await.map_err(Fed::Remote)?;
+            let mut buf = vec![0u8; UPLOAD_CHUNK];
+            let mut total = 0u64;
+            loop {
+                let n = data.read(&mut buf).await.map_err(Fed::Local)?;
+                if n == 0 {
+                    break;
+                }
+                writer.write_all(&buf[..n]).await.map_err(Fed::Remote)?;
+                total += n as u64;
+                sent.store(total, Ordering::Relaxed);
+                progress(total);
+            }
+            writer.shutdown().await.map_err(Fed::Remote)?;
+            Ok::<u64, Fed>(total)
+        };
+        let (out, fed) = self.collect(&mut channel, feed, what, &mut on_line).await?;
+        let complete = match fed {
+            Some(Ok(_)) => true,
+            Some(Err(Fed::Local(source))) => {
+                return Err(Error::Io {
+                    host: self.name.clone(),
+                    what: "reading the data to send".into(),
+                    source,
+                });
+            }
+            Some(Err(Fed::Remote(_))) | None => false,
+        };
+        Ok(DataOutput {
+            exec: ExecOutput {
+                status: out.status,
+                signal: out.signal,
+                stdout: out.stdout.text(),
+                stdout_truncated: out.stdout.truncated,
+                stderr_tail: out.stderr.text(),
+            },
+            bytes: sent.load(Ordering::Relaxed),
+            complete,
         })
     }
 

@@ -266,9 +266,8 @@ fn first_deploy_second_deploy_and_a_no_op_redeploy() {
     out.code(0);
     for text in [
         "-- 1. lock",
-        "-- 2. upload",
-        "-- 3. stage",
-        "-- 4. switch and restart",
+        "-- 2. upload and stage: send a delta",
+        "-- 3. switch and restart",
         "mv -T -- .current.tmp",
         "DB_PASSWORD=",
         "[redacted]",

@@ -390,6 +390,63 @@ async fn upload_100_mb_into_sha256sum() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_with_data_runs_the_script_and_leaves_the_data_on_stdin() {
+    let sshd = e2e!();
+    let session = isolated()
+        .connect(&sshd.target("data"))
+        .await
+        .expect("connect");
+    // Data that starts like a script: it must be read as data, never run.
+    let mut data = b"echo RAN-THE-DATA\n".to_vec();
+    data.extend((0..3_000_000u32).map(|i| (i % 251) as u8));
+    let mut lines = Vec::new();
+    let script = "printf 'first %s\\n' \"$(head -c 5 | od -An -c | tr -d ' ')\"\nsha256sum | cut -c1-64\necho 'it'\\''s done'";
+    let out = session
+        .exec_with_data(script, &data[5..], |_| {}, |_, l| lines.push(l.to_owned()))
+        .await
+        .expect("exec_with_data");
+    assert!(out.exec.success(), "{out:?}");
+    assert!(out.complete);
+    assert_eq!(out.bytes, data.len() as u64 - 5);
+    let rest: String = Sha256::digest(&data[10..])
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        lines,
+        vec!["first RAN-T".to_owned(), rest, "it's done".to_owned()]
+    );
+
+    // A syntax error anywhere: nothing runs.
+    let out = session
+        .exec_with_data(
+            "echo SHOULD-NOT-RUN\nif then fi (",
+            &b"x"[..],
+            |_| {},
+            |_, _| {},
+        )
+        .await
+        .expect("exec_with_data");
+    assert!(!out.exec.success());
+    assert!(!out.exec.stdout.contains("SHOULD-NOT-RUN"), "{out:?}");
+
+    // A script that stops reading: its status and stderr, and `complete` is false.
+    let big = vec![1u8; 32 * 1024 * 1024];
+    let out = session
+        .exec_with_data(
+            "head -c 10 >/dev/null; echo stopped >&2; exit 3",
+            &big[..],
+            |_| {},
+            |_, _| {},
+        )
+        .await
+        .expect("exec_with_data");
+    assert_eq!(out.exec.status, Some(3));
+    assert!(out.exec.stderr_tail.contains("stopped"));
+    assert!(!out.complete);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_into_a_command_that_stops_reading_is_an_error() {
     let sshd = e2e!();
     let session = isolated()
