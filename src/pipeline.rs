@@ -619,13 +619,10 @@ impl HostRun {
                     base: &base,
                     link: d.delta == DeltaMode::Hardlink,
                     reuse_len: delta.reuse_gz.len() as u64,
-                    check_len: delta.check_gz.len() as u64,
                     tree_sha256: &delta.tree_sha256,
+                    content_sha256: &delta.content_sha256,
                 });
-                let data = tokio::io::AsyncReadExt::chain(
-                    tokio::io::AsyncReadExt::chain(&delta.reuse_gz[..], &delta.check_gz[..]),
-                    &delta.archive[..],
-                );
+                let data = tokio::io::AsyncReadExt::chain(&delta.reuse_gz[..], &delta.archive[..]);
                 self.transfer = "delta";
                 self.reused = delta.reused;
                 match self.stage(plan, source, Some((data, delta.len()))).await {

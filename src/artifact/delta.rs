@@ -4,10 +4,10 @@
 //! of the artifact entry by entry: headers as they are, file data decompressed and
 //! compressed once into the smaller archive. Unchanged data is never compressed again.
 //!
-//! With it travel two small lists: the files to take from the live release, and a
-//! `sha256sum -c` list of every file of the new release. The host assembles the release
-//! from both, then checks every file's content and the whole tree (names, types, modes,
-//! link targets) against what a full unpack would give before anything else happens.
+//! With it travels the list of files to take from the live release, and two digests: of
+//! the tree a full unpack gives (names, types, modes, link targets) and of every file's
+//! sha256. The host assembles the release, computes both with `find`, `sort` and
+//! `sha256sum`, and turns the release down unless both match, before anything else.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -24,12 +24,13 @@ use super::manifest::{EntryType, Manifest, ManifestEntry};
 pub struct Delta {
     /// The paths of the files to take from the live release, NUL-separated, gzipped.
     pub reuse_gz: Vec<u8>,
-    /// `<sha256>  <path>` for every file of the new release, gzipped.
-    pub check_gz: Vec<u8>,
     /// The new and changed files, every directory and symlink: a tar.gz.
     pub archive: Vec<u8>,
     /// sha256 of the sorted tree listing a full unpack gives (see [`tree_line`]).
     pub tree_sha256: String,
+    /// sha256 of `<sha256>  <path>\n` for every file, sorted by path: what
+    /// `find . -type f -printf '%P\0' | LC_ALL=C sort -z | xargs -0 sha256sum --` prints.
+    pub content_sha256: String,
     /// Files taken from the live release.
     pub reused: usize,
     /// Files in the archive.
@@ -37,9 +38,9 @@ pub struct Delta {
 }
 
 impl Delta {
-    /// Bytes on the wire: the two lists and the archive.
+    /// Bytes on the wire: the list and the archive.
     pub fn len(&self) -> u64 {
-        (self.reuse_gz.len() + self.check_gz.len() + self.archive.len()) as u64
+        (self.reuse_gz.len() + self.archive.len()) as u64
     }
 
     pub fn is_empty(&self) -> bool {
@@ -110,8 +111,8 @@ pub fn tree_line(kind: EntryType, mode: u32, path: &str, target: &str) -> String
     format!("{y} {mode:o} {path} -> {target}\n")
 }
 
-/// The sha256 of the listing's lines sorted bytewise (`LC_ALL=C sort`), as hex.
-pub fn tree_digest(mut lines: Vec<String>) -> String {
+/// The sha256 of lines sorted bytewise (`LC_ALL=C sort`), as hex.
+pub fn sorted_digest(mut lines: Vec<String>) -> String {
     lines.sort();
     let mut h = Sha256::new();
     for l in &lines {
@@ -147,7 +148,7 @@ pub fn build(
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut out = tar::Builder::new(ParallelGz::new(Vec::new(), threads));
     let mut tree = Vec::new();
-    let mut check = String::new();
+    let mut sums = Vec::new();
     let mut reuse_list = Vec::new();
     let mut sent = 0;
     for entry in archive.entries()? {
@@ -184,12 +185,11 @@ pub fn build(
                         entry.read_to_end(&mut data)?;
                         out.append_data(&mut header, &raw, data.as_slice())?;
                         sent += 1;
-                        check
-                            .push_str(&format!("{}  {path}\n", hex::encode(Sha256::digest(&data))));
+                        sums.push((path.clone(), hex::encode(Sha256::digest(&data))));
                         continue;
                     }
                 };
-                check.push_str(&format!("{sha}  {path}\n"));
+                sums.push((path.clone(), sha));
                 if reuse.contains(path.as_str()) {
                     reuse_list.extend_from_slice(path.as_bytes());
                     reuse_list.push(0);
@@ -206,13 +206,19 @@ pub fn build(
         }
     }
     let archive = out.into_inner()?.finish()?;
+    // Sorted by path, not by line: `sort -z` sorts the paths before sha256sum sees them.
+    sums.sort();
+    let mut content = Sha256::new();
+    for (path, sha) in &sums {
+        content.update(format!("{sha}  {path}\n").as_bytes());
+    }
     Ok(Delta {
         reused: reuse.len(),
         sent,
         reuse_gz: gzip(&reuse_list)?,
-        check_gz: gzip(check.as_bytes())?,
         archive,
-        tree_sha256: tree_digest(tree),
+        tree_sha256: sorted_digest(tree),
+        content_sha256: hex::encode(content.finalize()),
     })
 }
 

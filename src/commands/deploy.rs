@@ -336,8 +336,8 @@ async fn print_dry_run(plan: &Plan, runs: &[HostRun]) {
                     base: &base,
                     link: d.delta == crate::config::DeltaMode::Hardlink,
                     reuse_len: delta.reuse_gz.len() as u64,
-                    check_len: delta.check_gz.len() as u64,
                     tree_sha256: &delta.tree_sha256,
+                    content_sha256: &delta.content_sha256,
                 }),
                 format!(
                     "send a delta of {} against release {base} ({} files sent, {} taken from {base}), assemble, verify",

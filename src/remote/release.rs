@@ -257,10 +257,10 @@ pub struct DeltaSource<'a> {
     pub base: &'a str,
     /// Hard links instead of copies.
     pub link: bool,
-    /// Sizes of the two gzipped lists that come first on stdin; the archive follows.
+    /// Size of the gzipped list of files to reuse, first on stdin; the archive follows.
     pub reuse_len: u64,
-    pub check_len: u64,
     pub tree_sha256: &'a str,
+    pub content_sha256: &'a str,
 }
 
 pub struct Stage<'a> {
@@ -336,21 +336,21 @@ fn unpack(sha256: &str, source: Source) -> Result<String, QuoteError> {
                 "W=\"$tmp.delta\"\nmismatch() {{ rm -rf -- \"$tmp\" \"$W\"; printf '@@delta-mismatch %s\\n' \"$(printf '%s' \"$1\" | tr '\\n' ' ' | cut -c1-300)\"; exit 0; }}\n\
                  rm -rf -- \"$W\" && mkdir -p -- \"$W\" || exit 1\n\
                  printf '@@step upload\\n'\n\
-                 head -c {reuse} > \"$W/reuse.gz\" && head -c {check} > \"$W/check.gz\" || {{ rm -rf -- \"$tmp\" \"$W\"; exit 1; }}\n\
+                 head -c {reuse} > \"$W/reuse.gz\" || {{ rm -rf -- \"$tmp\" \"$W\"; exit 1; }}\n\
                  printf '@@step reuse\\n'\n\
                  [ -d {RELEASES}/{base} ] || mismatch \"release \"{base}\" is gone\"\n\
                  e=$(gzip -dc -- \"$W/reuse.gz\" | ( cd -- {RELEASES}/{base} && xargs -0 -r {copy} --parents -t \"$D/$tmp\" -- ) 2>&1) || mismatch \"taking the unchanged files from \"{base}\" failed: $e\"\n\
                  printf '@@step unpack\\n'\n\
                  {UNTAR} || {{ rm -rf -- \"$tmp\" \"$W\"; echo 'unpacking the delta failed' >&2; exit 1; }}\n\
                  printf '@@step verify\\n'\n\
-                 bad=$(cd -- \"$tmp\" && gzip -dc -- \"$D/$W/check.gz\" | sha256sum -c --quiet - 2>&1 | head -n 3)\n\
-                 [ -z \"$bad\" ] || mismatch \"$bad\"\n\
+                 sum=$(cd -- \"$tmp\" && find . -type f -printf '%P\\0' | LC_ALL=C sort -z | xargs -0 -r sha256sum -- | sha256sum)\n\
+                 [ \"${{sum%% *}}\" = {content} ] || mismatch \"file contents differ from the artifact (was a file of release \"{base}\" changed in place?)\"\n\
                  tree=$(cd -- \"$tmp\" && find . -mindepth 1 -printf '%y %m %P -> %l\\n' | LC_ALL=C sort | sha256sum)\n\
                  [ \"${{tree%% *}}\" = {tree} ] || mismatch 'the file tree (names, types, modes, links) differs from the artifact'\n\
                  rm -rf -- \"$W\"\n",
                 reuse = d.reuse_len,
-                check = d.check_len,
                 tree = q(d.tree_sha256)?,
+                content = q(d.content_sha256)?,
             ));
         }
     }

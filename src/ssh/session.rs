@@ -86,6 +86,14 @@ impl UploadOutput {
 /// count, so the data after the script stays on stdin.
 pub const BOOTSTRAP: &str = "sh -c 'n=$(head -c 20) && s=$(head -c \"$n\") && eval \"$s\"'";
 
+/// What [`BOOTSTRAP`] reads before the data: the script's length, then the script.
+pub fn frame(script: &str) -> Vec<u8> {
+    let body = format!("{{\n{script}\n}}\n").into_bytes();
+    let mut head = format!("{:019}\n", body.len()).into_bytes();
+    head.extend_from_slice(&body);
+    head
+}
+
 /// What [`Session::exec_with_data`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DataOutput {
@@ -221,9 +229,7 @@ impl Session {
     {
         let what = "running a script with data";
         let mut channel = self.open_command(BOOTSTRAP, what).await?;
-        let body = format!("{{\n{script}\n}}\n").into_bytes();
-        let mut head = format!("{:019}\n", body.len()).into_bytes();
-        head.extend_from_slice(&body);
+        let head = frame(script);
         let mut writer = channel.make_writer();
         let sent = AtomicU64::new(0);
         let feed = async {
