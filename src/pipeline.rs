@@ -285,6 +285,9 @@ pub struct HostRun {
     pub transfer: &'static str,
     /// Files taken from the live release (delta deploys).
     pub reused: usize,
+    /// Set once everything to upload has been sent: from then on an interrupted stage is
+    /// left to finish (its hooks run to the end), since nothing is left to abandon.
+    pub past_upload: Arc<std::sync::atomic::AtomicBool>,
     pub warnings: Vec<String>,
     /// Last lines of the service's journal, when it failed its health check.
     pub journal: Option<String>,
@@ -311,6 +314,7 @@ impl HostRun {
             uploaded: 0,
             transfer: "",
             reused: 0,
+            past_upload: Default::default(),
             warnings: Vec::new(),
             journal: None,
             bar: None,
@@ -441,8 +445,12 @@ impl HostRun {
                 }
             }
         };
+        let past_upload = self.past_upload.clone();
         let (result, sent) = match data {
-            None => (session.exec(&full, on_line).await, None),
+            None => {
+                past_upload.store(true, std::sync::atomic::Ordering::Relaxed);
+                (session.exec(&full, on_line).await, None)
+            }
             Some((reader, total)) => {
                 let bar = self.bar.clone();
                 if let Some(b) = &bar {
@@ -457,6 +465,9 @@ impl HostRun {
                 let progress = move |n: u64| {
                     if let Some(b) = &bar {
                         b.set_position(n);
+                    }
+                    if n >= total {
+                        past_upload.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
                 };
                 let out = session

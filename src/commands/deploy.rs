@@ -232,13 +232,27 @@ async fn deploy(
                 return run;
             }
             let name = run.target.name.clone();
-            tokio::select! {
-                _ = run.ship(&plan) => {}
-                _ = cancel.wait() => {}
-            }
-            if cancel.is_set() && run.is_pending() {
+            let past_upload = run.past_upload.clone();
+            let abandoned = {
+                let ship = run.ship(&plan);
+                tokio::pin!(ship);
+                tokio::select! {
+                    _ = &mut ship => false,
+                    _ = cancel.wait() => {
+                        // An upload is abandoned (the host discards what it got); a stage
+                        // whose data is all there finishes, hooks included.
+                        if past_upload.load(std::sync::atomic::Ordering::Relaxed) {
+                            ship.await;
+                            false
+                        } else {
+                            true
+                        }
+                    }
+                }
+            };
+            if abandoned && run.is_pending() {
                 run.end(Outcome::Interrupted {
-                    state: format!("{name}: interrupted while staging; nothing switched"),
+                    state: format!("{name}: interrupted during the upload; nothing switched"),
                 });
             }
             run
