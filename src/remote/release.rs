@@ -343,7 +343,7 @@ fn unpack(sha256: &str, source: Source) -> Result<String, QuoteError> {
                  printf '@@step unpack\\n'\n\
                  {UNTAR} || {{ rm -rf -- \"$tmp\" \"$W\"; echo 'unpacking the delta failed' >&2; exit 1; }}\n\
                  printf '@@step verify\\n'\n\
-                 sum=$(cd -- \"$tmp\" && find . -type f -printf '%P\\0' | LC_ALL=C sort -z | xargs -0 -r sha256sum -- | sha256sum)\n\
+                 sum=$(cd -- \"$tmp\" && find . -type f -printf '%P\\0' | LC_ALL=C sort -z | xargs -0 -r cksum -- | sha256sum)\n\
                  [ \"${{sum%% *}}\" = {content} ] || mismatch \"file contents differ from the artifact (was a file of release \"{base}\" changed in place?)\"\n\
                  tree=$(cd -- \"$tmp\" && find . -mindepth 1 -printf '%y %m %P -> %l\\n' | LC_ALL=C sort | sha256sum)\n\
                  [ \"${{tree%% *}}\" = {tree} ] || mismatch 'the file tree (names, types, modes, links) differs from the artifact'\n\
