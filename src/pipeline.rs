@@ -58,6 +58,8 @@ pub struct DeployPlan {
     pub sha256: String,
     pub artifact: std::path::PathBuf,
     pub artifact_size: u64,
+    /// What `cksum` prints for the artifact (`<crc> <size>`): how a host checks its copy.
+    pub artifact_cksum: String,
     pub release_id: String,
     pub env_file: String,
     pub env_file_redacted: String,
@@ -524,21 +526,17 @@ impl HostRun {
     /// Survey the host, taking the lock first unless `read_only`. A lock left by a dead
     /// process of this machine is broken (and said so).
     pub async fn survey(&mut self, plan: &Plan, read_only: bool) {
-        let sha = plan.deploy.as_ref().map(|d| d.sha256.as_str());
+        let wanted = plan.deploy.as_ref().map(|d| release::Wanted {
+            sha256: &d.sha256,
+            cksum: &d.artifact_cksum,
+            manifest: d.delta != DeltaMode::Off,
+        });
         let script = |break_token: Option<&str>| -> Result<String, String> {
             let mut s = String::new();
             if !read_only {
                 s.push_str(&lock::acquire(&plan.owner, break_token).map_err(|e| e.to_string())?);
             }
-            s.push_str(
-                &release::survey(
-                    sha,
-                    plan.deploy
-                        .as_ref()
-                        .is_some_and(|d| d.delta != DeltaMode::Off),
-                )
-                .map_err(|e| e.to_string())?,
-            );
+            s.push_str(&release::survey(wanted.as_ref()).map_err(|e| e.to_string())?);
             Ok(s)
         };
         let mut attempt = script(None);
@@ -666,7 +664,13 @@ impl HostRun {
         self.transfer = "full";
         let reader = tokio::io::BufReader::with_capacity(1 << 20, file);
         if let Some(why) = self
-            .stage(plan, Source::Full, Some((reader, d.artifact_size)))
+            .stage(
+                plan,
+                Source::Full {
+                    cksum: &d.artifact_cksum,
+                },
+                Some((reader, d.artifact_size)),
+            )
             .await
         {
             self.fail(

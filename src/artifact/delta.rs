@@ -15,8 +15,8 @@
 //! write to the release directory could change the running app anyway). `sha256sum`
 //! hashes ~370 MB/s on the test machines, so checking a 100 MB release cost 0.27 s of CPU
 //! per host, more than the rest of a hard-linked delta; `cksum` (carry-less multiply
-//! CRC in coreutils 9) costs next to nothing. The artifact itself is still checked by
-//! sha256 on a full upload, and the delta's bytes by gzip's CRC and SSH's MAC.
+//! CRC in coreutils 9) costs next to nothing. The bytes on the wire are covered by SSH's
+//! MAC and the archive's by gzip's CRC.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -169,6 +169,14 @@ impl<R: Read> Read for Cksum<R> {
         self.len += n as u64;
         Ok(n)
     }
+}
+
+/// What `cksum FILE` prints before the name: `<crc> <size>`.
+pub fn cksum_file(path: &Path) -> io::Result<String> {
+    let mut r = Cksum::new(BufReader::with_capacity(1 << 20, File::open(path)?));
+    io::copy(&mut r, &mut io::sink())?;
+    let (crc, size) = r.finish();
+    Ok(format!("{crc} {size}"))
 }
 
 fn gzip(data: &[u8]) -> io::Result<Vec<u8>> {

@@ -83,12 +83,15 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
         &config.hooks.before_switch,
     );
     let release_id = layout::release_id(plan.owner.started_at, &artifact.sha256);
+    let artifact_cksum = artifact::delta::cksum_file(&artifact.path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", artifact.path.display()))?;
     plan.deploy = Some(DeployPlan {
         version: version.clone(),
         commit: artifact.manifest.commit.clone(),
         sha256: artifact.sha256.clone(),
         artifact: artifact.path.clone(),
         artifact_size: artifact.size,
+        artifact_cksum,
         release_id: release_id.clone(),
         env_file,
         env_file_redacted: release::env_file(&config.env, true),
@@ -361,14 +364,18 @@ async fn print_dry_run(plan: &Plan, runs: &[HostRun]) {
                 ),
             ),
             Some(Err(why)) => (
-                Source::Full,
+                Source::Full {
+                    cksum: &d.artifact_cksum,
+                },
                 format!(
                     "send the whole artifact ({}; no delta: {why}), unpack it as it arrives",
                     crate::commands::human_bytes(d.artifact_size)
                 ),
             ),
             None => (
-                Source::Full,
+                Source::Full {
+                    cksum: &d.artifact_cksum,
+                },
                 format!(
                     "send the whole artifact ({}), unpack it as it arrives",
                     crate::commands::human_bytes(d.artifact_size)

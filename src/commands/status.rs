@@ -113,7 +113,7 @@ async fn host_status(run: HostRun, plan: &Plan, history: usize) -> HostStatus {
         }
     };
     script.push_str(&lock::report());
-    script.push_str(&release::survey(None, false).unwrap_or_default());
+    script.push_str(&release::survey(None).unwrap_or_default());
     if let Some(ctl) = release::systemctl(plan.manager, false) {
         let unit = crate::remote::q(&plan.service).unwrap_or_default();
         script.push_str(&format!("{ctl} show -p ActiveState -p SubState -p ActiveEnterTimestamp -- {unit} 2>/dev/null | sed 's/^/@@svc /'\n"));

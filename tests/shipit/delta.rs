@@ -189,6 +189,10 @@ fn delta_source<'a>(base: &'a str, d: &'a delta::Delta, link: bool) -> Source<'a
     })
 }
 
+fn cksum(a: &Artifact) -> String {
+    delta::cksum_file(&a.path).unwrap()
+}
+
 fn delta_bytes(d: &delta::Delta) -> Vec<u8> {
     [&d.reuse_gz[..], &d.archive[..]].concat()
 }
@@ -224,7 +228,12 @@ fn a_delta_release_is_identical_to_a_full_unpack_and_moves_only_what_changed() {
     let v1 = tree.pack("1", out1.path());
     let host = Host::new();
     let id1 = "20260101T000000Z-aaaaaaaa";
-    let stdout = host.stage(id1, &v1, Source::Full, &std::fs::read(&v1.path).unwrap());
+    let stdout = host.stage(
+        id1,
+        &v1,
+        Source::Full { cksum: &cksum(&v1) },
+        &std::fs::read(&v1.path).unwrap(),
+    );
     assert!(stdout.contains("@@staged"), "{stdout}");
     assert_eq!(
         fingerprint(&host.release(id1)),
@@ -280,7 +289,12 @@ fn a_tampered_base_release_is_caught_and_nothing_is_left_behind() {
     let v1 = tree.pack("1", out1.path());
     let host = Host::new();
     let id1 = "20260101T000000Z-aaaaaaaa";
-    host.stage(id1, &v1, Source::Full, &std::fs::read(&v1.path).unwrap());
+    host.stage(
+        id1,
+        &v1,
+        Source::Full { cksum: &cksum(&v1) },
+        &std::fs::read(&v1.path).unwrap(),
+    );
     tree.write("static/new.txt", "new\n");
     let out2 = tempfile::tempdir().unwrap();
     let v2 = tree.pack("2", out2.path());
@@ -318,7 +332,12 @@ fn a_tampered_base_release_is_caught_and_nothing_is_left_behind() {
     assert!(host.leftovers().is_empty(), "{:?}", host.leftovers());
 
     // The full artifact then stages fine.
-    let stdout = host.stage(id2, &v2, Source::Full, &std::fs::read(&v2.path).unwrap());
+    let stdout = host.stage(
+        id2,
+        &v2,
+        Source::Full { cksum: &cksum(&v2) },
+        &std::fs::read(&v2.path).unwrap(),
+    );
     assert!(stdout.contains("@@staged"), "{stdout}");
     assert_eq!(
         fingerprint(&host.release(id2)),
@@ -327,14 +346,19 @@ fn a_tampered_base_release_is_caught_and_nothing_is_left_behind() {
 }
 
 #[test]
-fn a_full_upload_that_does_not_match_its_sha256_leaves_no_release() {
+fn a_truncated_full_upload_leaves_no_release_and_no_cached_artifact() {
     let tree = Tree::new();
     let out1 = tempfile::tempdir().unwrap();
     let v1 = tree.pack("1", out1.path());
     let host = Host::new();
     let mut bytes = std::fs::read(&v1.path).unwrap();
     bytes.truncate(bytes.len() - 10);
-    let out = host.try_stage("20260101T000000Z-aaaaaaaa", &v1, Source::Full, &bytes);
+    let out = host.try_stage(
+        "20260101T000000Z-aaaaaaaa",
+        &v1,
+        Source::Full { cksum: &cksum(&v1) },
+        &bytes,
+    );
     assert!(!out.status.success());
     assert!(!host.release("20260101T000000Z-aaaaaaaa").exists());
     assert!(host.leftovers().is_empty());
