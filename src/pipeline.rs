@@ -269,6 +269,18 @@ pub enum Outcome {
     NotSwitched { reason: String },
 }
 
+/// What a host was sent to stage the release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transfer {
+    /// Nothing: the artifact was cached on the host.
+    Cached,
+    /// The whole artifact.
+    Full,
+    /// Only what the live release lacks.
+    Delta,
+}
+
 pub struct HostRun {
     pub target: Target,
     pub session: Option<Session>,
@@ -283,8 +295,8 @@ pub struct HostRun {
     pub finished: Option<Duration>,
     /// Bytes uploaded to this host.
     pub uploaded: u64,
-    /// How the release got there: `full`, `delta`, `cached` (empty: not shipped).
-    pub transfer: &'static str,
+    /// How the release got there (`None`: not shipped).
+    pub transfer: Option<Transfer>,
     /// Files taken from the live release (delta deploys).
     pub reused: usize,
     /// Set once everything to upload has been sent: from then on an interrupted stage is
@@ -314,7 +326,7 @@ impl HostRun {
             started: Instant::now(),
             finished: None,
             uploaded: 0,
-            transfer: "",
+            transfer: None,
             reused: 0,
             past_upload: Default::default(),
             warnings: Vec::new(),
@@ -613,7 +625,7 @@ impl HostRun {
         let Some(d) = &plan.deploy else { return };
         if self.survey.cached {
             self.say(plan, "artifact already on the host, not uploaded");
-            self.transfer = "cached";
+            self.transfer = Some(Transfer::Cached);
             self.stage(plan, Source::Cached, None::<(&[u8], u64)>).await;
             return;
         }
@@ -632,7 +644,7 @@ impl HostRun {
                     content_sha256: &delta.content_sha256,
                 });
                 let data = tokio::io::AsyncReadExt::chain(&delta.reuse_gz[..], &delta.archive[..]);
-                self.transfer = "delta";
+                self.transfer = Some(Transfer::Delta);
                 self.reused = delta.reused;
                 match self.stage(plan, source, Some((data, delta.len()))).await {
                     Some(why) => {
@@ -661,7 +673,7 @@ impl HostRun {
                 );
             }
         };
-        self.transfer = "full";
+        self.transfer = Some(Transfer::Full);
         let reader = tokio::io::BufReader::with_capacity(1 << 20, file);
         if let Some(why) = self
             .stage(
@@ -730,12 +742,14 @@ impl HostRun {
                     return None;
                 }
                 let what = match self.transfer {
-                    "delta" => format!(
+                    Some(Transfer::Delta) => format!(
                         ", {} sent as a delta, {} files reused",
                         crate::commands::human_bytes(bytes),
                         self.reused
                     ),
-                    "full" => format!(", {} sent", crate::commands::human_bytes(bytes)),
+                    Some(Transfer::Full) => {
+                        format!(", {} sent", crate::commands::human_bytes(bytes))
+                    }
                     _ => String::new(),
                 };
                 self.say(plan, &format!("staged release {}{what}", d.release_id));

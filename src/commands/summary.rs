@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::exit::Exit;
-use crate::pipeline::{HostRun, Outcome};
+use crate::pipeline::{HostRun, Outcome, Transfer};
 use crate::printer::Printer;
 
 #[derive(Serialize)]
@@ -17,7 +17,7 @@ struct HostJson<'a> {
     duration_ms: u128,
     uploaded_bytes: u64,
     /// `full`, `delta`, `cached`, or null when nothing was staged.
-    transfer: Option<&'a str>,
+    transfer: Option<Transfer>,
     reused_files: usize,
     warnings: &'a [String],
     journal: Option<&'a str>,
@@ -55,11 +55,11 @@ fn where_now(run: &HostRun) -> Option<&str> {
 fn sent(r: &HostRun) -> String {
     let bytes = crate::commands::human_bytes(r.uploaded);
     match r.transfer {
-        "delta" => format!("{bytes} delta, {} reused", r.reused),
-        "full" => bytes,
-        "cached" => "cached".into(),
-        _ if r.uploaded > 0 => bytes,
-        _ => "-".into(),
+        Some(Transfer::Delta) => format!("{bytes} delta, {} reused", r.reused),
+        Some(Transfer::Full) => bytes,
+        Some(Transfer::Cached) => "cached".into(),
+        None if r.uploaded > 0 => bytes,
+        None => "-".into(),
     }
 }
 
@@ -108,7 +108,7 @@ pub fn print(printer: &Printer, runs: &[HostRun], exit: Exit, ctx: &Context, jso
                         .unwrap_or_else(|| r.started.elapsed())
                         .as_millis(),
                     uploaded_bytes: r.uploaded,
-                    transfer: (!r.transfer.is_empty()).then_some(r.transfer),
+                    transfer: r.transfer,
                     reused_files: r.reused,
                     warnings: &r.warnings,
                     journal: r.journal.as_deref(),
