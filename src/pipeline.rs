@@ -70,6 +70,8 @@ pub struct DeployPlan {
     /// The artifact's manifest.
     pub manifest: Manifest,
     pub delta: DeltaMode,
+    /// `--force`: deploy even where the host already runs this artifact and config.
+    pub force: bool,
     /// Deltas built so far, by the sha256 of the live release's manifest: hosts on the
     /// same release share one.
     pub deltas: tokio::sync::Mutex<HashMap<String, Result<Arc<Delta>, String>>>,
@@ -542,6 +544,8 @@ impl HostRun {
             sha256: &d.sha256,
             cksum: &d.artifact_cksum,
             manifest: d.delta != DeltaMode::Off,
+            unchanged: (!d.force && !read_only)
+                .then_some((d.config_sha256.as_str(), plan.owner.token.as_str())),
         });
         let script = |break_token: Option<&str>| -> Result<String, String> {
             let mut s = String::new();
@@ -563,6 +567,8 @@ impl HostRun {
                     self.survey = release::parse_survey(&out);
                     self.previous = self.survey.current.clone();
                     match &self.survey.lock {
+                        // Already on this artifact and config: the lock went back at once.
+                        Some(LockAnswer::Acquired) if self.survey.unchanged => {}
                         Some(LockAnswer::Acquired) => self.locked = true,
                         Some(LockAnswer::Held {
                             owner: Some(owner), ..

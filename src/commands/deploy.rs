@@ -101,6 +101,7 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
         config_sha256: config_sha256.clone(),
         manifest: artifact.manifest.clone(),
         delta: config.delta,
+        force: opts.force,
         deltas: Default::default(),
     });
     let plan = Arc::new(plan);
@@ -193,7 +194,9 @@ async fn deploy(
             .and_then(|r| r.info.as_ref())
             .is_some_and(|i| {
                 i.artifact_sha256 == sha256 && i.config_sha256.as_deref() == Some(config_sha256)
-            });
+            })
+            // The host's own verdict wins: it has already given the lock back.
+            || run.survey.unchanged;
         if same && !opts.force {
             let id = run.survey.current.clone().unwrap_or_default();
             run.end(Outcome::Skipped {

@@ -77,6 +77,9 @@ pub struct Survey {
     /// The release `current` points to (its id), if any.
     pub current: Option<String>,
     pub cached: bool,
+    /// The survey found the live release already has this artifact and config, and gave
+    /// the lock back.
+    pub unchanged: bool,
     /// Sorted oldest first.
     pub releases: Vec<Found>,
     /// Leftover `releases/.tmp-*` dirs of deploys that were killed.
@@ -122,6 +125,10 @@ pub struct Wanted<'a> {
     pub cksum: &'a str,
     /// Whether to send the live release's manifest (for a delta) when not cached.
     pub manifest: bool,
+    /// For a deploy that is not forced: the config digest, and the lock token to give
+    /// back at once when the live release already has this artifact and config
+    /// (`@@unchanged`), so a no-op deploy costs one round trip.
+    pub unchanged: Option<(&'a str, &'a str)>,
 }
 
 /// The survey, in `deploy_to`. With `wanted`, also whether that artifact is cached
@@ -139,6 +146,18 @@ pub fn survey(wanted: Option<&Wanted>) -> Result<String, QuoteError> {
             q(w.sha256)?,
             q(w.cksum)?
         ));
+        if let Some((config_sha256, token)) = w.unchanged {
+            // release.json is compact JSON with artifact_sha256 before config_sha256.
+            let pattern = format!(
+                "*{}*{}*",
+                q(&format!("\"artifact_sha256\":\"{}\"", w.sha256))?,
+                q(&format!("\"config_sha256\":\"{config_sha256}\""))?
+            );
+            s.push_str(&format!(
+                "r=$(readlink {CURRENT} 2>/dev/null)\ncase \"$(cat \"$r/{RELEASE_JSON}\" 2>/dev/null)\" in {pattern}) [ -n \"$r\" ] && {{ echo '@@unchanged'; {} }} ;; esac\n",
+                super::lock::release(token)?.trim_end()
+            ));
+        }
         if w.manifest {
             s.push_str(&format!(
                 "r=$(readlink {CURRENT} 2>/dev/null)\nm=\"$r/{MANIFEST}\"\nif [ $c = no ] && [ -n \"$r\" ] && [ -f \"$m\" ] && command -v find >/dev/null 2>&1 && command -v xargs >/dev/null 2>&1; then printf '@@manifest '; tr -d '\\n' < \"$m\"; echo; fi\n",
@@ -176,6 +195,7 @@ pub fn parse_survey(stdout: &str) -> Survey {
             }
             "free" => s.free_bytes = value.parse().ok(),
             "cached" => s.cached = value == "yes",
+            "unchanged" => s.unchanged = true,
             "manifest" => s.base_manifest = Some(value.to_owned()),
             "release" => {
                 let (id, json) = value.split_once(' ').unwrap_or((value, ""));
