@@ -1,6 +1,7 @@
 //! One authenticated SSH connection and the channels opened on it: shell scripts
-//! ([`Session::exec`]), byte streams into a remote command ([`Session::upload`]) and TCP
-//! tunnels to ports on the host ([`Session::tunnel`]). Channels are independent, so
+//! ([`Session::exec`]), scripts with a byte stream on their stdin
+//! ([`Session::exec_with_data`]) and TCP tunnels to ports on the host
+//! ([`Session::tunnel`]). Channels are independent, so
 //! several can run at once on one `Session`.
 //!
 //! How scripts are sent: `exec` runs `sh -s` and writes the script to its stdin, then EOF,
@@ -32,7 +33,7 @@ const STDOUT_LIMIT: usize = 16 * 1024 * 1024;
 /// Lines and bytes of stderr kept for error messages.
 const STDERR_TAIL_LINES: usize = 40;
 const STDERR_TAIL_BYTES: usize = 8 * 1024;
-/// Size of each read from the upload source and write into the channel; russh splits it
+/// Size of each read from a data source and write into the channel; russh splits it
 /// into packets and waits for window space as needed.
 const UPLOAD_CHUNK: usize = 256 * 1024;
 
@@ -58,24 +59,6 @@ pub struct ExecOutput {
 }
 
 impl ExecOutput {
-    pub fn success(&self) -> bool {
-        self.status == Some(0) && self.signal.is_none()
-    }
-}
-
-/// What an upload's remote command did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UploadOutput {
-    /// Bytes sent into the command's stdin.
-    pub bytes: u64,
-    pub status: Option<u32>,
-    pub signal: Option<String>,
-    /// The command's stdout, up to 16 MiB (e.g. `sha256sum`'s answer).
-    pub stdout: String,
-    pub stderr_tail: String,
-}
-
-impl UploadOutput {
     pub fn success(&self) -> bool {
         self.status == Some(0) && self.signal.is_none()
     }
@@ -271,72 +254,6 @@ impl Session {
             },
             bytes: sent.load(Ordering::Relaxed),
             complete,
-        })
-    }
-
-    /// Runs `command` (a shell command line, quote its arguments with
-    /// [`sh_quote`](super::quote::sh_quote)) and streams `reader` into its stdin in
-    /// 256 KiB writes, calling `progress` with the total bytes sent so far; then sends EOF
-    /// and waits for the command to finish. If the command stops reading before the end
-    /// of the input, that is [`Error::UploadIncomplete`]; otherwise a failing command is
-    /// reported in the returned status.
-    pub async fn upload<R>(
-        &self,
-        command: &str,
-        mut reader: R,
-        mut progress: impl FnMut(u64) + Send,
-    ) -> Result<UploadOutput, Error>
-    where
-        R: AsyncRead + Unpin,
-    {
-        let what = format!("uploading into `{command}`");
-        let mut channel = self.open_command(command, &what).await?;
-        let mut writer = channel.make_writer();
-        let sent = AtomicU64::new(0);
-        let feed = async {
-            let mut buf = vec![0u8; UPLOAD_CHUNK];
-            let mut total = 0u64;
-            loop {
-                let n = reader.read(&mut buf).await.map_err(Fed::Local)?;
-                if n == 0 {
-                    break;
-                }
-                writer.write_all(&buf[..n]).await.map_err(Fed::Remote)?;
-                total += n as u64;
-                sent.store(total, Ordering::Relaxed);
-                progress(total);
-            }
-            writer.shutdown().await.map_err(Fed::Remote)?;
-            Ok::<u64, Fed>(total)
-        };
-        let (out, fed) = self
-            .collect(&mut channel, feed, &what, &mut |_, _| {})
-            .await?;
-        let incomplete = || Error::UploadIncomplete {
-            host: self.name.clone(),
-            command: command.to_owned(),
-            sent: sent.load(Ordering::Relaxed),
-            status: out.status,
-            signal: out.signal.clone(),
-            stderr_tail: out.stderr.text(),
-        };
-        let bytes = match fed {
-            Some(Ok(bytes)) => bytes,
-            Some(Err(Fed::Local(source))) => {
-                return Err(Error::Io {
-                    host: self.name.clone(),
-                    what: format!("reading the data for `{command}`"),
-                    source,
-                });
-            }
-            Some(Err(Fed::Remote(_))) | None => return Err(incomplete()),
-        };
-        Ok(UploadOutput {
-            bytes,
-            status: out.status,
-            signal: out.signal,
-            stdout: out.stdout.text(),
-            stderr_tail: out.stderr.text(),
         })
     }
 
