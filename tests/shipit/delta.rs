@@ -99,6 +99,21 @@ impl Host {
         stdout
     }
 
+    /// Stage the whole artifact, and check the release is exactly its full unpack.
+    fn stage_full(&self, id: &str, a: &Artifact) {
+        let stdout = self.stage(
+            id,
+            a,
+            Source::Full { cksum: &cksum(a) },
+            &std::fs::read(&a.path).unwrap(),
+        );
+        assert!(stdout.contains("@@staged"), "{stdout}");
+        assert_eq!(
+            fingerprint(&self.release(id)),
+            fingerprint(full_unpack(a).path())
+        );
+    }
+
     fn try_stage(&self, id: &str, a: &Artifact, source: Source, data: &[u8]) -> Output {
         let script = format!(
             "{}{}",
@@ -228,17 +243,7 @@ fn a_delta_release_is_identical_to_a_full_unpack_and_moves_only_what_changed() {
     let v1 = tree.pack("1", out1.path());
     let host = Host::new();
     let id1 = "20260101T000000Z-aaaaaaaa";
-    let stdout = host.stage(
-        id1,
-        &v1,
-        Source::Full { cksum: &cksum(&v1) },
-        &std::fs::read(&v1.path).unwrap(),
-    );
-    assert!(stdout.contains("@@staged"), "{stdout}");
-    assert_eq!(
-        fingerprint(&host.release(id1)),
-        fingerprint(full_unpack(&v1).path())
-    );
+    host.stage_full(id1, &v1);
     assert!(
         host.root()
             .join(format!(".shipit/artifacts/{}.tar.gz", v1.sha256))
@@ -289,12 +294,7 @@ fn a_tampered_base_release_is_caught_and_nothing_is_left_behind() {
     let v1 = tree.pack("1", out1.path());
     let host = Host::new();
     let id1 = "20260101T000000Z-aaaaaaaa";
-    host.stage(
-        id1,
-        &v1,
-        Source::Full { cksum: &cksum(&v1) },
-        &std::fs::read(&v1.path).unwrap(),
-    );
+    host.stage_full(id1, &v1);
     tree.write("static/new.txt", "new\n");
     let out2 = tempfile::tempdir().unwrap();
     let v2 = tree.pack("2", out2.path());
@@ -332,17 +332,7 @@ fn a_tampered_base_release_is_caught_and_nothing_is_left_behind() {
     assert!(host.leftovers().is_empty(), "{:?}", host.leftovers());
 
     // The full artifact then stages fine.
-    let stdout = host.stage(
-        id2,
-        &v2,
-        Source::Full { cksum: &cksum(&v2) },
-        &std::fs::read(&v2.path).unwrap(),
-    );
-    assert!(stdout.contains("@@staged"), "{stdout}");
-    assert_eq!(
-        fingerprint(&host.release(id2)),
-        fingerprint(full_unpack(&v2).path())
-    );
+    host.stage_full(id2, &v2);
 }
 
 #[test]
