@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod docs;
 mod e2e;
+mod hostile;
 mod init;
 mod package;
 mod ssh;
