@@ -255,7 +255,7 @@ hosts: [{ip}]
     let env0 = tb.root(
         0,
         &format!(
-            "cp -- {}/.env /tmp/hostile.env && systemd-run --quiet --wait --pipe -p EnvironmentFile=/tmp/hostile.env /usr/bin/env -0 | od -An -v -tx1 | tr -d ' \\n'",
+            "mkdir -p /tmp/hostile-unit && cp -- {}/.env /tmp/hostile-unit/.env && systemd-run --quiet --wait --pipe -p EnvironmentFile=/tmp/hostile-unit/.env /usr/bin/env -0 | od -An -v -tx1 | tr -d ' \\n'; rm -rf /tmp/hostile-unit",
             q(&current)
         ),
     );
@@ -388,16 +388,30 @@ fn hostile_names_and_archives_are_refused_before_anything_reaches_the_host() {
             "entries must be relative paths",
         ),
         (
-            "ssh: {user: '-oProxyCommand=touch'}\n",
+            "hosts: [{host: HOST, user: '-oProxyCommand=touch /tmp/shipit-pwned-user'}]\n",
+            "is not a valid user name",
+        ),
+        (
+            "hosts: ['-oProxyCommand=touch /tmp/shipit-pwned-host']\n",
+            "is not a valid host name",
+        ),
+        (
+            "hosts: ['$(touch /tmp/shipit-pwned-u)@HOST']\n",
             "is not a valid user name",
         ),
     ] {
         let p = Project::new();
         p.file("pkg/VERSION", "1\n");
+        let hosts = if yaml.contains("hosts:") {
+            String::new()
+        } else {
+            format!("hosts: [{ip}]\n")
+        };
+        let yaml = yaml.replace("HOST", ip);
         p.file(
             "deploy.yaml",
             &format!(
-                "app: hostile\npackage: {{root: pkg, include: [VERSION]}}\n{ssh}{yaml}hosts: [{ip}]\n"
+                "app: hostile\npackage: {{root: pkg, include: [VERSION]}}\n{ssh}{yaml}{hosts}"
             ),
         );
         let out = tb.shipit(&p, &["deploy", "--app-version", "1"]);
