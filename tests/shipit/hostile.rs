@@ -163,3 +163,18 @@ fn a_dollar_brace_in_a_value_from_the_environment_is_not_interpolated_again() {
     let c = load("app: x\nenv:\n  K: ${A}\n", &env).unwrap();
     assert_eq!(c.env["K"].expose(), "${B}$(touch /tmp/shipit-pwned)");
 }
+
+/// Inputs the fuzz targets (fuzz/) found, checked with the targets' own properties.
+#[test]
+fn fuzz_regressions_host_parse() {
+    use shipit::config::host;
+    for text in [
+        // Parsed as host `fe80:21%eth0`, printed bare, read back as host `fe80`, port `21%eth0`.
+        "[fe80:21%eth0]",
+        "a:b@[c:d]:22",
+    ] {
+        if let Ok(spec) = host::parse(text) {
+            assert_eq!(host::parse(&spec.to_string()), Ok(spec), "{text:?}");
+        }
+    }
+}
