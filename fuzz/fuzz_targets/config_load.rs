@@ -30,12 +30,22 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         let deploy_to = c.deploy_to.expose();
-        assert!(deploy_to.starts_with('/') && deploy_to != "/", "{deploy_to:?}");
+        assert!(
+            deploy_to.starts_with('/') && deploy_to != "/",
+            "{deploy_to:?}"
+        );
         assert!(sh_quote(deploy_to).is_ok());
         for p in c.shared.dirs.iter().chain(&c.shared.files) {
             let p = p.expose();
-            assert!(!p.is_empty() && !p.starts_with('/') && !p.contains('\0'), "{p:?}");
-            assert!(!Path::new(p).components().any(|c| c == std::path::Component::ParentDir));
+            assert!(
+                !p.is_empty() && !p.starts_with('/') && !p.contains('\0'),
+                "{p:?}"
+            );
+            assert!(
+                !Path::new(p)
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir)
+            );
         }
         for (k, v) in &c.env {
             assert!(config::interpolate::valid_name(k), "{k:?}");

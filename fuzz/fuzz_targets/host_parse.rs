@@ -13,8 +13,15 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert!(host::valid_host(&spec.host), "{spec:?}");
-    assert!(spec.user.as_deref().is_none_or(host::valid_user), "{spec:?}");
+    assert!(
+        spec.user.as_deref().is_none_or(host::valid_user),
+        "{spec:?}"
+    );
     assert_ne!(spec.port, Some(0));
     let shown = spec.to_string();
-    assert_eq!(host::parse(&shown).as_ref(), Ok(&spec), "{text:?} shows as {shown:?}");
+    assert_eq!(
+        host::parse(&shown).as_ref(),
+        Ok(&spec),
+        "{text:?} shows as {shown:?}"
+    );
 });
