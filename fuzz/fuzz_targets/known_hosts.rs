@@ -28,11 +28,14 @@ fuzz_target!(|data: &[u8]| {
             let _ = kh.lookup(host, port, &key);
             let _ = kh.known_algorithms(host, port);
             if valid_host(host) {
-                // Our own line for this host, appended after the garbage, must match unless
-                // the garbage revokes the key.
-                let mine = format!("{text}\n{}\n", entry_line(host, port, &key));
-                let got = KnownHosts::parse(&mine, Path::new("/fuzz/known_hosts"))
-                    .lookup(host, port, &key);
+                // Our own line for this host, after the garbage, must match unless the
+                // garbage revokes the key.
+                let mut with_mine = kh.clone();
+                with_mine.extend(KnownHosts::parse(
+                    &entry_line(host, port, &key),
+                    Path::new("/fuzz/mine"),
+                ));
+                let got = with_mine.lookup(host, port, &key);
                 assert!(
                     matches!(got, Lookup::Match | Lookup::Revoked { .. }),
                     "{host:?}:{port} -> {got:?}"

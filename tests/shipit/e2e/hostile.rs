@@ -484,3 +484,54 @@ fn hostile_names_and_archives_are_refused_before_anything_reaches_the_host() {
         "0"
     );
 }
+
+/// The tier's canary check itself: a canary in any run's output (run by `shipit` or
+/// spawned by a test) or in any host file but `.env` is found; `.env` is where it belongs.
+#[test]
+fn the_canary_check_finds_every_leak_it_is_meant_to() {
+    let Some(tb) = Testbed::up("e2e-hostile-canary", 1) else {
+        return;
+    };
+    use crate::e2e::CANARY;
+    let p = Project::new();
+    p.file(
+        "deploy.yaml",
+        &format!(
+            "app: hostile\n{}service: {{manager: none}}\nhosts: [{}]\n",
+            tb.ssh_yaml(&tb.state.known_hosts),
+            tb.host(0).ip
+        ),
+    );
+    assert_eq!(tb.canary_leaks(), Vec::<String>::new());
+    // A command-line argument is echoed in the error: not a config secret, but a leak as
+    // far as the check can tell, which is what this test needs.
+    let out = tb.shipit(&p, &["unlock", "--hosts", CANARY]);
+    assert!(out.stderr.contains(CANARY), "{}", out.stderr);
+    let spawned = tb
+        .shipit_command(&p, &["unlock", "--hosts", CANARY])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!spawned.success());
+    tb.root(
+        0,
+        &format!("mkdir -p /opt/c && echo {CANARY} > /opt/c/leak && echo {CANARY} > /opt/c/.env"),
+    );
+    let leaks = tb.canary_leaks();
+    assert_eq!(leaks.len(), 3, "{leaks:#?}");
+    assert!(
+        leaks[0].starts_with("the stderr of shipit [\"unlock\""),
+        "{leaks:#?}"
+    );
+    assert!(
+        leaks[1].starts_with("the stderr of shipit [\"unlock\""),
+        "{leaks:#?}"
+    );
+    assert_eq!(leaks[2], format!("{}: /opt/c/leak", tb.host(0).name));
+    // Clean up, or the drop check fails this test.
+    tb.root(0, "rm -rf /opt/c");
+    std::fs::remove_dir_all(tb.captures.path()).unwrap();
+    std::fs::create_dir(tb.captures.path()).unwrap();
+    assert_eq!(tb.canary_leaks(), Vec::<String>::new());
+}

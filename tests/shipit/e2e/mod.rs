@@ -247,7 +247,11 @@ impl Testbed {
         for run in runs {
             let args = std::fs::read_to_string(run.join("args")).unwrap_or_default();
             for stream in ["stdout", "stderr"] {
-                let bytes = std::fs::read(run.join(stream)).unwrap_or_default();
+                // tee makes the file as the run starts: a missing one means a run whose
+                // output this check never saw, which must not pass as "no leak".
+                let bytes = std::fs::read(run.join(stream)).unwrap_or_else(|e| {
+                    panic!("the {stream} of shipit {args} was not captured: {e}")
+                });
                 if String::from_utf8_lossy(&bytes).contains(CANARY) {
                     leaks.push(format!("the {stream} of shipit {args}"));
                 }
