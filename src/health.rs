@@ -861,8 +861,9 @@ fn command_script(
     Ok(format!(
         "cd -- {dir} || exit 125\n\
          if [ -f ./.env ]; then set -a; . ./.env || exit 125; set +a; fi\n\
-         c={cmd}\n\
-         if command -v timeout >/dev/null 2>&1; then timeout -k 1 {secs} sh -c \"$c\"; else sh -c \"$c\"; fi\n",
+         SHIPIT_CMD={cmd}; export SHIPIT_CMD\n\
+         if command -v timeout >/dev/null 2>&1; then timeout -k 1 {secs} {run}; else {run}; fi\n",
+        run = crate::remote::SH_FROM_ENV,
         dir = sh_quote(release_dir)?,
         cmd = sh_quote(command)?,
     ))
@@ -1306,6 +1307,23 @@ mod tests {
             sh(&command_script(release, "sleep 30", Duration::from_millis(10)).unwrap());
         assert_eq!(code, 124);
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// Regression: the command ran as `sh -c <command>`, so a secret interpolated into it
+    /// with `${VAR}` was in the argv every user of the host sees with `ps`.
+    #[test]
+    fn the_command_text_never_appears_in_an_argv() {
+        let dir = tempfile::tempdir().unwrap();
+        let release = dir.path().to_str().unwrap();
+        let command =
+            "echo \"${SHIPIT_CMD-unset}\"; tr '\\0' ' ' </proc/$$/cmdline; : check-secret-2b7a";
+        let (code, out) = sh(&command_script(release, command, Duration::from_secs(5)).unwrap());
+        assert_eq!(code, 0, "{out}");
+        assert!(out.starts_with("unset\nsh -c "), "{out}");
+        assert!(
+            !out.contains("check-secret-2b7a"),
+            "the command is in its argv: {out}"
+        );
     }
 
     #[test]

@@ -428,6 +428,14 @@ pub fn inspect(path: &Path) -> Result<Artifact, ArtifactError> {
             if name == ".shipit" && kind.is_dir() {
                 continue;
             }
+            // What `shipit package` never ships: the release's own `.env` and `.shipit/`
+            // are written by shipit after the unpack, and a link there would redirect it.
+            let top = name.split('/').next().unwrap_or_default();
+            if top == ".env" || top == ".shipit" {
+                return Err(ArtifactError::Escape(format!(
+                    "the archive holds `{name}`, but `{top}` at the top of a release is reserved for shipit"
+                )));
+            }
             let mut me = ManifestEntry {
                 path: name.clone(),
                 kind: EntryType::Dir,
@@ -465,6 +473,11 @@ pub fn inspect(path: &Path) -> Result<Artifact, ArtifactError> {
             seen.push(me);
         }
     }
+    let links = seen
+        .iter()
+        .filter_map(|e| Some((e.path.clone(), e.target.clone()?)))
+        .collect();
+    select::check_link_chains(&links)?;
     // Drain whatever follows the tar's end marker so the hash covers the whole file.
     io::copy(&mut tee, &mut io::sink()).map_err(io_err("cannot read", path))?;
     let manifest = manifest.ok_or_else(|| corrupt(format!("it has no `{}`", manifest::PATH)))?;

@@ -97,6 +97,14 @@ pub fn select(
             parent = p.parent();
         }
     }
+    let links = found
+        .iter()
+        .filter_map(|(path, e)| match &e.kind {
+            Kind::Symlink { target } => Some((path.clone(), target.clone())),
+            _ => None,
+        })
+        .collect();
+    check_link_chains(&links)?;
     for path in found.keys() {
         let top = path.split('/').next().unwrap_or_default();
         if RESERVED.contains(&top) {
@@ -271,9 +279,93 @@ pub fn check_link(path: &str, target: &str) -> Result<(), ArtifactError> {
     Ok(())
 }
 
+/// Every link of a package, followed through the package's other links the way the host
+/// will follow them. `check_link` alone looks at one link: `d/l -> ..` and `e -> d/l/..`
+/// each stay inside on their own, but `e` resolves to the directory above the root. A
+/// link whose path or target leaves the root through other links is refused; a chain
+/// longer than the kernel follows (40 links) resolves nowhere and is left alone.
+pub fn check_link_chains(
+    links: &std::collections::BTreeMap<String, String>,
+) -> Result<(), ArtifactError> {
+    for (path, target) in links {
+        let escape = || {
+            ArtifactError::Escape(format!(
+                "`{path}` is a symlink to `{target}`, which points outside the package root through other links in it"
+            ))
+        };
+        let mut dir: Vec<&str> = Vec::new();
+        // The link's own directory is resolved too: it may lie below another link.
+        let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
+        let mut todo: std::collections::VecDeque<&str> =
+            parent.split('/').chain(target.split('/')).collect();
+        let mut hops = 0;
+        while let Some(c) = todo.pop_front() {
+            match c {
+                "" | "." => {}
+                ".." => {
+                    dir.pop().ok_or_else(escape)?;
+                }
+                name => {
+                    dir.push(name);
+                    if let Some(next) = links.get(&dir.join("/")) {
+                        hops += 1;
+                        if hops > 40 {
+                            break;
+                        }
+                        if next.starts_with('/') {
+                            return Err(escape());
+                        }
+                        dir.pop();
+                        for part in next.split('/').rev() {
+                            todo.push_front(part);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn chains(links: &[(&str, &str)]) -> Result<(), ArtifactError> {
+        check_link_chains(
+            &links
+                .iter()
+                .map(|(p, t)| (p.to_string(), t.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn link_chains_inside_are_fine() {
+        assert!(chains(&[("d/l", ".."), ("e", "d/l/x"), ("a", "b"), ("b", "c/d")]).is_ok());
+        assert!(chains(&[("a/b", "../c"), ("c", "d"), ("x", "a/b/../e")]).is_ok());
+        // A loop resolves nowhere, on the host too.
+        assert!(chains(&[("a", "b"), ("b", "a")]).is_ok());
+    }
+
+    /// Regression: each link passed `check_link`, but together they reach outside.
+    #[test]
+    fn link_chains_that_escape_are_refused() {
+        for links in [
+            &[("d/l", ".."), ("e", "d/l/..")][..],
+            &[("d/l", ".."), ("d/l/e", "..")],
+            &[("a", "b/c"), ("b/c", ".."), ("x", "a/../y")],
+            &[("up", "."), ("s/t", "../up/../x")],
+            // `a/b` is `c`, then `d`: `a/b/../..` is above the root, not the root.
+            &[("a/b", "../c"), ("c", "d"), ("x", "a/b/../../c")],
+        ] {
+            let err = chains(links).unwrap_err();
+            assert!(
+                matches!(&err, ArtifactError::Escape(m) if m.contains("through other links")),
+                "{links:?}: {err}"
+            );
+        }
+    }
 
     #[test]
     fn links_inside_are_fine() {

@@ -37,11 +37,14 @@ pub fn valid_user(user: &str) -> bool {
 }
 
 /// Host names and IP addresses: letters, digits, `-`, `.`, `_`, and for IPv6 `:` and a
-/// `%zone`. Nothing a shell or an ssh option parser could read as syntax.
+/// `%zone`. Nothing a shell or an ssh option parser could read as syntax. One `:` alone is
+/// neither a name nor an IPv6 address (those have two or more), and would print as
+/// `host:port`.
 pub fn valid_host(host: &str) -> bool {
     !host.is_empty()
         && !host.starts_with('-')
         && host.len() <= 253
+        && host.matches(':').count() != 1
         && host
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':' | '%'))
@@ -153,6 +156,13 @@ mod tests {
                 .contains("not a valid host")
         );
         assert!(parse("$(id)@h").unwrap_err().contains("not a valid user"));
+        // Found by fuzz/host_parse: printed as `fe80:21%eth0`, which reads back as a port.
+        assert!(
+            parse("[fe80:21%eth0]")
+                .unwrap_err()
+                .contains("not a valid host")
+        );
+        assert!(!valid_host("a:b"));
     }
 
     proptest::proptest! {

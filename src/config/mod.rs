@@ -155,6 +155,17 @@ pub fn load(file: &Path, env: Option<&str>, lookup: &dyn Lookup) -> Result<Confi
         ),
         _ => fail(format!("cannot read the file: {e}"), None),
     })?;
+    load_str(&text, file, env, lookup)
+}
+
+/// `load` on text already read: `file` names it in messages and its directory is where
+/// relative paths start. Pure apart from checking that `service.unit_file` exists.
+pub fn load_str(
+    text: &str,
+    file: &Path,
+    env: Option<&str>,
+    lookup: &dyn Lookup,
+) -> Result<Config, ConfigError> {
     let dir = match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
@@ -165,7 +176,7 @@ pub fn load(file: &Path, env: Option<&str>, lookup: &dyn Lookup) -> Result<Confi
         lookup,
         problems: Vec::new(),
     };
-    let layer = parse(&text).map_err(|p| ConfigError {
+    let layer = parse(text).map_err(|p| ConfigError {
         file: file.to_owned(),
         problems: vec![p],
     })?;

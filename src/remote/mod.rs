@@ -9,6 +9,14 @@ pub mod release;
 
 use crate::ssh::quote::{QuoteError, sh_quote};
 
+/// Runs the shell text in `$SHIPIT_CMD`, which the caller has exported, with `sh`. User
+/// commands (hooks, the health command) may hold secrets interpolated with `${VAR}`, and
+/// `ps` shows every process's argv to every user of the host, while a process's
+/// environment is readable only by its owner and root: so the text travels in the
+/// environment, never in an argv. It is unset before it runs, so nothing it starts
+/// inherits it.
+pub const SH_FROM_ENV: &str = "sh -c 'c=$SHIPIT_CMD; unset SHIPIT_CMD; eval \"$c\"'";
+
 /// `sh_quote` for values that config validation already proved free of NUL bytes.
 pub fn q(value: &str) -> Result<String, QuoteError> {
     sh_quote(value)

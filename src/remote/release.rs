@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::layout::{
     self, ARTIFACTS, CURRENT, HISTORY, RELEASE_JSON, RELEASES, SHARED, STAGING_PREFIX,
 };
-use super::q;
+use super::{SH_FROM_ENV, q};
 use crate::config::{RestartMode, ServiceManager};
 use crate::redact::{REDACTED, Text};
 use crate::ssh::quote::QuoteError;
@@ -326,7 +326,7 @@ fn hooks(kind: &str, hooks: &[Text], redact: bool, on_fail: &str) -> Result<Stri
         let n = i + 1;
         s.push_str(&format!("printf '@@step {kind}:{n}\\n'\n"));
         s.push_str(&format!(
-            "( set -a && . ./.env && set +a && exec sh -c {} ) </dev/null || {{ rc=$?; {on_fail}; echo \"{kind} hook {n} failed with exit status $rc\" >&2; exit 1; }}\n",
+            "( set -a && . ./.env && set +a && SHIPIT_CMD={} && export SHIPIT_CMD && exec {SH_FROM_ENV} ) </dev/null || {{ rc=$?; {on_fail}; echo \"{kind} hook {n} failed with exit status $rc\" >&2; exit 1; }}\n",
             q(hook_text(hook, redact))?
         ));
     }
@@ -530,7 +530,7 @@ pub fn after_hooks(kind: &str, list: &[Text], redact: bool) -> Result<String, Qu
     for (i, hook) in list.iter().enumerate() {
         let n = i + 1;
         s.push_str(&format!(
-            "( set -a && . ./.env && set +a && exec sh -c {} ) </dev/null || echo \"@@warn {kind} hook {n} failed with exit status $?\"\n",
+            "( set -a && . ./.env && set +a && SHIPIT_CMD={} && export SHIPIT_CMD && exec {SH_FROM_ENV} ) </dev/null || echo \"@@warn {kind} hook {n} failed with exit status $?\"\n",
             q(hook_text(hook, redact))?
         ));
     }
@@ -731,6 +731,45 @@ mod tests {
                 String::from_utf8(out.stdout).unwrap(),
                 v.expose(),
                 "{k} in\n{file}"
+            );
+        }
+    }
+
+    /// Regression: hooks ran as `sh -c <hook text>`, so a secret interpolated into a hook
+    /// with `${VAR}` was in the argv every user of the host sees with `ps`.
+    #[test]
+    fn hook_text_never_appears_in_an_argv() {
+        let root = tempfile::tempdir().unwrap();
+        let rel = root.path().join("rel");
+        std::fs::create_dir(&rel).unwrap();
+        std::fs::write(rel.join(".env"), "GREETING='hi there'\n").unwrap();
+        std::os::unix::fs::symlink("rel", root.path().join("current")).unwrap();
+        let secret = "hook-secret-5d1e";
+        let hook = Text::secret(format!(
+            "printf '%s|' \"$GREETING\" \"${{SHIPIT_CMD-unset}}\"; tr '\\0' ' ' </proc/$$/cmdline; : {secret}"
+        ));
+        for (script, cwd) in [
+            (
+                hooks("before_switch", std::slice::from_ref(&hook), false, "true").unwrap(),
+                rel.clone(),
+            ),
+            (
+                after_hooks("after_switch", std::slice::from_ref(&hook), false).unwrap(),
+                root.path().to_owned(),
+            ),
+        ] {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&script)
+                .current_dir(cwd)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8(out.stdout).unwrap();
+            assert!(out.status.success(), "{script}\n{stdout}");
+            assert!(stdout.contains("hi there|unset|sh -c "), "{stdout}");
+            assert!(
+                !stdout.contains(secret),
+                "the hook's text is in its argv: {stdout}"
             );
         }
     }

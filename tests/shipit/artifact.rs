@@ -6,7 +6,7 @@ use std::io::Write;
 use shipit::artifact::{self, ArtifactError};
 
 /// A gzip'd tar with raw entries: (name, type, body or link target).
-fn archive(entries: &[(&str, tar::EntryType, &str)]) -> tempfile::NamedTempFile {
+pub(crate) fn archive(entries: &[(&str, tar::EntryType, &str)]) -> tempfile::NamedTempFile {
     let mut tar = tar::Builder::new(Vec::new());
     for (name, kind, body) in entries {
         let mut h = tar::Header::new_gnu();
@@ -34,7 +34,7 @@ fn archive(entries: &[(&str, tar::EntryType, &str)]) -> tempfile::NamedTempFile 
     file
 }
 
-fn manifest_for(files: &[(&str, &str)]) -> String {
+pub(crate) fn manifest_for(files: &[(&str, &str)]) -> String {
     let entries: Vec<serde_json::Value> = files
         .iter()
         .map(|(p, body)| {
@@ -143,4 +143,49 @@ fn garbage_is_not_an_artifact() {
         artifact::inspect(f.path()),
         Err(ArtifactError::Corrupt(_))
     ));
+}
+
+/// Regression: each link stayed inside on its own (`d/l -> ..`, `e -> d/l/..`), so the
+/// pair passed, and `e` pointed at the directory holding the releases.
+#[test]
+fn link_chains_that_escape_are_refused() {
+    for (links, bad) in [
+        (&[("d/l", ".."), ("e", "d/l/..")][..], "e"),
+        (&[("e", "d/l/.."), ("d/l", "..")], "e"),
+        (&[("d/l", ".."), ("d/l/e", "..")], "d/l/e"),
+    ] {
+        let mut entries = vec![("d", tar::EntryType::Directory, "")];
+        entries.extend(links.iter().map(|(p, t)| (*p, tar::EntryType::Symlink, *t)));
+        let f = archive(&entries);
+        let err = artifact::inspect(f.path()).unwrap_err();
+        assert!(matches!(err, ArtifactError::Escape(_)), "{links:?}: {err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "`{bad}` is a symlink to `{}`, which points outside the package root through other links in it",
+                links.iter().find(|(p, _)| *p == bad).unwrap().1
+            )
+        );
+    }
+}
+
+/// Regression: `.env` and `.shipit/...` in an archive were unpacked, and shipit then wrote
+/// the release's `.env` and `release.json` through whatever they were (a link, say).
+#[test]
+fn names_shipit_writes_are_refused_in_an_archive() {
+    for name in [".env", ".shipit/release.json", ".shipit/x/y"] {
+        let f = archive(&[(name, tar::EntryType::Regular, "x")]);
+        let err = artifact::inspect(f.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("reserved for shipit"),
+            "{name}: {err}"
+        );
+    }
+    let f = archive(&[(".env", tar::EntryType::Symlink, "bin/app")]);
+    assert!(
+        artifact::inspect(f.path())
+            .unwrap_err()
+            .to_string()
+            .contains("reserved for shipit")
+    );
 }

@@ -8,6 +8,7 @@ mod config;
 mod delta;
 mod docs;
 mod e2e;
+mod hostile;
 mod init;
 mod package;
 mod ssh;

@@ -14,7 +14,7 @@ fn project(tb: &Testbed, hosts: &[usize], known_hosts: &std::path::Path, extra: 
     p.file(
         "deploy.yaml",
         &format!(
-            "app: hello\n{}service:\n  manager: systemd\n  unit_file: hello.service\n  sudo: true\nhosts: [{}]\n{extra}",
+            "app: hello\n{}env:\n  DB_PASSWORD: ${{SHIPIT_E2E_CANARY}}\nservice:\n  manager: systemd\n  unit_file: hello.service\n  sudo: true\nhosts: [{}]\n{extra}",
             tb.ssh_yaml(known_hosts),
             hosts.join(", ")
         ),
@@ -519,7 +519,7 @@ fn ssh_config_aliases_include_and_proxy_jump_are_honoured() {
     );
     p.file(
         "deploy.yaml",
-        "app: hello\nservice:\n  manager: none\nhosts: [web1, web2]\n",
+        "app: hello\nenv:\n  DB_PASSWORD: ${SHIPIT_E2E_CANARY}\nservice:\n  manager: none\nhosts: [web1, web2]\n",
     );
     let out = tb.shipit(&p, &["check", "--json"]);
     out.code(0);

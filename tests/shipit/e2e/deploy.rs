@@ -2,7 +2,7 @@
 //! state: `readlink current`, `systemctl is-active`, the app's HTTP answer, the files.
 //!
 //! Every run's output is checked for the canary secret that the config pulls from the
-//! environment: it must never appear.
+//! environment: it must never appear (Testbed checks it again, and the hosts, on drop).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::e2e::Testbed;
 use crate::support::{Output, Project};
 
-pub(super) const SECRET: &str = "canary-db-password-91c2e7";
+use crate::e2e::CANARY as SECRET;
 
 /// The example app's binary, built by `cargo test` with the other targets.
 fn hello_binary() -> PathBuf {
@@ -37,7 +37,7 @@ pub(super) struct App<'a> {
 impl App<'_> {
     /// The example app, deployable to `hosts` of `tb` (indexes), with `extra` YAML.
     pub(super) fn new<'a>(tb: &'a Testbed, hosts: &[usize], extra: &str) -> App<'a> {
-        let mut p = Project::new();
+        let p = Project::new();
         std::fs::create_dir_all(p.path().join("pkg/bin")).unwrap();
         std::fs::copy(hello_binary(), p.path().join("pkg/bin/hello")).unwrap();
         p.file("pkg/VERSION", "1\n");
@@ -56,7 +56,7 @@ env:
   PORT: '8080'
   MESSAGE: ${{MESSAGE:-hello v1}}
   HELLO_MODE: ${{HELLO_MODE:-ok}}
-  DB_PASSWORD: ${{DB_PASSWORD}}
+  DB_PASSWORD: ${{SHIPIT_E2E_CANARY}}
 service: {{name: hello, unit_file: deploy/hello.service, sudo: true}}
 health:
   http: {{url: 'http://127.0.0.1:8080/healthz', contains: ok}}
@@ -72,7 +72,6 @@ hosts: [{hosts}]
                 hosts = ips.join(", ")
             ),
         );
-        p.env("DB_PASSWORD", SECRET);
         App { tb, p }
     }
 

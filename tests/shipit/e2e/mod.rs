@@ -6,11 +6,18 @@
 //! inside the testbed's client network namespace, the only place the hosts can be reached
 //! from. The tier needs root; without it the tests fail, unless `SHIPIT_SKIP_E2E=1` says
 //! to skip them, in which case each prints a loud `E2E TIER NOT RUN` line.
+//!
+//! The whole tier carries a canary secret: every shipit run gets `SHIPIT_E2E_CANARY` in its
+//! environment (deploy.yaml files put it into `env:` through `${SHIPIT_E2E_CANARY}`), every
+//! run's stdout and stderr are captured on their way to the test, and when a testbed is
+//! dropped the captures and every host's files (all but `.env`, where it belongs) and
+//! journal are searched for it: one hit fails the test. Nothing a test does can skip it.
 
 mod check;
 mod delta;
 mod deploy;
 mod health;
+mod hostile;
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -41,7 +48,23 @@ pub struct State {
 
 pub struct Testbed {
     pub state: State,
+    /// Where every shipit run's stdout and stderr are copied, for the canary check.
+    captures: tempfile::TempDir,
+    runs: std::sync::atomic::AtomicUsize,
 }
+
+/// The environment variable every shipit run of the tier carries, and its value: a secret
+/// that must never appear in any output, log, history line or host file but `.env`.
+pub const CANARY_VAR: &str = "SHIPIT_E2E_CANARY";
+pub const CANARY: &str = "canary-db-password-91c2e7";
+
+/// Copies stdout and stderr of the command into files under `$1` through fifos and `tee`,
+/// then `exec`s the command, so its pid, exit status and signals stay its own.
+const TEE: &str = r#"d=$1; shift
+mkfifo "$d/out.fifo" "$d/err.fifo" || exit 125
+tee "$d/stdout" <"$d/out.fifo" &
+tee "$d/stderr" <"$d/err.fifo" >&2 &
+exec "$@" >"$d/out.fifo" 2>"$d/err.fifo""#;
 
 fn scripts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testbed")
@@ -112,6 +135,11 @@ impl Testbed {
         let json = std::fs::read_to_string(Path::new(dir).join("testbed.json")).unwrap();
         Some(Testbed {
             state: serde_json::from_str(&json).unwrap(),
+            captures: tempfile::Builder::new()
+                .prefix(&format!("shipit-{name}-out"))
+                .tempdir()
+                .unwrap(),
+            runs: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -132,13 +160,20 @@ impl Testbed {
         }
     }
 
-    /// The command `shipit` runs as (for tests that add env vars or signal it).
+    /// The command `shipit` runs as (for tests that add env vars or signal it). Its
+    /// stdout and stderr reach the caller as usual and are also kept for the canary check.
     pub fn shipit_command(&self, project: &Project, args: &[&str]) -> Command {
         let cmd = project.command(args);
         let program = cmd.get_program().to_owned();
+        let n = self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let dir = self.captures.path().join(format!("run-{n:04}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("args"), format!("{args:?}")).unwrap();
         let mut wrapped = Command::new("ip");
         wrapped
             .args(["netns", "exec", &self.state.client_netns])
+            .args(["sh", "-c", TEE, "sh"])
+            .arg(&dir)
             .arg(program)
             .args(cmd.get_args());
         wrapped.current_dir(project.path()).env_clear();
@@ -147,6 +182,7 @@ impl Testbed {
                 wrapped.env(k, v);
             }
         }
+        wrapped.env(CANARY_VAR, CANARY);
         wrapped
     }
 
@@ -198,10 +234,75 @@ impl Testbed {
     }
 }
 
+impl Testbed {
+    /// Every place the canary was found where it must not be: captured outputs of shipit
+    /// runs, and files on the hosts other than `.env` (deploy roots, home directories,
+    /// /tmp, /etc, /var/log) and their journals.
+    pub fn canary_leaks(&self) -> Vec<String> {
+        let mut leaks = Vec::new();
+        let mut runs: Vec<_> = std::fs::read_dir(self.captures.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        runs.sort();
+        for run in runs {
+            let args = std::fs::read_to_string(run.join("args")).unwrap_or_default();
+            for stream in ["stdout", "stderr"] {
+                // tee makes the file as the run starts: a missing one means a run whose
+                // output this check never saw, which must not pass as "no leak".
+                let bytes = std::fs::read(run.join(stream)).unwrap_or_else(|e| {
+                    panic!("the {stream} of shipit {args} was not captured: {e}")
+                });
+                if String::from_utf8_lossy(&bytes).contains(CANARY) {
+                    leaks.push(format!("the {stream} of shipit {args}"));
+                }
+            }
+        }
+        let search = format!(
+            "grep -rlsF --exclude=.env -e {CANARY} /opt /srv /home /root /tmp /var/tmp /etc /var/log /run/user 2>/dev/null; \
+             journalctl --no-pager -o cat 2>/dev/null | grep -qF -e {CANARY} && echo journal; true"
+        );
+        for host in &self.state.hosts {
+            // Not `root`: a host a test stopped cannot be searched, and that is no failure.
+            let Ok(out) = Command::new(scripts().join("fault.sh"))
+                .args([
+                    "--name",
+                    &self.state.name,
+                    "exec",
+                    &host.name,
+                    "sh",
+                    "-c",
+                    &search,
+                ])
+                .output()
+            else {
+                continue;
+            };
+            for place in String::from_utf8_lossy(&out.stdout).lines() {
+                if !place.is_empty() {
+                    leaks.push(format!("{}: {place}", host.name));
+                }
+            }
+        }
+        leaks
+    }
+}
+
 impl Drop for Testbed {
     fn drop(&mut self) {
+        // The canary check runs before teardown, for every test that booted a testbed; a
+        // test that already failed keeps its own message.
+        let leaks = if std::thread::panicking() {
+            Vec::new()
+        } else {
+            self.canary_leaks()
+        };
         let _ = Command::new(scripts().join("down.sh"))
             .args(["--name", &self.state.name])
             .output();
+        assert!(
+            leaks.is_empty(),
+            "the canary secret leaked into: {leaks:#?}"
+        );
     }
 }
