@@ -137,8 +137,8 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let (runs, exit) = runtime.block_on(deploy(
-        plan.clone(),
+    let (runs, exit, release_id) = runtime.block_on(deploy(
+        plan,
         targets,
         &opts,
         policy,
@@ -171,8 +171,59 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
     Ok(exit)
 }
 
+/// The deploy itself; returns the runs, the exit code and the release id it used.
 async fn deploy(
-    plan: Arc<Plan>,
+    mut plan: Arc<Plan>,
+    targets: Vec<Target>,
+    opts: &Options,
+    policy: rollout::Policy,
+    sha256: &str,
+    config_sha256: &str,
+) -> (Vec<HostRun>, Exit, String) {
+    let (runs, exit) = deploy_runs(&mut plan, targets, opts, policy, sha256, config_sha256).await;
+    let id = plan
+        .deploy
+        .as_ref()
+        .map(|d| d.release_id.clone())
+        .unwrap_or_default();
+    (runs, exit, id)
+}
+
+/// A release id is the UTC second plus the artifact's sha256: a forced redeploy of the
+/// same artifact in the same second as the last deploy would name the live release.
+/// Take the next second no host has a release of.
+fn free_release_id(plan: &mut Arc<Plan>, runs: &[HostRun]) -> Result<(), String> {
+    let taken = |id: &str| {
+        runs.iter()
+            .any(|r| r.survey.releases.iter().any(|f| f.id == id))
+    };
+    let Some(d) = plan.deploy.as_ref() else {
+        return Ok(());
+    };
+    if !taken(&d.release_id) {
+        return Ok(());
+    }
+    let (sha, started) = (d.sha256.clone(), plan.owner.started_at);
+    let id = (1..)
+        .map(|k| layout::release_id(started + k, &sha))
+        .find(|id| !taken(id))
+        .unwrap_or_default();
+    let old = d.release_id.clone();
+    let printer = plan.printer;
+    let Some(d) = Arc::get_mut(plan).and_then(|p| p.deploy.as_mut()) else {
+        return Err(format!(
+            "release {old} already exists on a host (a deploy of the same artifact in the same second); run the deploy again"
+        ));
+    };
+    printer.info(&format!(
+        "release {old} already exists on a host (a deploy of the same artifact in the same second): this one is {id}"
+    ));
+    d.release_id = id;
+    Ok(())
+}
+
+async fn deploy_runs(
+    plan: &mut Arc<Plan>,
     targets: Vec<Target>,
     opts: &Options,
     policy: rollout::Policy,
@@ -183,10 +234,16 @@ async fn deploy(
     rollout::on_signals(cancel.clone(), plan.printer);
     let runs: Vec<HostRun> = targets.into_iter().map(|t| plan.run_for(t)).collect();
     let (mut runs, stop) =
-        rollout::prepare(runs, &plan, opts.dry_run, opts.wait_lock, &cancel).await;
+        rollout::prepare(runs, plan, opts.dry_run, opts.wait_lock, &cancel).await;
     if let Some(exit) = stop {
         return (runs, exit);
     }
+    if let Err(why) = free_release_id(plan, &runs) {
+        plan.printer.error(&anyhow::anyhow!(why));
+        let runs = rollout::release_all(runs, plan).await;
+        return (runs, Exit::Failed);
+    }
+    let plan = &*plan;
     for run in runs.iter_mut() {
         let same = run
             .survey

@@ -339,6 +339,41 @@ fn first_deploy_second_deploy_and_a_no_op_redeploy() {
         assert_eq!(h["lock"], serde_json::Value::Null);
         assert!(h["service"].as_str().unwrap().starts_with("active"));
     }
+
+    // --force of the same artifact in the same UTC second as a release of it: the release
+    // id (second + sha8) is taken, so the deploy takes the next free second. Fake releases
+    // for the next seconds on host 0 make the collision certain.
+    let sha8 = crate::support::sha256_hex(&std::fs::read(&artifact).unwrap())[..8].to_owned();
+    let fakes = tb.root(
+        0,
+        &format!(
+            "now=$(date -u +%s); for k in 0 1 2 3 4 5 6 7; do d=/opt/hello/releases/$(date -u -d @$((now+k)) +%Y%m%dT%H%M%SZ)-{sha8}; mkdir -p $d; chown deploy $d; echo ${{d##*/}}; done"
+        ),
+    );
+    let fakes: Vec<&str> = fakes.lines().collect();
+    let out = app.run_with(
+        &[
+            "deploy",
+            "--force",
+            "--artifact",
+            artifact.to_str().unwrap(),
+            "--hosts",
+            &tb.host(0).ip,
+        ],
+        &[("MESSAGE", "hello v2")],
+    );
+    out.code(0);
+    assert!(
+        out.stderr.contains("already exists on a host"),
+        "{}",
+        out.stderr
+    );
+    let now_on = app.current(0);
+    assert!(
+        !fakes.contains(&now_on.as_str()) && now_on != second,
+        "{now_on} is a new release"
+    );
+    assert_eq!(app.http(0), "hello v2");
 }
 
 #[test]
