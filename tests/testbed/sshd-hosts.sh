@@ -16,19 +16,22 @@
 # "kind": "sshd", hosts.env, ssh_config, client_key, known_hosts with [127.0.0.1]:PORT
 # entries). `up` prints the state dir as the last line on stdout; an existing testbed of
 # that name is torn down first. `down` kills by PID (and every process left in the hosts'
-# private mount namespaces); idempotent.
+# private mount namespaces); idempotent. TESTBED_SSHD_LOG_LEVEL (default INFO) sets the
+# sshds' LogLevel, e.g. DEBUG1 to count channels in hosts/hostI/sshd.log (bench/deploy.py).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$here/lib.sh"
 
-usage() { sed -n '2,19s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+usage() { sed -n '2,21s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 
 tb_parse_name "$@"
 set -- "${TB_ARGS[@]+"${TB_ARGS[@]}"}"
 ROOT=${TESTBED_SSHD_STATE_ROOT:-/run/shipit-sshd-hosts}
 ST=$ROOT/$TB_NAME
 PORT_BASE=${TESTBED_SSHD_PORT_BASE:-22200}
+LOG_LEVEL=${TESTBED_SSHD_LOG_LEVEL:-INFO}
+[[ $LOG_LEVEL =~ ^(QUIET|FATAL|ERROR|INFO|VERBOSE|DEBUG[123]?)$ ]] || { echo "sshd-hosts.sh: bad TESTBED_SSHD_LOG_LEVEL=$LOG_LEVEL" >&2; exit 2; }
 SSHD=/usr/sbin/sshd # absolute path: sshd refuses to re-exec otherwise
 
 # Kill every process of this testbed: the sshd PIDs, then anything still in their private
@@ -184,7 +187,7 @@ StrictModes yes
 MaxStartups 100
 MaxSessions 100
 Subsystem sftp internal-sftp
-LogLevel INFO
+LogLevel $LOG_LEVEL
 EOF
     echo "$port" >"$hd/port"
     # unshare execs bash, which writes its PID and execs sshd: the PID file holds sshd's PID.
