@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -135,8 +136,10 @@ def version(cmd):
 class Hosts:
     """N plain sshd hosts (sshd-hosts.sh) with LogLevel DEBUG1 for the channel counts."""
 
-    def __init__(self, count):
+    def __init__(self, count, opt_tmpfs=None):
         env = dict(os.environ, TESTBED_SSHD_LOG_LEVEL="DEBUG1")
+        if opt_tmpfs:
+            env["TESTBED_SSHD_OPT_TMPFS"] = opt_tmpfs
         log(f"starting {count} sshd host(s) (testbed {TB_NAME})")
         self.name = TB_NAME
         self.up = True
@@ -149,6 +152,7 @@ class Hosts:
         self.ssh_config = tb["ssh_config"]
         self.client_key = tb["client_key"]
         self.known_hosts = tb["known_hosts"]
+        self.pids = [h["pid"] for h in self.hosts]
 
     def down(self):
         if self.up:
@@ -174,6 +178,20 @@ class Hosts:
                 text = f.read().decode(errors="replace")
             per_host.append({k: len(rx.findall(text)) for k, rx in COUNTERS.items()})
         return per_host
+
+    def settle(self, n, timeout=5.0):
+        """Wait (bounded) until the first n sshds have reaped every session."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            busy = False
+            for pid in self.pids[:n]:
+                for t in glob.glob(f"/proc/{pid}/task/*/children"):
+                    with open(t) as f:
+                        if f.read().strip():
+                            busy = True
+            if not busy:
+                return
+            time.sleep(0.02)
 
     def wipe(self, n, subdir):
         """Untimed: remove a contender's deploy dir on hosts 0..n-1 (directly, as root)."""
@@ -382,15 +400,22 @@ class Bench:
         logf = os.path.join(self.logs, f"{self.seq:04d}-{part}-{name}-n{n}-r{run_no}.log")
         with open(logf, "w") as f:
             f.write(f"$ {shlex.join(argv)}\n")
+        self.hosts.settle(n)
         offs = self.hosts.offsets(n)
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         run(argv, log_to=logf, env=env)
         wall = time.perf_counter() - t0
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if name == "ansible":  # its ControlPersist masters hold the host-side sessions open
+            self.stop_ansible_masters()
+        self.hosts.settle(n)
+        ccpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         counts = self.hosts.counts_since(offs)
         r = {"part": part, "n": n, "name": name, "label": label or LABELS.get(name, name), "run": run_no,
-             "wall": wall, "counts": counts, "cmd": shlex.join(argv), "log": os.path.relpath(logf, ROOT)}
+             "wall": wall, "client_cpu": ccpu, "counts": counts, "cmd": shlex.join(argv), "log": os.path.relpath(logf, ROOT)}
         self.results.append(r)
-        log(f"{part} N={n} {name} run {run_no}: {wall:.2f} s; per host: "
+        log(f"{part} N={n} {name} run {run_no}: {wall:.2f} s (client CPU {ccpu:.2f} s); per host: "
             f"{_fmt_counts(counts)}")
         return r
 
@@ -421,8 +446,6 @@ class Bench:
                         self.hosts.wipe(n, "shipit")
                     self.timed("deploy", n, name, argv, env, run_no)
                     self.verify(n, "/opt/shipit" if name == "shipit" else f"/opt/{sub}", check_file, check_size)
-                    if name == "ansible":
-                        self.stop_ansible_masters()
                     self.hosts.wipe(n, sub)
                     for f in glob.glob(os.path.join(self.up, "*")):
                         os.unlink(f)
@@ -461,7 +484,7 @@ class Bench:
             "rsync-copy": "rsync --copy-dest=prev",
             "rsync-plain": "rsync, no basis (full)",
         }
-        for run_no in range(1, self.a.runs + 1):
+        for run_no in range(1, self.a.delta_runs + 1):
             k = (run_no - 1) % len(names)
             for name in names[k:] + names[:k]:
                 sub = f"delta-{name.split('-', 1)[1]}" if name.startswith("shipit") else name
@@ -574,6 +597,10 @@ def count_cell(rs, key):
     return str(lo) if lo == hi else f"{lo}-{hi}"
 
 
+def cpu_cell(rs):
+    return f"{statistics.median(r['client_cpu'] for r in rs):.2f}"
+
+
 def report(b, meta):
     R = b.results
     L = []
@@ -609,6 +636,23 @@ def report(b, meta):
                 med, lo, hi = stats(rs)
                 ratio = f", {med / floor[n]:.2f}x" if n in floor else ""
                 cells.append(f"{med:.2f} [{lo:.2f}-{hi:.2f}]{ratio}")
+            L.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
+        L.append("")
+        L.append("Client-side CPU seconds per deploy, median (the contender's own processes, from "
+                 "`getrusage(RUSAGE_CHILDREN)`; for Ansible without its ControlPersist ssh masters, "
+                 "which are not its children). Host-side CPU is not measured: sshd does not reap its "
+                 "sessions (they are reparented), so the sshds' cutime misses them:")
+        L.append("")
+        L.append("| contender | " + " | ".join(f"N={n}" for n in ns) + " |")
+        L.append("|---|" + "---|" * len(ns))
+        for name in names:
+            cells = []
+            for n in ns:
+                rs = [r for r in dep if r["n"] == n and r["name"] == name]
+                if not rs:
+                    cells.append("-")
+                    continue
+                cells.append(f"{statistics.median(r['client_cpu'] for r in rs):.2f}")
             L.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
         L.append("")
         L.append("SSH use per host and deploy (counted in each host's sshd log, LogLevel DEBUG1: "
@@ -650,14 +694,14 @@ def report(b, meta):
         n = ops[0]["n"]
         L.append(f"### shipit no-op redeploy and rollback, {n} hosts, `service.manager: none`")
         L.append("")
-        L.append("| command | wall median (s) | min | max | connections/host | session channels/host | exec/host | target |")
-        L.append("|---|---|---|---|---|---|---|---|")
+        L.append("| command | wall median (s) | min | max | client CPU (s) | connections/host | session channels/host | exec/host | target |")
+        L.append("|---|---|---|---|---|---|---|---|---|")
         for name in ("noop", "rollback"):
             rs = [r for r in ops if r["name"] == name]
             if not rs:
                 continue
             med, lo, hi = stats([r["wall"] for r in rs])
-            L.append(f"| {rs[0]['label']} | {med:.2f} | {lo:.2f} | {hi:.2f} | {count_cell(rs, 'conns')} | "
+            L.append(f"| {rs[0]['label']} | {med:.2f} | {lo:.2f} | {hi:.2f} | {cpu_cell(rs)} | {count_cell(rs, 'conns')} | "
                      f"{count_cell(rs, 'channels')} | {count_cell(rs, 'exec')} | "
                      f"< 1 s: {'met' if med < 1 else 'MISSED'} |")
         L.append("")
@@ -670,8 +714,8 @@ def report(b, meta):
                  "build 1; rsync: plain rsync of build 1 into `releases/r1`), then build 2 timed. "
                  "rsync runs per host, all hosts at once, over the same ssh config, no `-z`.")
         L.append("")
-        L.append("| contender | wall median (s) | min | max | vs shipit full | connections/host | exec/host |")
-        L.append("|---|---|---|---|---|---|---|")
+        L.append("| contender | wall median (s) | min | max | vs shipit full | client CPU (s) | connections/host | exec/host |")
+        L.append("|---|---|---|---|---|---|---|---|")
         full = [r["wall"] for r in dl if r["name"] == "shipit-off"]
         fmed = statistics.median(full) if full else None
         order = ["shipit-off", "shipit-copy", "shipit-hardlink", "rsync-plain", "rsync-copy", "rsync-link"]
@@ -683,7 +727,7 @@ def report(b, meta):
             med, lo, hi = stats([r["wall"] for r in rs])
             meds[name] = med
             vs = f"{med / fmed * 100:.0f}%" if fmed else "-"
-            L.append(f"| {rs[0]['label']} | {med:.2f} | {lo:.2f} | {hi:.2f} | {vs} | {count_cell(rs, 'conns')} | "
+            L.append(f"| {rs[0]['label']} | {med:.2f} | {lo:.2f} | {hi:.2f} | {vs} | {cpu_cell(rs)} | {count_cell(rs, 'conns')} | "
                      f"{count_cell(rs, 'exec')} |")
         L.append("")
         if {"shipit-hardlink", "shipit-off", "rsync-link"} <= meds.keys():
@@ -723,49 +767,40 @@ def report(b, meta):
 
 
 def profile_summary(logf, wall, n):
-    """Per-host phase times from shipit's JSON log (the time between events per host)."""
-    events = []
+    """Per-host phase times from shipit's JSON log: each event's `elapsed_ms` per host, and
+    the time since that host's previous event (what the step before the event took)."""
+    per = {}  # event -> [(at, since previous) per host]
+    order = {}
+    last = {}
     with open(logf, errors="replace") as f:
         for line in f:
-            line = line.strip()
             if not line.startswith("{"):
                 continue
             try:
-                events.append(json.loads(line))
+                e = json.loads(line)
             except json.JSONDecodeError:
                 continue
-    lines = [f"`shipit --log-format json -v deploy --artifact ...` on {n} hosts took {wall:.2f} s "
-             f"(log: `{os.path.relpath(logf, ROOT)}`). Per-host events, time since the first event "
-             "(median over hosts):"]
-    # Group by host and message: the first time each host logs each message.
-    import datetime
-    def ts(e):
-        t = e.get("timestamp")
-        try:
-            return datetime.datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
-        except Exception:  # noqa: BLE001
-            return None
-    stamps = [ts(e) for e in events if ts(e) is not None]
-    if not stamps:
-        return lines + ["(no timestamps in the log)"]
-    t0 = min(stamps)
-    per = {}
-    for e in events:
-        t = ts(e)
-        fields = e.get("fields", {})
-        host = fields.get("host") or (e.get("span") or {}).get("host")
-        msg = fields.get("message", "")
-        if t is None or not host or not msg:
-            continue
-        key = re.sub(r"\d[\d.,]*\s*(ms|s|MB|KB|B|bytes|files)?", "#", msg)[:60]
-        per.setdefault(key, {}).setdefault(host, t - t0)
-    rows = sorted(per.items(), key=lambda kv: statistics.median(kv[1].values()))
-    lines.append("")
-    lines.append("| event (numbers as #) | hosts | median s | max s |")
-    lines.append("|---|---|---|---|")
-    for key, hs in rows[:40]:
-        v = list(hs.values())
-        lines.append(f"| {key.replace('|', '/')} | {len(v)} | {statistics.median(v):.2f} | {max(v):.2f} |")
+            host, ms, msg = e.get("host"), e.get("elapsed_ms"), e.get("message", "")
+            if host is None or ms is None:
+                continue
+            key = re.sub(r"\d{8}T\d{6}Z-[0-9a-f]+", "<release>", msg)
+            key = re.sub(r"\d+(\.\d+)?", "#", key)[:70]
+            prev = last.get(host, 0)
+            last[host] = ms
+            per.setdefault(key, []).append((ms / 1000, (ms - prev) / 1000))
+            order.setdefault(key, len(order))
+    lines = [f"`shipit --log-format json -v deploy --artifact ...` on {n} hosts, once, outside the timed "
+             f"runs: {wall:.2f} s (log: `{os.path.relpath(logf, ROOT)}`). Per host, from shipit's events "
+             "(`elapsed_ms`): when the event came, and the time since that host's previous event, i.e. "
+             "what the step before it took (the first event's includes connect, survey and lock):", "",
+             "| event (numbers as #) | hosts | at, median s | at, max s | step, median s | step, max s |",
+             "|---|---|---|---|---|---|"]
+    for key in sorted(per, key=order.get):
+        v = per[key]
+        at = [x for x, _ in v]
+        st = [y for _, y in v]
+        lines.append(f"| {key.replace('|', '/')} | {len(v)} | {statistics.median(at):.2f} | {max(at):.2f} | "
+                     f"{statistics.median(st):.2f} | {max(st):.2f} |")
     return lines
 
 
@@ -777,6 +812,11 @@ def main():
     ap.add_argument("--only", help="parts/contenders: classic,parallel,ansible,floor,shipit,ops,delta,package,profile")
     ap.add_argument("--ops-hosts", type=int, help="hosts for no-op/rollback (default 20)")
     ap.add_argument("--delta-hosts", type=int, help="hosts for the delta scenario (default 20)")
+    ap.add_argument("--delta-runs", type=int, help="timed runs in the delta scenario (default: --runs)")
+    ap.add_argument("--disk", action="store_true",
+                    help="hosts' /opt on disk instead of a tmpfs each (default: tmpfs, so the disk "
+                         "and the untimed deletes between runs do not dominate)")
+    ap.add_argument("--tmpfs-size", default="1g", help="size limit of each host's tmpfs /opt")
     ap.add_argument("--bin", help="a shipit binary (default: cargo build --release --locked)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
     ap.add_argument("--write-benchmarks", action="store_true",
@@ -786,6 +826,7 @@ def main():
         sys.exit("bench: run as root (the sshd hosts need it)")
     ns = [1, 2] if a.smoke else [int(x) for x in (a.hosts or "1,5,10,20").split(",")]
     a.runs = a.runs or (1 if a.smoke else 3)
+    a.delta_runs = a.delta_runs or a.runs
     parts = set((a.only or "classic,parallel,ansible,floor,shipit,ops,delta,package,profile").split(","))
     unknown = parts - set(CONTENDERS) - {"ops", "delta", "package", "profile", "contenders"}
     if unknown:
@@ -826,7 +867,7 @@ def main():
         subprocess.run(f"tar cf - -C {shlex.quote(work)} tree tree2 | cat > /dev/null; cat {shlex.quote(art)} > /dev/null",
                        shell=True, check=True)
         maxn = max(ns + ([ops_n] if "ops" in parts else []) + ([delta_n] if "delta" in parts else []))
-        hosts = Hosts(maxn)
+        hosts = Hosts(maxn, None if a.disk else a.tmpfs_size)
         b = Bench(a, shipit, work, a.out)
         b.hosts = hosts
         shutil.chown(b.up, "deploy", "deploy")
