@@ -944,14 +944,24 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
 
+def package_text(package_md):
+    """bench/package.py's figures of this run, as a subsection (the package section above
+    keeps the quiet machine's)."""
+    if not package_md or not os.path.exists(package_md):
+        return ""
+    with open(package_md) as f:
+        body = f.read().split("\n", 1)[1]
+    return "\n### `shipit package` in the same run (bench/package.py)\n" + body
+
+
 def write_benchmarks(text, package_md):
     path = os.path.join(ROOT, "BENCHMARKS.md")
     with open(path) as f:
         doc = f.read()
     section = (f"{BEGIN}\n## Deploy: shipit against scp+ssh, Ansible and the floor\n\n"
-               "`sudo python3 bench/deploy.py` (the whole run, about 20 minutes; `--smoke` for a "
+               "`sudo python3 bench/deploy.py` (the whole run: about 35 minutes on a busy 2-core machine; `--smoke` for a "
                "one-minute check, which CI does; `--hosts 1,5 --only floor,shipit` for parts).\n\n"
-               f"{text}{END}")
+               f"{text}{package_text(package_md)}{END}")
     if BEGIN in doc and END in doc:
         doc = doc[:doc.index(BEGIN)] + section + doc[doc.index(END) + len(END):]
     else:
