@@ -99,7 +99,7 @@ pub async fn prepare(
         let held: Vec<usize> = runs
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.is_pending() && !r.locked)
+            .filter(|(_, r)| r.is_pending() && !r.locked && !r.survey.unchanged)
             .map(|(i, _)| i)
             .collect();
         if held.is_empty() || runs.iter().any(|r| !r.is_pending()) {
@@ -142,7 +142,10 @@ pub async fn prepare(
                 runs = rest;
             }
             _ => {
-                for r in runs.iter_mut().filter(|r| r.is_pending() && !r.locked) {
+                for r in runs
+                    .iter_mut()
+                    .filter(|r| r.is_pending() && !r.locked && !r.survey.unchanged)
+                {
                     let holder = r.lock_holder().unwrap_or_else(|| "someone else".into());
                     r.end(Outcome::Locked { holder });
                 }

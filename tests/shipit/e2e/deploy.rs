@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::e2e::Testbed;
 use crate::support::{Output, Project};
 
-const SECRET: &str = "canary-db-password-91c2e7";
+pub(super) const SECRET: &str = "canary-db-password-91c2e7";
 
 /// The example app's binary, built by `cargo test` with the other targets.
 fn hello_binary() -> PathBuf {
@@ -29,14 +29,14 @@ fn hello_binary() -> PathBuf {
     path
 }
 
-struct App<'a> {
-    tb: &'a Testbed,
-    p: Project,
+pub(super) struct App<'a> {
+    pub tb: &'a Testbed,
+    pub p: Project,
 }
 
 impl App<'_> {
     /// The example app, deployable to `hosts` of `tb` (indexes), with `extra` YAML.
-    fn new<'a>(tb: &'a Testbed, hosts: &[usize], extra: &str) -> App<'a> {
+    pub(super) fn new<'a>(tb: &'a Testbed, hosts: &[usize], extra: &str) -> App<'a> {
         let mut p = Project::new();
         std::fs::create_dir_all(p.path().join("pkg/bin")).unwrap();
         std::fs::copy(hello_binary(), p.path().join("pkg/bin/hello")).unwrap();
@@ -76,12 +76,12 @@ hosts: [{hosts}]
         App { tb, p }
     }
 
-    fn set_version(&self, v: &str) {
+    pub(super) fn set_version(&self, v: &str) {
         self.p.file("pkg/VERSION", &format!("{v}\n"));
     }
 
     /// Run shipit; its output must never hold the secret.
-    fn shipit(&self, args: &[&str]) -> Output {
+    pub(super) fn shipit(&self, args: &[&str]) -> Output {
         let out = self.tb.shipit(&self.p, args);
         assert!(
             !out.stdout.contains(SECRET) && !out.stderr.contains(SECRET),
@@ -93,7 +93,7 @@ hosts: [{hosts}]
     }
 
     /// `shipit deploy --json` with extra environment; returns the output and the summary.
-    fn deploy(
+    pub(super) fn deploy(
         &self,
         version: &str,
         env: &[(&str, &str)],
@@ -106,7 +106,7 @@ hosts: [{hosts}]
         (out, summary)
     }
 
-    fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+    pub(super) fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut command = self.tb.shipit_command(&self.p, args);
         for (k, v) in env {
             command.env(k, v);
@@ -126,7 +126,7 @@ hosts: [{hosts}]
         out
     }
 
-    fn current(&self, i: usize) -> String {
+    pub(super) fn current(&self, i: usize) -> String {
         self.tb
             .root(i, "readlink /opt/hello/current || true")
             .trim()
@@ -134,21 +134,21 @@ hosts: [{hosts}]
             .to_owned()
     }
 
-    fn active(&self, i: usize) -> String {
+    pub(super) fn active(&self, i: usize) -> String {
         self.tb
             .root(i, "systemctl is-active hello || true")
             .trim()
             .to_owned()
     }
 
-    fn http(&self, i: usize) -> String {
+    pub(super) fn http(&self, i: usize) -> String {
         self.tb
             .root(i, "curl -s --max-time 2 http://127.0.0.1:8080/ || true")
             .trim()
             .to_owned()
     }
 
-    fn release_state(&self, i: usize, id: &str) -> String {
+    pub(super) fn release_state(&self, i: usize, id: &str) -> String {
         let json = self.tb.root(
             i,
             &format!("cat /opt/hello/releases/{id}/.shipit/release.json"),
@@ -157,7 +157,7 @@ hosts: [{hosts}]
         v["state"].as_str().unwrap().to_owned()
     }
 
-    fn releases(&self, i: usize) -> Vec<String> {
+    pub(super) fn releases(&self, i: usize) -> Vec<String> {
         self.tb
             .root(i, "ls /opt/hello/releases")
             .lines()
@@ -165,7 +165,7 @@ hosts: [{hosts}]
             .collect()
     }
 
-    fn history(&self, i: usize) -> Vec<serde_json::Value> {
+    pub(super) fn history(&self, i: usize) -> Vec<serde_json::Value> {
         self.tb
             .root(
                 i,
@@ -177,7 +177,7 @@ hosts: [{hosts}]
     }
 }
 
-fn host_result(summary: &serde_json::Value, i: usize) -> &serde_json::Value {
+pub(super) fn host_result(summary: &serde_json::Value, i: usize) -> &serde_json::Value {
     &summary["hosts"][i]
 }
 
@@ -266,9 +266,8 @@ fn first_deploy_second_deploy_and_a_no_op_redeploy() {
     out.code(0);
     for text in [
         "-- 1. lock",
-        "-- 2. upload",
-        "-- 3. stage",
-        "-- 4. switch and restart",
+        "-- 2. upload and stage: send a delta",
+        "-- 3. switch and restart",
         "mv -T -- .current.tmp",
         "DB_PASSWORD=",
         "[redacted]",
@@ -501,7 +500,8 @@ fn keep_releases_removes_failed_first_and_keeps_the_rollback_target() {
     let Some(tb) = Testbed::up("e2e-keep", 1) else {
         return;
     };
-    let app = App::new(&tb, &[0], "keep_releases: 2\n");
+    // delta: off, so that every release has its cached artifact to clean up.
+    let app = App::new(&tb, &[0], "keep_releases: 2\ndelta: off\n");
     let deployed = |v: &str, env: &[(&str, &str)], code: i32| {
         app.set_version(v);
         let (out, summary) = app.deploy(v, env, &[]);
@@ -797,7 +797,8 @@ fn a_cleanup_that_hits_a_root_owned_file_is_a_warning() {
     let Some(tb) = Testbed::up("e2e-cleanup", 1) else {
         return;
     };
-    let app = App::new(&tb, &[0], "keep_releases: 2\n");
+    // delta: off, so that every release has its cached artifact to clean up.
+    let app = App::new(&tb, &[0], "keep_releases: 2\ndelta: off\n");
     let (_, s1) = app.deploy("1", &[], &[]);
     let first = s1["release"].as_str().unwrap().to_owned();
     tb.root(0, &format!("mkdir /opt/hello/releases/{first}/rootdir && touch /opt/hello/releases/{first}/rootdir/f"));
@@ -1083,7 +1084,7 @@ fn ten_hosts_switch_at_most_parallel_at_once_and_the_event_streams_parse() {
         .iter()
         .map(|(_, m)| m.split(' ').next().unwrap_or(""))
         .collect();
-    for word in ["uploaded", "staged", "switching", "healthy"] {
+    for word in ["staged", "switching", "healthy"] {
         assert!(
             messages.contains(&word),
             "a `{word}` event for host1 in:\n{}",
