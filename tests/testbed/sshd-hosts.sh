@@ -16,19 +16,27 @@
 # "kind": "sshd", hosts.env, ssh_config, client_key, known_hosts with [127.0.0.1]:PORT
 # entries). `up` prints the state dir as the last line on stdout; an existing testbed of
 # that name is torn down first. `down` kills by PID (and every process left in the hosts'
-# private mount namespaces); idempotent.
+# private mount namespaces); idempotent. TESTBED_SSHD_LOG_LEVEL (default INFO) sets the
+# sshds' LogLevel, e.g. DEBUG1 to count channels in hosts/hostI/sshd.log (bench/deploy.py).
+# TESTBED_SSHD_OPT_TMPFS=SIZE (e.g. 2g; default unset) gives each host a tmpfs /opt of that
+# size in its mount namespace instead of the bind mount; testbed.json's "opt" is then
+# /proc/PID/root/opt. It goes away with the host's processes.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$here/lib.sh"
 
-usage() { sed -n '2,19s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+usage() { sed -n '2,24s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 
 tb_parse_name "$@"
 set -- "${TB_ARGS[@]+"${TB_ARGS[@]}"}"
 ROOT=${TESTBED_SSHD_STATE_ROOT:-/run/shipit-sshd-hosts}
 ST=$ROOT/$TB_NAME
 PORT_BASE=${TESTBED_SSHD_PORT_BASE:-22200}
+LOG_LEVEL=${TESTBED_SSHD_LOG_LEVEL:-INFO}
+[[ $LOG_LEVEL =~ ^(QUIET|FATAL|ERROR|INFO|VERBOSE|DEBUG[123]?)$ ]] || { echo "sshd-hosts.sh: bad TESTBED_SSHD_LOG_LEVEL=$LOG_LEVEL" >&2; exit 2; }
+OPT_TMPFS=${TESTBED_SSHD_OPT_TMPFS:-}
+[[ -z $OPT_TMPFS || $OPT_TMPFS =~ ^[0-9]+[kmg]?$ ]] || { echo "sshd-hosts.sh: bad TESTBED_SSHD_OPT_TMPFS=$OPT_TMPFS" >&2; exit 2; }
 SSHD=/usr/sbin/sshd # absolute path: sshd refuses to re-exec otherwise
 
 # Kill every process of this testbed: the sshd PIDs, then anything still in their private
@@ -184,14 +192,15 @@ StrictModes yes
 MaxStartups 100
 MaxSessions 100
 Subsystem sftp internal-sftp
-LogLevel INFO
+LogLevel $LOG_LEVEL
 EOF
     echo "$port" >"$hd/port"
     # unshare execs bash, which writes its PID and execs sshd: the PID file holds sshd's PID.
     # shellcheck disable=SC2016 # $$ belongs to the inner shell
     setsid unshare --mount --propagation private -- bash -c \
-        'mount --bind "$1" /opt && readlink /proc/self/ns/mnt >"$2/mntns" && echo $$ >"$2/pid" && exec "$3" -D -e -f "$2/sshd_config"' \
-        sshd-launch "$hd/opt" "$hd" "$SSHD" </dev/null >"$hd/sshd.log" 2>&1 3>&- &
+        'if [ -n "$4" ]; then mount -t tmpfs -o "size=$4,mode=0755,uid=$(id -u deploy),gid=$(id -g deploy)" sshd-host-opt /opt; else mount --bind "$1" /opt; fi &&
+         readlink /proc/self/ns/mnt >"$2/mntns" && echo $$ >"$2/pid" && exec "$3" -D -e -f "$2/sshd_config"' \
+        sshd-launch "$hd/opt" "$hd" "$SSHD" "$OPT_TMPFS" </dev/null >"$hd/sshd.log" 2>&1 3>&- &
 done
 chmod 0644 "$ST/known_hosts"
 
@@ -232,9 +241,10 @@ for w in "${waiters[@]}"; do wait "$w" || failed=1; done
         "$(tb_json_str "$ST/client_key")" "$(tb_json_str "$ST/known_hosts")" "$(tb_json_str "$ST/ssh_config")"
     sep=
     for i in $(seq 1 "$count"); do
-        hd=$ST/hosts/host$i
+        hd=$ST/hosts/host$i opt=$ST/hosts/host$i/opt
+        [[ -z $OPT_TMPFS ]] || opt=/proc/$(cat "$hd/pid")/root/opt
         printf '%s    {"name": "host%s", "ip": "127.0.0.1", "port": %s, "pid": %s, "opt": %s, "root": null, "host_key": %s}' \
-            "$sep" "$i" "${ports[$((i - 1))]}" "$(cat "$hd/pid")" "$(tb_json_str "$hd/opt")" \
+            "$sep" "$i" "${ports[$((i - 1))]}" "$(cat "$hd/pid")" "$(tb_json_str "$opt")" \
             "$(tb_json_str "$(cut -d' ' -f1,2 "$ST/keys/host$i/ssh_host_ed25519_key.pub")")"
         sep=$',\n'
     done
