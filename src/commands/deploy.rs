@@ -264,13 +264,13 @@ async fn deploy_runs(
         }
     }
     if opts.dry_run {
-        print_dry_run(&plan, &runs).await;
+        print_dry_run(plan, &runs).await;
         return (runs, Exit::Ok);
     }
     // Hosts left alone give their lock back now.
     runs = each(
         runs,
-        &plan,
+        plan,
         crate::pipeline::ALL,
         |mut run, plan| async move {
             if matches!(run.outcome, Outcome::Skipped { .. }) {
@@ -288,7 +288,7 @@ async fn deploy_runs(
 
     // Staging: upload and unpack everywhere before anything is switched anywhere.
     let staging_cancel = cancel.clone();
-    runs = each(runs, &plan, policy.parallel, move |mut run, plan| {
+    runs = each(runs, plan, policy.parallel, move |mut run, plan| {
         let cancel = staging_cancel.clone();
         async move {
             if !run.is_pending() {
@@ -342,7 +342,7 @@ async fn deploy_runs(
             .as_ref()
             .map(|d| d.release_id.clone())
             .unwrap_or_default();
-        runs = each(runs, &plan, crate::pipeline::ALL, move |mut run, plan| {
+        runs = each(runs, plan, crate::pipeline::ALL, move |mut run, plan| {
             let why = why.clone();
             let release_id = release_id.clone();
             async move {
@@ -371,7 +371,7 @@ async fn deploy_runs(
     for run in runs.iter_mut() {
         run.goal = Some(release_id.clone());
     }
-    rollout::activate(runs, &plan, policy, "deploy", &cancel).await
+    rollout::activate(runs, plan, policy, "deploy", &cancel).await
 }
 
 /// What a deploy would do on each host: the steps and the exact scripts, secrets redacted.
