@@ -353,6 +353,7 @@ impl HostRun {
             .exec(&full, |stream, line| {
                 if let Some(s) = line.strip_prefix("@@step ") {
                     step = s.to_owned();
+                    crate::faultpoint::reached(s, &name);
                 } else if !line.starts_with("@@") {
                     let _ = stream;
                     match &view {
@@ -401,6 +402,9 @@ impl HostRun {
     /// Survey the host, taking the lock first unless `read_only`. A lock left by a dead
     /// process of this machine is broken (and said so).
     pub async fn survey(&mut self, plan: &Plan, read_only: bool) {
+        if !read_only {
+            crate::faultpoint::reached("lock", &self.target.name);
+        }
         let sha = plan.deploy.as_ref().map(|d| d.sha256.as_str());
         let script = |break_token: Option<&str>| -> Result<String, String> {
             let mut s = String::new();
@@ -483,6 +487,7 @@ impl HostRun {
             return;
         }
         let Some(session) = &self.session else { return };
+        crate::faultpoint::reached("upload", &self.target.name);
         let command = match release::upload_command(&plan.deploy_to, &d.sha256) {
             Ok(c) => c,
             Err(e) => return self.fail("upload", e.to_string()),
@@ -608,6 +613,7 @@ impl HostRun {
         let Some(session) = &self.session else {
             return Err("not connected".into());
         };
+        crate::faultpoint::reached("health", &self.target.name);
         let baseline = health::baseline(session, plan.manager, &plan.service)
             .await
             .map_err(|e| e.to_string())?;
@@ -799,6 +805,7 @@ impl HostRun {
         }
         let plan_cleanup =
             release::plan_cleanup(&releases, &self.survey.staging, &now_on, plan.keep_releases);
+        script.push_str("printf '@@step cleanup\\n'\n");
         script.push_str(&release::cleanup(&plan_cleanup).unwrap_or_default());
         // History and unlock ride in the same round trip.
         let line = self.history_line(plan, action, Some(&now_on), "ok", "");

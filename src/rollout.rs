@@ -80,6 +80,10 @@ pub async fn prepare(
         let exit = exit_for(&runs_outcomes(&runs));
         return (runs, Some(exit));
     }
+    if !read_only {
+        // Before any host is asked for its lock (a test aid; see faultpoint).
+        crate::faultpoint::reached("lock", "");
+    }
     runs = each(
         runs,
         plan,

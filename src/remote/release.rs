@@ -206,7 +206,7 @@ pub fn enter(deploy_to: &str, create: bool) -> Result<String, QuoteError> {
 pub fn upload_command(deploy_to: &str, sha256: &str) -> Result<String, QuoteError> {
     let sha = q(sha256)?;
     Ok(format!(
-        "cd -- {} && f={ARTIFACTS}/{sha256}.tar.gz && t=\"$f.part.$$\" && cat > \"$t\" && if printf '%s  %s\\n' {sha} \"$t\" | sha256sum -c --status; then mv -f -- \"$t\" \"$f\"; else rm -f -- \"$t\"; echo 'the uploaded artifact does not match its sha256' >&2; exit 1; fi",
+        "cd -- {} && f={ARTIFACTS}/{sha256}.tar.gz && t=\"$f.part.$$\" && {{ cat > \"$t\" || {{ rm -f -- \"$t\"; exit 1; }}; }} && if printf '%s  %s\\n' {sha} \"$t\" | sha256sum -c --status; then mv -f -- \"$t\" \"$f\"; else rm -f -- \"$t\"; echo 'the uploaded artifact does not match its sha256' >&2; exit 1; fi",
         q(deploy_to)?
     ))
 }
@@ -414,6 +414,7 @@ pub fn after_hooks(kind: &str, list: &[Text], redact: bool) -> Result<String, Qu
     let mut s = String::from("( cd -- current || exit 1\n");
     for (i, hook) in list.iter().enumerate() {
         let n = i + 1;
+        s.push_str(&format!("printf '@@step {kind}:{n}\\n'\n"));
         s.push_str(&format!(
             "( set -a && . ./.env && set +a && exec sh -c {} ) </dev/null || echo \"@@warn {kind} hook {n} failed with exit status $?\"\n",
             q(hook_text(hook, redact))?

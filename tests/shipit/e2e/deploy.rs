@@ -29,14 +29,14 @@ fn hello_binary() -> PathBuf {
     path
 }
 
-struct App<'a> {
-    tb: &'a Testbed,
-    p: Project,
+pub(super) struct App<'a> {
+    pub(super) tb: &'a Testbed,
+    pub(super) p: Project,
 }
 
 impl App<'_> {
     /// The example app, deployable to `hosts` of `tb` (indexes), with `extra` YAML.
-    fn new<'a>(tb: &'a Testbed, hosts: &[usize], extra: &str) -> App<'a> {
+    pub(super) fn new<'a>(tb: &'a Testbed, hosts: &[usize], extra: &str) -> App<'a> {
         let mut p = Project::new();
         std::fs::create_dir_all(p.path().join("pkg/bin")).unwrap();
         std::fs::copy(hello_binary(), p.path().join("pkg/bin/hello")).unwrap();
@@ -76,12 +76,12 @@ hosts: [{hosts}]
         App { tb, p }
     }
 
-    fn set_version(&self, v: &str) {
+    pub(super) fn set_version(&self, v: &str) {
         self.p.file("pkg/VERSION", &format!("{v}\n"));
     }
 
     /// Run shipit; its output must never hold the secret.
-    fn shipit(&self, args: &[&str]) -> Output {
+    pub(super) fn shipit(&self, args: &[&str]) -> Output {
         let out = self.tb.shipit(&self.p, args);
         assert!(
             !out.stdout.contains(SECRET) && !out.stderr.contains(SECRET),
@@ -93,7 +93,7 @@ hosts: [{hosts}]
     }
 
     /// `shipit deploy --json` with extra environment; returns the output and the summary.
-    fn deploy(
+    pub(super) fn deploy(
         &self,
         version: &str,
         env: &[(&str, &str)],
@@ -106,7 +106,7 @@ hosts: [{hosts}]
         (out, summary)
     }
 
-    fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+    pub(super) fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut command = self.tb.shipit_command(&self.p, args);
         for (k, v) in env {
             command.env(k, v);
@@ -126,7 +126,7 @@ hosts: [{hosts}]
         out
     }
 
-    fn current(&self, i: usize) -> String {
+    pub(super) fn current(&self, i: usize) -> String {
         self.tb
             .root(i, "readlink /opt/hello/current || true")
             .trim()
@@ -134,21 +134,21 @@ hosts: [{hosts}]
             .to_owned()
     }
 
-    fn active(&self, i: usize) -> String {
+    pub(super) fn active(&self, i: usize) -> String {
         self.tb
             .root(i, "systemctl is-active hello || true")
             .trim()
             .to_owned()
     }
 
-    fn http(&self, i: usize) -> String {
+    pub(super) fn http(&self, i: usize) -> String {
         self.tb
             .root(i, "curl -s --max-time 2 http://127.0.0.1:8080/ || true")
             .trim()
             .to_owned()
     }
 
-    fn release_state(&self, i: usize, id: &str) -> String {
+    pub(super) fn release_state(&self, i: usize, id: &str) -> String {
         let json = self.tb.root(
             i,
             &format!("cat /opt/hello/releases/{id}/.shipit/release.json"),
@@ -157,7 +157,7 @@ hosts: [{hosts}]
         v["state"].as_str().unwrap().to_owned()
     }
 
-    fn releases(&self, i: usize) -> Vec<String> {
+    pub(super) fn releases(&self, i: usize) -> Vec<String> {
         self.tb
             .root(i, "ls /opt/hello/releases")
             .lines()
@@ -165,7 +165,7 @@ hosts: [{hosts}]
             .collect()
     }
 
-    fn history(&self, i: usize) -> Vec<serde_json::Value> {
+    pub(super) fn history(&self, i: usize) -> Vec<serde_json::Value> {
         self.tb
             .root(
                 i,

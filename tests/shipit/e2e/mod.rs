@@ -9,6 +9,7 @@
 
 mod check;
 mod deploy;
+mod faults;
 mod health;
 
 use std::io::Write;
