@@ -670,7 +670,11 @@ impl HostRun {
         match result {
             Ok(back_on) => {
                 self.switched_to = None;
-                self.set_state(plan, &new, State::Failed).await;
+                // A deploy's new release failed. A rollback's target is an old good
+                // release, put back e.g. because another host failed: it stays a target.
+                if action != "rollback" {
+                    self.set_state(plan, &new, State::Failed).await;
+                }
                 self.history(plan, action, Some(&new), "rolled-back", why)
                     .await;
                 self.say(plan, &format!("rolled back to {back_on}"));

@@ -186,7 +186,11 @@ async fn deploy(
             .current_release()
             .and_then(|r| r.info.as_ref())
             .is_some_and(|i| {
-                i.artifact_sha256 == sha256 && i.config_sha256.as_deref() == Some(config_sha256)
+                // Only a release that passed its health check: one that a killed deploy
+                // switched to but never checked (still `staged`) is deployed again.
+                i.state == State::Live
+                    && i.artifact_sha256 == sha256
+                    && i.config_sha256.as_deref() == Some(config_sha256)
             });
         if same && !opts.force {
             let id = run.survey.current.clone().unwrap_or_default();

@@ -283,7 +283,7 @@ pub fn stage(p: &Stage) -> Result<String, QuoteError> {
     ));
     s.push_str("printf '@@step unpack\\n'\n");
     s.push_str(&format!(
-        "rm -rf -- \"$tmp\" && mkdir -p -- \"$tmp\" && tar -xzf {ARTIFACTS}/{}.tar.gz -C \"$tmp\" --no-same-owner --delay-directory-restore -p || {{ rm -rf -- \"$tmp\"; exit 1; }}\n",
+        "rm -rf -- \"$tmp\" && mkdir -p -- \"$tmp\" && tar -xzf {ARTIFACTS}/{}.tar.gz -C \"$tmp\" --no-same-owner --delay-directory-restore -p || {{ [ \"$(df -k --output=avail . 2>/dev/null | tail -n 1 | tr -d ' ')\" -ge 1024 ] 2>/dev/null || echo \"the release does not fit on this host: No space left on device in $D\" >&2; rm -rf -- \"$tmp\"; exit 1; }}\n",
         p.sha256
     ));
     s.push_str("printf '@@step link\\n'\n");
@@ -345,10 +345,14 @@ pub fn systemctl(manager: ServiceManager, sudo: bool) -> Option<&'static str> {
 /// Switch `current` to `releases/<id>`, install the unit if changed, restart.
 pub fn activate(a: &Activate) -> Result<String, QuoteError> {
     let id = q(a.id)?;
-    let mut s = format!(
+    // Switch and restart are one unit: a client that dies (kill -9, a cut link) must not
+    // stop this script between them at its next write (SIGPIPE), leaving `current` on the
+    // new release and the service on the old one.
+    let mut s = String::from("trap '' HUP PIPE\n");
+    s.push_str(&format!(
         "[ -d {RELEASES}/{id} ] || {{ echo \"release {} is not on this host\" >&2; exit 1; }}\n",
         a.id
-    );
+    ));
     s.push_str("printf '@@step switch\\n'\n");
     // Never `ln -sfn` alone: that unlinks, then links, leaving a moment without `current`.
     s.push_str(&format!(

@@ -186,7 +186,7 @@ pub enum Error {
     ConnectionLost { host: String, what: String },
 
     #[error(
-        "host `{host}`: `{command}` stopped reading its input after {sent} bytes ({}){}",
+        "host `{host}`: the upload stopped after {sent} bytes: the receiving command ended ({}){}",
         status_text(*status, signal.as_deref()),
         stderr_suffix(stderr_tail)
     )]
