@@ -917,6 +917,9 @@ fn soak_deploy_and_rollback_cycles_stay_bounded() {
         &[0, 1, 2],
         &format!("rollout: {{canary: 0, parallel: 3}}\nkeep_releases: {keep}\n"),
     );
+    app.set_version("0");
+    let (out, _) = app.deploy("0", &[("MESSAGE", "hello v0")], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
     let (mut rss, mut fds) = (Vec::new(), Vec::new());
     let mut max_releases = 0;
     let started = Instant::now();
