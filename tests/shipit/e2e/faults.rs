@@ -159,9 +159,7 @@ for r in releases/*/; do r=${{r%/}}; printf 'state %s ' \"${{r#releases/}}\"; tr
         match k {
             "current" => seen.current = v.to_owned(),
             "version" => seen.version = v.to_owned(),
-            "lock" => {
-                seen.lock = Some(serde_json::from_str(v).unwrap_or(serde_json::Value::Null))
-            }
+            "lock" => seen.lock = Some(serde_json::from_str(v).unwrap_or(serde_json::Value::Null)),
             "leftover" => seen.leftovers.push(v.to_owned()),
             "state" => {
                 let (id, json) = v.split_once(' ').unwrap_or((v, ""));
@@ -244,9 +242,9 @@ fn status_tells_the_truth(app: &App, hosts: usize) -> String {
                 "status says locked, the host has no lock: {h:#}"
             ),
             Some(owner) => {
-                let text = h["lock"].as_str().unwrap_or_else(|| {
-                    panic!("host {} is locked, status says not: {h:#}", i + 1)
-                });
+                let text = h["lock"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("host {} is locked, status says not: {h:#}", i + 1));
                 let pid = owner["pid"].as_u64().unwrap_or(0);
                 assert!(text.contains(&format!("pid {pid}")), "{text}");
                 let dead = !pid_alive(pid);
@@ -323,7 +321,9 @@ mod reliability {
     }
 
     fn render(suite: &str, rows: &[Row], produced_by: &str) -> String {
-        let mut s = format!("<!-- suite:{suite} -->\n{produced_by}\n\n| case | runs | what happened | figures (this run) |\n|---|---|---|---|\n");
+        let mut s = format!(
+            "<!-- suite:{suite} -->\n{produced_by}\n\n| case | runs | what happened | figures (this run) |\n|---|---|---|---|\n"
+        );
         for r in rows {
             s.push_str(&format!(
                 "| `{}` | {} | {} | {} |\n",
@@ -591,7 +591,12 @@ impl Matrix<'_> {
         );
         for i in 0..self.hosts {
             let seen = look(&self.app, i);
-            assert_eq!(seen.version, new, "after the rerun, host {} runs new", i + 1);
+            assert_eq!(
+                seen.version,
+                new,
+                "after the rerun, host {} runs new",
+                i + 1
+            );
             assert_eq!(
                 seen.states.get(&seen.current).map(String::as_str),
                 Some("live"),
@@ -647,7 +652,11 @@ fn every_fault_at_every_step_leaves_a_working_host_and_a_rerun_fixes_it() {
             "  before_switch: ['test -x bin/hello']\n  after_rollback: ['true']",
         ),
     );
-    let mut m = Matrix { app, hosts: 2, n: 0 };
+    let mut m = Matrix {
+        app,
+        hosts: 2,
+        n: 0,
+    };
     m.deploy_ok();
     let mut cases: Vec<(&str, &str, &str, Fault)> = Vec::new();
     for (command, steps) in [("deploy", DEPLOY_STEPS), ("rollback", ROLLBACK_STEPS)] {
@@ -693,7 +702,12 @@ fn two_deploys_started_at_once_one_proceeds_the_other_exits_3_naming_the_holder(
         a.set_version(&va);
         b.set_version(&vb);
         let (ma, mb) = (format!("hello v{va}"), format!("hello v{vb}"));
-        let env = |m: &str| vec![("MESSAGE", m.to_owned()), ("SHIPIT_TEST_STOP_AT", "lock".to_owned())];
+        let env = |m: &str| {
+            vec![
+                ("MESSAGE", m.to_owned()),
+                ("SHIPIT_TEST_STOP_AT", "lock".to_owned()),
+            ]
+        };
         let spawn_env = |app: &App, v: &str, m: &str| {
             let e = env(m);
             let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -701,8 +715,14 @@ fn two_deploys_started_at_once_one_proceeds_the_other_exits_3_naming_the_holder(
         };
         let mut ca = spawn_env(&a, &va, &ma);
         let mut cb = spawn_env(&b, &vb, &mb);
-        assert!(wait_stopped(&mut ca, Duration::from_secs(90)), "a reached the lock");
-        assert!(wait_stopped(&mut cb, Duration::from_secs(90)), "b reached the lock");
+        assert!(
+            wait_stopped(&mut ca, Duration::from_secs(90)),
+            "a reached the lock"
+        );
+        assert!(
+            wait_stopped(&mut cb, Duration::from_secs(90)),
+            "b reached the lock"
+        );
         let (pa, pb) = (ca.id(), cb.id());
         // Released at the same moment, in turn first or second.
         let t = Instant::now();
@@ -734,12 +754,18 @@ fn two_deploys_started_at_once_one_proceeds_the_other_exits_3_naming_the_holder(
         let _ = winner;
         let said = format!("{}{}", loser.stdout, loser.stderr);
         assert!(
-            said.contains(&format!("(pid {winner_pid})")) && said.contains("running `shipit deploy`"),
+            said.contains(&format!("(pid {winner_pid})"))
+                && said.contains("running `shipit deploy`"),
             "repetition {r}: the loser names the holder (pid {winner_pid}):\n{said}"
         );
         for i in 0..2 {
             let seen = look(&a, i);
-            assert_eq!(&seen.version, v, "repetition {r}: host {} runs the winner's release", i + 1);
+            assert_eq!(
+                &seen.version,
+                v,
+                "repetition {r}: host {} runs the winner's release",
+                i + 1
+            );
             assert!(seen.lock.is_none(), "repetition {r}: no lock left");
         }
     }
@@ -776,15 +802,25 @@ fn a_disk_that_fills_during_upload_or_unpack_switches_nothing_and_leaves_no_targ
     let ip1 = tb.host(1).ip.clone();
     let ids = |i: usize| -> Vec<String> { look(&app, i).states.into_keys().collect() };
     let nothing_switched = |what: &str, summary: &serde_json::Value, before: &[Vec<String>]| {
-        for i in 0..2 {
+        for (i, before) in before.iter().enumerate() {
             let seen = look(&app, i);
-            assert_eq!(seen.current, good, "{what}: host {} still on the good release", i + 1);
+            assert_eq!(
+                seen.current,
+                good,
+                "{what}: host {} still on the good release",
+                i + 1
+            );
             assert_eq!(app.http(i), "hello v1", "{what}: the app answers");
             assert!(seen.lock.is_none(), "{what}: the lock is released");
-            assert!(seen.leftovers.is_empty(), "{what}: host {} keeps no partial file: {:?}", i + 1, seen.leftovers);
+            assert!(
+                seen.leftovers.is_empty(),
+                "{what}: host {} keeps no partial file: {:?}",
+                i + 1,
+                seen.leftovers
+            );
             for (id, state) in &seen.states {
                 assert!(
-                    before[i].contains(id) || state == "failed",
+                    before.contains(id) || state == "failed",
                     "{what}: host {} keeps release {id} as {state}: only `failed` (never a rollback target) is allowed",
                     i + 1
                 );
@@ -793,7 +829,10 @@ fn a_disk_that_fills_during_upload_or_unpack_switches_nothing_and_leaves_no_targ
         let h2 = &summary["hosts"][1];
         assert_eq!(h2["result"], "failed", "{what}: {summary:#}");
         let reason = h2["reason"].as_str().unwrap_or("");
-        assert!(reason.contains("No space left on device"), "{what}: a clear error: {reason}");
+        assert!(
+            reason.contains("No space left on device"),
+            "{what}: a clear error: {reason}"
+        );
         reason.to_owned()
     };
     let mut rows = Vec::new();
@@ -887,7 +926,10 @@ fn run_measured(mut cmd: Command) -> (Option<i32>, String, u64, usize) {
         if r == pid {
             break (status, ru.ru_maxrss as u64);
         }
-        assert!(started.elapsed() < Duration::from_secs(300), "soak cycle hung");
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "soak cycle hung"
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
     std::mem::forget(child);
