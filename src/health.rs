@@ -155,6 +155,36 @@ pub async fn baseline(
     })
 }
 
+/// The shell text that prints what [`baseline_from`] reads, for a script that restarts
+/// the service and wants the baseline in the same round trip. Empty for `none`.
+pub fn baseline_script(
+    manager: ServiceManager,
+    service: &str,
+) -> Result<String, ssh::quote::QuoteError> {
+    if manager == ServiceManager::None {
+        return Ok(String::new());
+    }
+    // `true` last: a failing `show` leaves the baseline to a second look, not the script.
+    Ok(format!(
+        "echo '@@baseline'\n{}true\n",
+        show_script(manager, service)?
+    ))
+}
+
+/// The baseline from the output of a script that ran [`baseline_script`] last. `None`
+/// when the output holds no readable state (then ask with [`baseline`]).
+pub fn baseline_from(manager: ServiceManager, stdout: &str) -> Option<Baseline> {
+    if manager == ServiceManager::None {
+        return Some(Baseline::default());
+    }
+    let (_, after) = stdout.split_once("@@baseline\n")?;
+    let state = UnitState::parse(after);
+    (!state.active_state.is_empty()).then_some(Baseline {
+        n_restarts: state.n_restarts,
+        main_start: state.main_start,
+    })
+}
+
 /// Polls the checks of `spec` until the release is healthy or `spec.timeout` runs out.
 ///
 /// - Attempts start every `interval` (at once if one took longer). All configured checks

@@ -12,12 +12,20 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::config::{Config, HealthConfig, RestartMode, ServiceManager};
+use std::collections::HashMap;
+
+use tokio::io::AsyncRead;
+
+use crate::artifact::Manifest;
+use crate::artifact::delta::{self, Delta};
+use crate::config::{Config, DeltaMode, HealthConfig, RestartMode, ServiceManager};
 use crate::health;
 use crate::printer::Printer;
 use crate::redact::Text;
 use crate::remote::lock::{self, Owner};
-use crate::remote::release::{self, Activate, LockAnswer, ReleaseInfo, Stage, State, Survey};
+use crate::remote::release::{
+    self, Activate, DeltaSource, LockAnswer, ReleaseInfo, Source, Stage, State, Survey,
+};
 use crate::ssh::{Connector, Session, Target};
 
 /// What every host of one run shares.
@@ -50,6 +58,8 @@ pub struct DeployPlan {
     pub sha256: String,
     pub artifact: std::path::PathBuf,
     pub artifact_size: u64,
+    /// What `cksum` prints for the artifact (`<crc> <size>`): how a host checks its copy.
+    pub artifact_cksum: String,
     pub release_id: String,
     pub env_file: String,
     pub env_file_redacted: String,
@@ -57,9 +67,66 @@ pub struct DeployPlan {
     pub shared_files: Vec<String>,
     pub before_switch: Vec<Text>,
     pub config_sha256: String,
+    /// The artifact's manifest.
+    pub manifest: Manifest,
+    pub delta: DeltaMode,
+    /// `--force`: deploy even where the host already runs this artifact and config.
+    pub force: bool,
+    /// Deltas built so far, by the sha256 of the live release's manifest: hosts on the
+    /// same release share one.
+    pub deltas: tokio::sync::Mutex<HashMap<String, Result<Arc<Delta>, String>>>,
 }
 
 impl DeployPlan {
+    /// The delta for a host whose live release has manifest `base` (JSON), built once per
+    /// distinct base. `Err` says why that host gets the full artifact.
+    pub async fn delta(&self, base: &str) -> Result<Arc<Delta>, String> {
+        use sha2::Digest;
+        if self.delta == DeltaMode::Off {
+            return Err("delta: off".into());
+        }
+        if let Some(why) = delta::unsupported(&self.manifest) {
+            return Err(why);
+        }
+        let key = hex::encode(sha2::Sha256::digest(base.as_bytes()));
+        let mut cache = self.deltas.lock().await;
+        if let Some(found) = cache.get(&key) {
+            return found.clone();
+        }
+        let built = match serde_json::from_str::<Manifest>(base) {
+            Err(e) => Err(format!("the live release's manifest is unreadable ({e})")),
+            Ok(old) if old.format != self.manifest.format => Err(format!(
+                "the live release's manifest has format {}",
+                old.format
+            )),
+            Ok(old) => {
+                let artifact = self.artifact.clone();
+                let new = self.manifest.clone();
+                let shared: Vec<String> = self
+                    .shared_dirs
+                    .iter()
+                    .chain(&self.shared_files)
+                    .cloned()
+                    .collect();
+                match tokio::task::spawn_blocking(move || {
+                    delta::build(&artifact, &new, &old, &shared)
+                })
+                .await
+                {
+                    Ok(Ok(delta)) if delta.len() > self.artifact_size / 2 => Err(format!(
+                        "the delta ({}) would be more than half the artifact",
+                        crate::commands::human_bytes(delta.len())
+                    )),
+                    Ok(Ok(delta)) => Ok(Arc::new(delta)),
+                    Ok(Err(e)) => Err(format!("cannot build the delta: {e}")),
+                    Err(e) => Err(format!("cannot build the delta: {e}")),
+                }
+            }
+        };
+        cache.insert(key, built.clone());
+        built
+    }
+
     /// The digest of everything a release gets from the config rather than the artifact.
     pub fn config_digest(
         env_file: &str,
@@ -204,6 +271,18 @@ pub enum Outcome {
     NotSwitched { reason: String },
 }
 
+/// What a host was sent to stage the release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transfer {
+    /// Nothing: the artifact was cached on the host.
+    Cached,
+    /// The whole artifact.
+    Full,
+    /// Only what the live release lacks.
+    Delta,
+}
+
 pub struct HostRun {
     pub target: Target,
     pub session: Option<Session>,
@@ -218,6 +297,13 @@ pub struct HostRun {
     pub finished: Option<Duration>,
     /// Bytes uploaded to this host.
     pub uploaded: u64,
+    /// How the release got there (`None`: not shipped).
+    pub transfer: Option<Transfer>,
+    /// Files taken from the live release (delta deploys).
+    pub reused: usize,
+    /// Set once everything to upload has been sent: from then on an interrupted stage is
+    /// left to finish (its hooks run to the end), since nothing is left to abandon.
+    pub past_upload: Arc<std::sync::atomic::AtomicBool>,
     pub warnings: Vec<String>,
     /// Last lines of the service's journal, when it failed its health check.
     pub journal: Option<String>,
@@ -242,6 +328,9 @@ impl HostRun {
             started: Instant::now(),
             finished: None,
             uploaded: 0,
+            transfer: None,
+            reused: 0,
+            past_upload: Default::default(),
             warnings: Vec::new(),
             journal: None,
             bar: None,
@@ -337,6 +426,19 @@ impl HostRun {
     /// Run a script in deploy_to, streaming non-protocol lines as the host's output.
     /// Returns stdout and the last `@@step` seen, or the failure as (step, reason).
     async fn run(&self, plan: &Plan, script: &str) -> Result<String, (String, String)> {
+        self.run_with(plan, script, None::<(&[u8], u64)>)
+            .await
+            .map(|(out, _)| out)
+    }
+
+    /// `run`, with `data` (and its size) on the script's stdin; then also says how many
+    /// bytes went, and shows them going on the host's live line.
+    async fn run_with<R: AsyncRead + Unpin>(
+        &self,
+        plan: &Plan,
+        script: &str,
+        data: Option<(R, u64)>,
+    ) -> Result<(String, Option<(u64, bool)>), (String, String)> {
         let Some(session) = &self.session else {
             return Err(("connect".into(), "not connected".into()));
         };
@@ -349,22 +451,59 @@ impl HostRun {
             release::enter(&plan.deploy_to, true)
                 .map_err(|e| ("prepare".to_owned(), e.to_string()))?
         );
-        let result = session
-            .exec(&full, |stream, line| {
-                if let Some(s) = line.strip_prefix("@@step ") {
-                    step = s.to_owned();
-                    crate::faultpoint::reached(s, &name);
-                } else if !line.starts_with("@@") {
-                    let _ = stream;
-                    match &view {
-                        Some(view) => view.println(&format!("{name}: {line}")),
-                        None => printer.child_line(&name, &format!("{name}: {line}")),
-                    }
+        let on_line = |_: crate::ssh::Stream, line: &str| {
+            if let Some(s) = line.strip_prefix("@@step ") {
+                step = s.to_owned();
+                crate::faultpoint::reached(s, &name);
+            } else if !line.starts_with("@@") {
+                match &view {
+                    Some(view) => view.println(&format!("{name}: {line}")),
+                    None => printer.child_line(&name, &format!("{name}: {line}")),
                 }
-            })
-            .await;
+            }
+        };
+        let past_upload = self.past_upload.clone();
+        let (result, sent) = match data {
+            None => {
+                past_upload.store(true, std::sync::atomic::Ordering::Relaxed);
+                (session.exec(&full, on_line).await, None)
+            }
+            Some((reader, total)) => {
+                let bar = self.bar.clone();
+                if let Some(b) = &bar {
+                    b.set_style(
+                        ProgressStyle::with_template("{spinner} {prefix:<24} uploading [{bar:20}] {bytes}/{total_bytes} {bytes_per_sec}")
+                            .unwrap_or_else(|_| ProgressStyle::default_bar())
+                            .progress_chars("=> "),
+                    );
+                    b.set_length(total);
+                    b.set_position(0);
+                }
+                let progress = move |n: u64| {
+                    if let Some(b) = &bar {
+                        b.set_position(n);
+                    }
+                    if n >= total {
+                        past_upload.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                };
+                let out = session
+                    .exec_with_data(&full, reader, progress, on_line)
+                    .await;
+                if let Some(b) = &self.bar {
+                    b.set_style(
+                        ProgressStyle::with_template("{spinner} {prefix:<24} {msg}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
+                }
+                match out {
+                    Ok(o) => (Ok(o.exec), Some((o.bytes, o.complete))),
+                    Err(e) => (Err(e), None),
+                }
+            }
+        };
         match result {
-            Ok(out) if out.success() => Ok(out.stdout),
+            Ok(out) if out.success() => Ok((out.stdout, sent)),
             Ok(out) => {
                 let how = match (&out.status, &out.signal) {
                     (Some(code), _) => format!("exit status {code}"),
@@ -405,13 +544,19 @@ impl HostRun {
         if !read_only {
             crate::faultpoint::reached("lock", &self.target.name);
         }
-        let sha = plan.deploy.as_ref().map(|d| d.sha256.as_str());
+        let wanted = plan.deploy.as_ref().map(|d| release::Wanted {
+            sha256: &d.sha256,
+            cksum: &d.artifact_cksum,
+            manifest: d.delta != DeltaMode::Off,
+            unchanged: (!d.force && !read_only)
+                .then_some((d.config_sha256.as_str(), plan.owner.token.as_str())),
+        });
         let script = |break_token: Option<&str>| -> Result<String, String> {
             let mut s = String::new();
             if !read_only {
                 s.push_str(&lock::acquire(&plan.owner, break_token).map_err(|e| e.to_string())?);
             }
-            s.push_str(&release::survey(sha).map_err(|e| e.to_string())?);
+            s.push_str(&release::survey(wanted.as_ref()).map_err(|e| e.to_string())?);
             Ok(s)
         };
         let mut attempt = script(None);
@@ -426,6 +571,8 @@ impl HostRun {
                     self.survey = release::parse_survey(&out);
                     self.previous = self.survey.current.clone();
                     match &self.survey.lock {
+                        // Already on this artifact and config: the lock went back at once.
+                        Some(LockAnswer::Acquired) if self.survey.unchanged => {}
                         Some(LockAnswer::Acquired) => self.locked = true,
                         Some(LockAnswer::Held {
                             owner: Some(owner), ..
@@ -479,19 +626,54 @@ impl HostRun {
         }
     }
 
-    /// Send the artifact unless the host has it already.
-    pub async fn upload(&mut self, plan: &Plan, mut progress: impl FnMut(u64) + Send) {
+    /// Upload and stage in one round trip: unpack, link, write .env, run before_switch.
+    /// Nothing that serves traffic changes. What travels: nothing when the host has the
+    /// artifact cached; a delta against its live release when there is one with a
+    /// manifest (unless `delta: off`); else the whole artifact. A delta that does not
+    /// verify on the host is discarded, and the whole artifact follows, once.
+    pub async fn ship(&mut self, plan: &Plan) {
         let Some(d) = &plan.deploy else { return };
         if self.survey.cached {
             self.say(plan, "artifact already on the host, not uploaded");
+            self.transfer = Some(Transfer::Cached);
+            self.stage(plan, Source::Cached, None::<(&[u8], u64)>).await;
             return;
         }
-        let Some(session) = &self.session else { return };
-        crate::faultpoint::reached("upload", &self.target.name);
-        let command = match release::upload_command(&plan.deploy_to, &d.sha256) {
-            Ok(c) => c,
-            Err(e) => return self.fail("upload", e.to_string()),
+        let delta = match (&self.survey.base_manifest, &self.survey.current) {
+            (Some(base), Some(_)) => Some(d.delta(base).await),
+            _ => None,
         };
+        match delta {
+            Some(Ok(delta)) => {
+                let base = self.survey.current.clone().unwrap_or_default();
+                let source = Source::Delta(DeltaSource {
+                    base: &base,
+                    link: d.delta == DeltaMode::Hardlink,
+                    reuse_len: delta.reuse_gz.len() as u64,
+                    tree_sha256: &delta.tree_sha256,
+                    content_sha256: &delta.content_sha256,
+                });
+                let data = tokio::io::AsyncReadExt::chain(&delta.reuse_gz[..], &delta.archive[..]);
+                self.transfer = Some(Transfer::Delta);
+                self.reused = delta.reused;
+                match self.stage(plan, source, Some((data, delta.len()))).await {
+                    Some(why) => {
+                        self.warn(
+                            plan,
+                            &format!(
+                                "the delta did not verify ({why}); sending the whole artifact"
+                            ),
+                        );
+                        self.reused = 0;
+                    }
+                    None => return,
+                }
+            }
+            Some(Err(why)) if d.delta != DeltaMode::Off => {
+                self.say(plan, &format!("sending the whole artifact: {why}"));
+            }
+            _ => {}
+        }
         let file = match tokio::fs::File::open(&d.artifact).await {
             Ok(f) => f,
             Err(e) => {
@@ -501,54 +683,34 @@ impl HostRun {
                 );
             }
         };
-        let bar = self.bar.clone();
-        if let Some(b) = &bar {
-            b.set_style(
-                ProgressStyle::with_template("{spinner} {prefix:<24} uploading [{bar:20}] {bytes}/{total_bytes} {bytes_per_sec}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-            );
-            b.set_length(d.artifact_size);
-            b.set_position(0);
-        }
-        let on_progress = move |n: u64| {
-            progress(n);
-            if let Some(b) = &bar {
-                b.set_position(n);
-            }
-        };
-        let result = session
-            .upload(
-                &command,
-                tokio::io::BufReader::with_capacity(1 << 20, file),
-                on_progress,
+        self.transfer = Some(Transfer::Full);
+        let reader = tokio::io::BufReader::with_capacity(1 << 20, file);
+        if let Some(why) = self
+            .stage(
+                plan,
+                Source::Full {
+                    cksum: &d.artifact_cksum,
+                },
+                Some((reader, d.artifact_size)),
             )
-            .await;
-        if let Some(b) = &self.bar {
-            b.set_style(
-                ProgressStyle::with_template("{spinner} {prefix:<24} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            .await
+        {
+            self.fail(
+                "verify",
+                format!("the release does not match the artifact: {why}"),
             );
-        }
-        match result {
-            Ok(out) if out.success() => {
-                self.uploaded = out.bytes;
-                self.say(
-                    plan,
-                    &format!("uploaded {}", crate::commands::human_bytes(out.bytes)),
-                );
-            }
-            Ok(out) => self.fail(
-                "upload",
-                format!("the host refused the artifact: {}", out.stderr_tail.trim()),
-            ),
-            Err(e) => self.fail("upload", e.to_string()),
         }
     }
 
-    /// Unpack, link, write .env, run before_switch. Nothing that serves traffic changes.
-    pub async fn stage(&mut self, plan: &Plan) {
-        let Some(d) = &plan.deploy else { return };
+    /// The stage script from `source`, with its data. `Some(why)` when the host turned a
+    /// delta down (`@@delta-mismatch`); failures end the run.
+    async fn stage<R: AsyncRead + Unpin>(
+        &mut self,
+        plan: &Plan,
+        source: Source<'_>,
+        data: Option<(R, u64)>,
+    ) -> Option<String> {
+        let d = plan.deploy.as_ref()?;
         let staged =
             serde_json::to_string(&plan.release_info(d, State::Staged)).unwrap_or_default();
         let failed =
@@ -556,6 +718,7 @@ impl HostRun {
         let script = release::stage(&Stage {
             id: &d.release_id,
             sha256: &d.sha256,
+            source,
             shared_dirs: &d.shared_dirs,
             shared_files: &d.shared_files,
             env: &d.env_file,
@@ -566,11 +729,46 @@ impl HostRun {
         });
         let script = match script {
             Ok(s) => s,
-            Err(e) => return self.fail("stage", e.to_string()),
+            Err(e) => {
+                self.fail("stage", e.to_string());
+                return None;
+            }
         };
-        match self.run(plan, &script).await {
-            Ok(_) => self.say(plan, &format!("staged release {}", d.release_id)),
-            Err((step, reason)) => self.fail(&step, reason),
+        match self.run_with(plan, &script, data).await {
+            Ok((out, sent)) => {
+                let (bytes, complete) = sent.unwrap_or((0, true));
+                self.uploaded += bytes;
+                if let Some(why) = out
+                    .lines()
+                    .find_map(|l| l.strip_prefix("@@delta-mismatch "))
+                {
+                    return Some(why.trim().to_owned());
+                }
+                if !complete {
+                    self.fail(
+                        "upload",
+                        "the host stopped reading the upload before its end",
+                    );
+                    return None;
+                }
+                let what = match self.transfer {
+                    Some(Transfer::Delta) => format!(
+                        ", {} sent as a delta, {} files reused",
+                        crate::commands::human_bytes(bytes),
+                        self.reused
+                    ),
+                    Some(Transfer::Full) => {
+                        format!(", {} sent", crate::commands::human_bytes(bytes))
+                    }
+                    _ => String::new(),
+                };
+                self.say(plan, &format!("staged release {}{what}", d.release_id));
+                None
+            }
+            Err((step, reason)) => {
+                self.fail(&step, reason);
+                None
+            }
         }
     }
 
@@ -614,9 +812,16 @@ impl HostRun {
             return Err("not connected".into());
         };
         crate::faultpoint::reached("health", &self.target.name);
-        let baseline = health::baseline(session, plan.manager, &plan.service)
-            .await
-            .map_err(|e| e.to_string())?;
+        let baseline = match out
+            .as_ref()
+            .ok()
+            .and_then(|o| health::baseline_from(plan.manager, o))
+        {
+            Some(b) => b,
+            None => health::baseline(session, plan.manager, &plan.service)
+                .await
+                .map_err(|e| e.to_string())?,
+        };
         let release_dir = plan.release_dir(id);
         let command = plan.health.command.as_ref().map(|c| c.expose().to_owned());
         let spec = plan.health_spec(&release_dir, command.as_deref(), false);

@@ -94,7 +94,7 @@ pub async fn prepare(
         let held: Vec<usize> = runs
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.is_pending() && !r.locked)
+            .filter(|(_, r)| r.is_pending() && !r.locked && !r.survey.unchanged)
             .map(|(i, _)| i)
             .collect();
         if held.is_empty() || runs.iter().any(|r| !r.is_pending()) {
@@ -130,11 +130,14 @@ pub async fn prepare(
             _ => {
                 // Hosts not asked (see `survey_all`) are held by whoever holds the first.
                 let first = runs.iter().find_map(|r| {
-                    (r.is_pending() && !r.locked)
+                    (r.is_pending() && !r.locked && !r.survey.unchanged)
                         .then(|| r.lock_holder())
                         .flatten()
                 });
-                for r in runs.iter_mut().filter(|r| r.is_pending() && !r.locked) {
+                for r in runs
+                    .iter_mut()
+                    .filter(|r| r.is_pending() && !r.locked && !r.survey.unchanged)
+                {
                     let holder = r
                         .lock_holder()
                         .or_else(|| first.clone())
@@ -170,7 +173,8 @@ async fn survey_all(mut runs: Vec<HostRun>, plan: &Arc<Plan>, read_only: bool) -
     let others: Vec<usize> = match first {
         Some(i) if !read_only && runs.len() > 1 => {
             runs[i].survey(plan, false).await;
-            if !runs[i].locked {
+            // Unchanged hosts give their lock back at once (deploy's no-op check).
+            if !runs[i].locked && !runs[i].survey.unchanged {
                 return runs;
             }
             (0..runs.len()).filter(|&j| j != i).collect()

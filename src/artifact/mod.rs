@@ -7,6 +7,7 @@
 //! unpack rules (no absolute paths, no `..`, no links out of the tree, every file matching
 //! the manifest), so a bad artifact is refused before anything is uploaded.
 
+pub mod delta;
 pub mod gzip;
 pub mod manifest;
 pub mod select;

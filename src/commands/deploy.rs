@@ -10,7 +10,7 @@ use anyhow::Result;
 use crate::artifact::{self, Artifact};
 use crate::exit::{Exit, Failure};
 use crate::pipeline::{DeployPlan, HostRun, Outcome, Plan, each};
-use crate::remote::release::{self, Activate, Stage, State};
+use crate::remote::release::{self, Activate, DeltaSource, Source, Stage, State};
 use crate::remote::{layout, lock};
 use crate::rollout::{self, Cancel};
 use crate::settings::Settings;
@@ -83,12 +83,15 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
         &config.hooks.before_switch,
     );
     let release_id = layout::release_id(plan.owner.started_at, &artifact.sha256);
+    let artifact_cksum = artifact::delta::cksum_file(&artifact.path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", artifact.path.display()))?;
     plan.deploy = Some(DeployPlan {
         version: version.clone(),
         commit: artifact.manifest.commit.clone(),
         sha256: artifact.sha256.clone(),
         artifact: artifact.path.clone(),
         artifact_size: artifact.size,
+        artifact_cksum,
         release_id: release_id.clone(),
         env_file,
         env_file_redacted: release::env_file(&config.env, true),
@@ -96,6 +99,10 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
         shared_files,
         before_switch: config.hooks.before_switch.clone(),
         config_sha256: config_sha256.clone(),
+        manifest: artifact.manifest.clone(),
+        delta: config.delta,
+        force: opts.force,
+        deltas: Default::default(),
     });
     let plan = Arc::new(plan);
     let policy = rollout::Policy {
@@ -191,7 +198,9 @@ async fn deploy(
                 i.state == State::Live
                     && i.artifact_sha256 == sha256
                     && i.config_sha256.as_deref() == Some(config_sha256)
-            });
+            })
+            // The host's own verdict wins: it has already given the lock back.
+            || run.survey.unchanged;
         if same && !opts.force {
             let id = run.survey.current.clone().unwrap_or_default();
             run.end(Outcome::Skipped {
@@ -202,7 +211,7 @@ async fn deploy(
         }
     }
     if opts.dry_run {
-        print_dry_run(&plan, &runs);
+        print_dry_run(&plan, &runs).await;
         return (runs, Exit::Ok);
     }
     // Hosts left alone give their lock back now.
@@ -233,17 +242,28 @@ async fn deploy(
                 return run;
             }
             let name = run.target.name.clone();
-            tokio::select! {
-                _ = run.upload(&plan, |_| {}) => {}
-                _ = cancel.wait() => {}
-            }
-            if cancel.is_set() && run.is_pending() {
+            let past_upload = run.past_upload.clone();
+            let abandoned = {
+                let ship = run.ship(&plan);
+                tokio::pin!(ship);
+                tokio::select! {
+                    _ = &mut ship => false,
+                    _ = cancel.wait() => {
+                        // An upload is abandoned (the host discards what it got); a stage
+                        // whose data is all there finishes, hooks included.
+                        if past_upload.load(std::sync::atomic::Ordering::Relaxed) {
+                            ship.await;
+                            false
+                        } else {
+                            true
+                        }
+                    }
+                }
+            };
+            if abandoned && run.is_pending() {
                 run.end(Outcome::Interrupted {
                     state: format!("{name}: interrupted during the upload; nothing switched"),
                 });
-            }
-            if run.is_pending() {
-                run.stage(&plan).await;
             }
             run
         }
@@ -302,7 +322,7 @@ async fn deploy(
 }
 
 /// What a deploy would do on each host: the steps and the exact scripts, secrets redacted.
-fn print_dry_run(plan: &Plan, runs: &[HostRun]) {
+async fn print_dry_run(plan: &Plan, runs: &[HostRun]) {
     let Some(d) = &plan.deploy else { return };
     let mut out = String::new();
     for run in runs {
@@ -325,31 +345,61 @@ fn print_dry_run(plan: &Plan, runs: &[HostRun]) {
             serde_json::to_string(&plan.release_info(d, State::Staged)).unwrap_or_default();
         let failed =
             serde_json::to_string(&plan.release_info(d, State::Failed)).unwrap_or_default();
+        let delta = match (&run.survey.base_manifest, run.survey.cached) {
+            (Some(base), false) => Some(d.delta(base).await),
+            _ => None,
+        };
+        let base = run.survey.current.clone().unwrap_or_default();
+        let (source, what) = match &delta {
+            _ if run.survey.cached => (
+                Source::Cached,
+                "nothing to send, the artifact is cached on the host; unpack it".to_owned(),
+            ),
+            Some(Ok(delta)) => (
+                Source::Delta(DeltaSource {
+                    base: &base,
+                    link: d.delta == crate::config::DeltaMode::Hardlink,
+                    reuse_len: delta.reuse_gz.len() as u64,
+                    tree_sha256: &delta.tree_sha256,
+                    content_sha256: &delta.content_sha256,
+                }),
+                format!(
+                    "send a delta of {} against release {base} ({} files sent, {} taken from {base}), assemble, verify",
+                    crate::commands::human_bytes(delta.len()),
+                    delta.sent,
+                    delta.reused
+                ),
+            ),
+            Some(Err(why)) => (
+                Source::Full {
+                    cksum: &d.artifact_cksum,
+                },
+                format!(
+                    "send the whole artifact ({}; no delta: {why}), unpack it as it arrives",
+                    crate::commands::human_bytes(d.artifact_size)
+                ),
+            ),
+            None => (
+                Source::Full {
+                    cksum: &d.artifact_cksum,
+                },
+                format!(
+                    "send the whole artifact ({}), unpack it as it arrives",
+                    crate::commands::human_bytes(d.artifact_size)
+                ),
+            ),
+        };
         let steps: Vec<(String, String)> = vec![
             (
                 "1. lock".into(),
                 lock::acquire(&plan.owner, None).unwrap_or_default(),
             ),
             (
-                if run.survey.cached {
-                    "2. upload: skipped, the artifact is cached on the host".into()
-                } else {
-                    format!(
-                        "2. upload {} into",
-                        crate::commands::human_bytes(d.artifact_size)
-                    )
-                },
-                if run.survey.cached {
-                    String::new()
-                } else {
-                    release::upload_command(&plan.deploy_to, &d.sha256).unwrap_or_default() + "\n"
-                },
-            ),
-            (
-                "3. stage (unpack, link shared paths, write .env, before_switch)".into(),
+                format!("2. upload and stage: {what}"),
                 release::stage(&Stage {
                     id: &d.release_id,
                     sha256: &d.sha256,
+                    source,
                     shared_dirs: &d.shared_dirs,
                     shared_files: &d.shared_files,
                     env: &d.env_file_redacted,
@@ -361,7 +411,7 @@ fn print_dry_run(plan: &Plan, runs: &[HostRun]) {
                 .unwrap_or_default(),
             ),
             (
-                "4. switch and restart".into(),
+                "3. switch and restart".into(),
                 release::activate(&Activate {
                     id: &d.release_id,
                     manager: plan.manager,
@@ -374,13 +424,13 @@ fn print_dry_run(plan: &Plan, runs: &[HostRun]) {
             ),
             (
                 format!(
-                    "5. health check for up to {}; unhealthy: switch back to {current}, restart",
+                    "4. health check for up to {}; unhealthy: switch back to {current}, restart",
                     plan.health.timeout
                 ),
                 String::new(),
             ),
             (
-                "6. after_switch hooks, history line, cleanup, unlock".into(),
+                "5. after_switch hooks, history line, cleanup, unlock".into(),
                 release::after_hooks("after_switch", &plan.hooks_after_switch, true)
                     .unwrap_or_default(),
             ),

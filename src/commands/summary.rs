@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::exit::Exit;
-use crate::pipeline::{HostRun, Outcome};
+use crate::pipeline::{HostRun, Outcome, Transfer};
 use crate::printer::Printer;
 
 #[derive(Serialize)]
@@ -16,6 +16,9 @@ struct HostJson<'a> {
     previous: Option<&'a str>,
     duration_ms: u128,
     uploaded_bytes: u64,
+    /// `full`, `delta`, `cached`, or null when nothing was staged.
+    transfer: Option<Transfer>,
+    reused_files: usize,
     warnings: &'a [String],
     journal: Option<&'a str>,
 }
@@ -44,6 +47,19 @@ fn where_now(run: &HostRun) -> Option<&str> {
         Outcome::Done => run.switched_to.as_deref(),
         Outcome::Broken { .. } => run.switched_to.as_deref().or(run.previous.as_deref()),
         _ => run.previous.as_deref(),
+    }
+}
+
+/// What went over the wire to the host: `75.2 MB`, `1.1 MB delta, 4990 reused`,
+/// `cached`, or `-`.
+fn sent(r: &HostRun) -> String {
+    let bytes = crate::commands::human_bytes(r.uploaded);
+    match r.transfer {
+        Some(Transfer::Delta) => format!("{bytes} delta, {} reused", r.reused),
+        Some(Transfer::Full) => bytes,
+        Some(Transfer::Cached) => "cached".into(),
+        None if r.uploaded > 0 => bytes,
+        None => "-".into(),
     }
 }
 
@@ -92,6 +108,8 @@ pub fn print(printer: &Printer, runs: &[HostRun], exit: Exit, ctx: &Context, jso
                         .unwrap_or_else(|| r.started.elapsed())
                         .as_millis(),
                     uploaded_bytes: r.uploaded,
+                    transfer: r.transfer,
+                    reused_files: r.reused,
                     warnings: &r.warnings,
                     journal: r.journal.as_deref(),
                 })
@@ -106,7 +124,10 @@ pub fn print(printer: &Printer, runs: &[HostRun], exit: Exit, ctx: &Context, jso
         .max()
         .unwrap_or(4)
         .max(4);
-    let mut out = format!("{:<w$}  {:<25}  {:<12}  TIME", "HOST", "NOW ON", "RESULT");
+    let mut out = format!(
+        "{:<w$}  {:<25}  {:<12}  {:<7}  {:<28}",
+        "HOST", "NOW ON", "RESULT", "TIME", "SENT"
+    );
     let mut details = Vec::new();
     for r in runs {
         let time = r
@@ -114,10 +135,12 @@ pub fn print(printer: &Printer, runs: &[HostRun], exit: Exit, ctx: &Context, jso
             .unwrap_or_else(|| r.started.elapsed())
             .as_secs_f64();
         out.push_str(&format!(
-            "\n{:<w$}  {:<25}  {:<12}  {time:.1}s",
+            "\n{:<w$}  {:<25}  {:<12}  {:<7}  {}",
             r.name(),
             where_now(r).unwrap_or("-"),
-            result_word(&r.outcome)
+            result_word(&r.outcome),
+            format!("{time:.1}s"),
+            sent(r)
         ));
         let why = match &r.outcome {
             Outcome::Skipped { reason } => Some(reason.clone()),
@@ -155,12 +178,14 @@ pub fn print(printer: &Printer, runs: &[HostRun], exit: Exit, ctx: &Context, jso
         .map(|r| r.finished.unwrap_or_else(|| r.started.elapsed()))
         .max()
         .unwrap_or_default();
+    let uploaded: u64 = runs.iter().map(|r| r.uploaded).sum();
     out.push_str(&format!(
-        "\n{:<w$}  {:<25}  {:<12}  {:.1}s",
+        "\n{:<w$}  {:<25}  {:<12}  {:<7}  {}",
         "TOTAL",
         format!("{} host(s)", runs.len()),
         counts.join(", "),
-        total.as_secs_f64()
+        format!("{:.1}s", total.as_secs_f64()),
+        crate::commands::human_bytes(uploaded)
     ));
     if !details.is_empty() {
         out.push_str("\n\n");

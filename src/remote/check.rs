@@ -47,10 +47,12 @@ case $free in
      else r disk fail "only $(h "$free") free at $p, $(h "$need") needed"; fi ;;
 esac
 missing=
-for t in sh tar gzip sha256sum df ln mv mkdir; do command -v "$t" >/dev/null 2>&1 || missing="$missing $t"; done
+for t in sh tar gzip sha256sum cksum head tee df ln mv mkdir; do command -v "$t" >/dev/null 2>&1 || missing="$missing $t"; done
 t=$(mktemp -d 2>/dev/null) && : > "$t/a" && mv -T -- "$t/a" "$t/b" 2>/dev/null || missing="$missing mv-T"
 [ -n "$t" ] && rm -rf -- "$t"
-if [ -z "$missing" ]; then r tools ok "tar gzip sha256sum mv -T"
+delta=
+command -v find >/dev/null 2>&1 && command -v xargs >/dev/null 2>&1 || delta=" (no find/xargs: delta deploys fall back to full uploads)"
+if [ -z "$missing" ]; then r tools ok "tar gzip sha256sum cksum mv -T$delta"
 else r tools fail "missing:$missing"; fi
 "#,
     );

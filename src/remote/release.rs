@@ -77,11 +77,18 @@ pub struct Survey {
     /// The release `current` points to (its id), if any.
     pub current: Option<String>,
     pub cached: bool,
+    /// The survey found the live release already has this artifact and config, and gave
+    /// the lock back.
+    pub unchanged: bool,
     /// Sorted oldest first.
     pub releases: Vec<Found>,
     /// Leftover `releases/.tmp-*` dirs of deploys that were killed.
     pub staging: Vec<String>,
     pub free_bytes: Option<u64>,
+    /// The live release's `.shipit/manifest.json` (one line of JSON), when the survey
+    /// asked for it (delta deploys), the artifact is not cached, and the host has
+    /// `find` and `xargs` for assembling a delta.
+    pub base_manifest: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -110,19 +117,56 @@ impl Survey {
     }
 }
 
-/// The survey, in `deploy_to`. With `sha256`, also whether that artifact is cached and
-/// verifies.
-pub fn survey(sha256: Option<&str>) -> Result<String, QuoteError> {
+/// What a deploy asks the survey about its artifact.
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted<'a> {
+    pub sha256: &'a str,
+    /// What `cksum` prints for the artifact: `<crc> <size>`.
+    pub cksum: &'a str,
+    /// Whether to send the live release's manifest (for a delta) when not cached.
+    pub manifest: bool,
+    /// For a deploy that is not forced: the config digest, and the lock token to give
+    /// back at once when the live release already has this artifact and config
+    /// (`@@unchanged`), so a no-op deploy costs one round trip.
+    pub unchanged: Option<(&'a str, &'a str)>,
+}
+
+/// The survey, in `deploy_to`. With `wanted`, also whether that artifact is cached
+/// whole (its `cksum` matches: cheap, where `sha256sum` of a 75 MB file costs 0.2 s of
+/// CPU), and the live release's manifest when asked and not cached.
+pub fn survey(wanted: Option<&Wanted>) -> Result<String, QuoteError> {
     let mut s = String::from("printf '@@now %s\\n' \"$(date +%s)\"\n");
     s.push_str(&format!(
         "printf '@@current %s\\n' \"$(readlink {CURRENT} 2>/dev/null)\"\n"
     ));
     s.push_str("printf '@@free %s\\n' \"$(df -B1 --output=avail . 2>/dev/null | tail -n 1 | tr -d ' ')\"\n");
-    if let Some(sha) = sha256 {
+    if let Some(w) = wanted {
         s.push_str(&format!(
-            "f={ARTIFACTS}/{sha}.tar.gz\nif [ -f \"$f\" ] && printf '%s  %s\\n' {} \"$f\" | sha256sum -c --status 2>/dev/null; then echo '@@cached yes'; else echo '@@cached no'; fi\n",
-            q(sha)?
+            "f={ARTIFACTS}/{}.tar.gz\nc=no\nif [ -f \"$f\" ] && [ \"$(cksum < \"$f\")\" = {} ]; then c=yes; fi\necho \"@@cached $c\"\n",
+            q(w.sha256)?,
+            q(w.cksum)?
         ));
+        if let Some((config_sha256, token)) = w.unchanged {
+            // release.json is compact JSON with artifact_sha256, state, config_sha256 in
+            // this order. Only a `live` release counts: one a killed deploy switched to but
+            // never health-checked (`staged`) is deployed again.
+            let pattern = format!(
+                "*{}*{}*{}*",
+                q(&format!("\"artifact_sha256\":\"{}\"", w.sha256))?,
+                q("\"state\":\"live\"")?,
+                q(&format!("\"config_sha256\":\"{config_sha256}\""))?
+            );
+            s.push_str(&format!(
+                "r=$(readlink {CURRENT} 2>/dev/null)\ncase \"$(cat \"$r/{RELEASE_JSON}\" 2>/dev/null)\" in {pattern}) [ -n \"$r\" ] && {{ echo '@@unchanged'; {} }} ;; esac\n",
+                super::lock::release(token)?.trim_end()
+            ));
+        }
+        if w.manifest {
+            s.push_str(&format!(
+                "r=$(readlink {CURRENT} 2>/dev/null)\nm=\"$r/{MANIFEST}\"\nif [ $c = no ] && [ -n \"$r\" ] && [ -f \"$m\" ] && command -v find >/dev/null 2>&1 && command -v xargs >/dev/null 2>&1; then printf '@@manifest '; tr -d '\\n' < \"$m\"; echo; fi\n",
+                MANIFEST = crate::artifact::manifest::PATH
+            ));
+        }
     }
     s.push_str(&format!(
         r#"for r in {RELEASES}/* {RELEASES}/.tmp-*; do
@@ -154,6 +198,8 @@ pub fn parse_survey(stdout: &str) -> Survey {
             }
             "free" => s.free_bytes = value.parse().ok(),
             "cached" => s.cached = value == "yes",
+            "unchanged" => s.unchanged = true,
+            "manifest" => s.base_manifest = Some(value.to_owned()),
             "release" => {
                 let (id, json) = value.split_once(' ').unwrap_or((value, ""));
                 if layout::is_release_id(id) {
@@ -201,16 +247,6 @@ pub fn enter(deploy_to: &str, create: bool) -> Result<String, QuoteError> {
     })
 }
 
-/// The upload command: bytes on stdin become the cached artifact only if their sha256
-/// matches; a partial or corrupt upload never takes the final name.
-pub fn upload_command(deploy_to: &str, sha256: &str) -> Result<String, QuoteError> {
-    let sha = q(sha256)?;
-    Ok(format!(
-        "cd -- {} && f={ARTIFACTS}/{sha256}.tar.gz && t=\"$f.part.$$\" && {{ cat > \"$t\" || {{ rm -f -- \"$t\"; exit 1; }}; }} && if printf '%s  %s\\n' {sha} \"$t\" | sha256sum -c --status; then mv -f -- \"$t\" \"$f\"; else rm -f -- \"$t\"; echo 'the uploaded artifact does not match its sha256' >&2; exit 1; fi",
-        q(deploy_to)?
-    ))
-}
-
 /// `.env`: one `KEY='value'` line per variable, readable by systemd's `EnvironmentFile=`
 /// and by `sh` (hooks source it). Values with a `'` or a newline are double-quoted with
 /// `\`, `"`, `$` and `` ` `` escaped, which both read the same way.
@@ -238,9 +274,35 @@ pub fn env_file(env: &BTreeMap<String, Text>, redact: bool) -> String {
     out
 }
 
+/// Where the files of a new release come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source<'a> {
+    /// The artifact is cached on the host: unpack it from there. No data on stdin.
+    Cached,
+    /// The artifact follows on stdin: cached and unpacked as it arrives (tar checks
+    /// gzip's CRC of the whole stream), then kept only if its `cksum` (`<crc> <size>`)
+    /// matches what was sent.
+    Full { cksum: &'a str },
+    /// A delta follows on stdin (see [`crate::artifact::delta`]).
+    Delta(DeltaSource<'a>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeltaSource<'a> {
+    /// The live release whose files are reused.
+    pub base: &'a str,
+    /// Hard links instead of copies.
+    pub link: bool,
+    /// Size of the gzipped list of files to reuse, first on stdin; the archive follows.
+    pub reuse_len: u64,
+    pub tree_sha256: &'a str,
+    pub content_sha256: &'a str,
+}
+
 pub struct Stage<'a> {
     pub id: &'a str,
     pub sha256: &'a str,
+    pub source: Source<'a>,
     pub shared_dirs: &'a [String],
     pub shared_files: &'a [String],
     pub env: &'a str,
@@ -274,6 +336,64 @@ fn hooks(kind: &str, hooks: &[Text], redact: bool, on_fail: &str) -> Result<Stri
     Ok(s)
 }
 
+const UNTAR: &str = "tar -xzf - -C \"$tmp\" --no-same-owner --delay-directory-restore -p";
+
+/// Make `$tmp` hold exactly what a full unpack of the artifact gives.
+fn unpack(sha256: &str, source: Source) -> Result<String, QuoteError> {
+    let sha = q(sha256)?;
+    let mut s = String::from("rm -rf -- \"$tmp\" && mkdir -p -- \"$tmp\" || exit 1\n");
+    match source {
+        Source::Cached => {
+            s.push_str("printf '@@step unpack\\n'\n");
+            s.push_str(&format!(
+                "{UNTAR} < {ARTIFACTS}/{sha}.tar.gz || {{ rm -rf -- \"$tmp\"; exit 1; }}\n"
+            ));
+        }
+        Source::Full { cksum } => {
+            // Unpacked while it arrives; the release counts only once the whole archive
+            // unpacked (gzip's CRC checked), the cached copy only once it is all there.
+            s.push_str("printf '@@step upload\\n'\n");
+            s.push_str(&format!(
+                "f={ARTIFACTS}/{sha}.tar.gz\nt=\"$f.part.$$\"\n\
+                 {{ tee -- \"$t\" || :; }} | {UNTAR} || {{ rm -rf -- \"$tmp\" \"$t\"; echo 'unpacking the artifact failed' >&2; exit 1; }}\n\
+                 if [ \"$(cksum < \"$t\")\" = {} ]; then mv -f -- \"$t\" \"$f\"; else rm -rf -- \"$t\" \"$tmp\"; echo 'the uploaded artifact is not what was sent (truncated, or the disk is full?)' >&2; exit 1; fi\n",
+                q(cksum)?
+            ));
+        }
+        Source::Delta(d) => {
+            let base = q(d.base)?;
+            let copy = if d.link {
+                "cp --link"
+            } else {
+                "cp -p --reflink=auto"
+            };
+            // A failure to assemble is not fatal: the release is discarded and the
+            // client sends the full artifact instead (`@@delta-mismatch`).
+            s.push_str(&format!(
+                "W=\"$tmp.delta\"\nmismatch() {{ rm -rf -- \"$tmp\" \"$W\"; printf '@@delta-mismatch %s\\n' \"$(printf '%s' \"$1\" | tr '\\n' ' ' | cut -c1-300)\"; exit 0; }}\n\
+                 rm -rf -- \"$W\" && mkdir -p -- \"$W\" || exit 1\n\
+                 printf '@@step upload\\n'\n\
+                 head -c {reuse} > \"$W/reuse.gz\" || {{ rm -rf -- \"$tmp\" \"$W\"; exit 1; }}\n\
+                 printf '@@step reuse\\n'\n\
+                 [ -d {RELEASES}/{base} ] || mismatch \"release \"{base}\" is gone\"\n\
+                 e=$(gzip -dc -- \"$W/reuse.gz\" | ( cd -- {RELEASES}/{base} && xargs -0 -r {copy} --parents -t \"$D/$tmp\" -- ) 2>&1) || mismatch \"taking the unchanged files from \"{base}\" failed: $e\"\n\
+                 printf '@@step unpack\\n'\n\
+                 {UNTAR} || {{ rm -rf -- \"$tmp\" \"$W\"; echo 'unpacking the delta failed' >&2; exit 1; }}\n\
+                 printf '@@step verify\\n'\n\
+                 sum=$(cd -- \"$tmp\" && find . -type f -printf '%P\\0' | LC_ALL=C sort -z | xargs -0 -r cksum -- | sha256sum)\n\
+                 [ \"${{sum%% *}}\" = {content} ] || mismatch \"file contents differ from the artifact (was a file of release \"{base}\" changed in place?)\"\n\
+                 tree=$(cd -- \"$tmp\" && find . -mindepth 1 -printf '%y %m %P -> %l\\n' | LC_ALL=C sort | sha256sum)\n\
+                 [ \"${{tree%% *}}\" = {tree} ] || mismatch 'the file tree (names, types, modes, links) differs from the artifact'\n\
+                 rm -rf -- \"$W\"\n",
+                reuse = d.reuse_len,
+                tree = q(d.tree_sha256)?,
+                content = q(d.content_sha256)?,
+            ));
+        }
+    }
+    Ok(s)
+}
+
 pub fn stage(p: &Stage) -> Result<String, QuoteError> {
     let id = q(p.id)?;
     let mut s = format!("id={id}\ntmp={RELEASES}/{STAGING_PREFIX}$id\nrel={RELEASES}/$id\n");
@@ -281,11 +401,7 @@ pub fn stage(p: &Stage) -> Result<String, QuoteError> {
         "fail_release() {{ printf '%s\\n' {} > \"$rel/{RELEASE_JSON}\" 2>/dev/null; }}\n",
         q(p.failed_json)?
     ));
-    s.push_str("printf '@@step unpack\\n'\n");
-    s.push_str(&format!(
-        "rm -rf -- \"$tmp\" && mkdir -p -- \"$tmp\" && tar -xzf {ARTIFACTS}/{}.tar.gz -C \"$tmp\" --no-same-owner --delay-directory-restore -p || {{ [ \"$(df -k --output=avail . 2>/dev/null | tail -n 1 | tr -d ' ')\" -ge 1024 ] 2>/dev/null || echo \"the release does not fit on this host: No space left on device in $D\" >&2; rm -rf -- \"$tmp\"; exit 1; }}\n",
-        p.sha256
-    ));
+    s.push_str(&unpack(p.sha256, p.source)?);
     s.push_str("printf '@@step link\\n'\n");
     for dir in p.shared_dirs {
         let d = q(dir)?;
@@ -392,6 +508,8 @@ pub fn activate(a: &Activate) -> Result<String, QuoteError> {
     s.push_str(&format!(
         "{ctl} reset-failed -- {unit} 2>/dev/null\n{ctl} {verb} -- {unit} || exit 1\necho '@@restarted'\n"
     ));
+    // The health check's baseline, read in the same round trip.
+    s.push_str(&crate::health::baseline_script(a.manager, a.service)?);
     Ok(s)
 }
 

@@ -184,20 +184,6 @@ pub enum Error {
 
     #[error("host `{host}`: the connection was lost during {what}")]
     ConnectionLost { host: String, what: String },
-
-    #[error(
-        "host `{host}`: the upload stopped after {sent} bytes: the receiving command ended ({}){}",
-        status_text(*status, signal.as_deref()),
-        stderr_suffix(stderr_tail)
-    )]
-    UploadIncomplete {
-        host: String,
-        command: String,
-        sent: u64,
-        status: Option<u32>,
-        signal: Option<String>,
-        stderr_tail: String,
-    },
 }
 
 impl Error {
@@ -220,8 +206,7 @@ impl Error {
             | Error::Tunnel { host, .. }
             | Error::Channel { host, .. }
             | Error::Io { host, .. }
-            | Error::ConnectionLost { host, .. }
-            | Error::UploadIncomplete { host, .. } => host,
+            | Error::ConnectionLost { host, .. } => host,
         }
     }
 
@@ -234,7 +219,6 @@ impl Error {
                 | Error::Channel { .. }
                 | Error::Io { .. }
                 | Error::ConnectionLost { .. }
-                | Error::UploadIncomplete { .. }
         )
     }
 }
@@ -260,22 +244,5 @@ fn humantime(d: Duration) -> String {
         format!("{}s", d.as_secs())
     } else {
         format!("{}ms", d.as_millis())
-    }
-}
-
-pub(crate) fn status_text(status: Option<u32>, signal: Option<&str>) -> String {
-    match (status, signal) {
-        (_, Some(sig)) => format!("killed by signal {sig}"),
-        (Some(code), None) => format!("exit status {code}"),
-        (None, None) => "no exit status".to_owned(),
-    }
-}
-
-fn stderr_suffix(tail: &str) -> String {
-    let tail = tail.trim_end();
-    if tail.is_empty() {
-        String::new()
-    } else {
-        format!("; stderr:\n{tail}")
     }
 }

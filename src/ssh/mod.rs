@@ -27,7 +27,7 @@ use std::time::Duration;
 
 pub use connect::{Connector, DEFAULT_CONNECT_LIMIT, connect};
 pub use error::{Error, Phase};
-pub use session::{ExecOutput, Session, Stream, Tunnel, UploadOutput};
+pub use session::{BOOTSTRAP, DataOutput, ExecOutput, Session, Stream, Tunnel, frame};
 
 /// One host, fully resolved: everything needed to reach and authenticate to it.
 #[derive(Debug, Clone, PartialEq, Eq)]

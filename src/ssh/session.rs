@@ -1,6 +1,7 @@
 //! One authenticated SSH connection and the channels opened on it: shell scripts
-//! ([`Session::exec`]), byte streams into a remote command ([`Session::upload`]) and TCP
-//! tunnels to ports on the host ([`Session::tunnel`]). Channels are independent, so
+//! ([`Session::exec`]), scripts with a byte stream on their stdin
+//! ([`Session::exec_with_data`]) and TCP tunnels to ports on the host
+//! ([`Session::tunnel`]). Channels are independent, so
 //! several can run at once on one `Session`.
 //!
 //! How scripts are sent: `exec` runs `sh -s` and writes the script to its stdin, then EOF,
@@ -32,7 +33,7 @@ const STDOUT_LIMIT: usize = 16 * 1024 * 1024;
 /// Lines and bytes of stderr kept for error messages.
 const STDERR_TAIL_LINES: usize = 40;
 const STDERR_TAIL_BYTES: usize = 8 * 1024;
-/// Size of each read from the upload source and write into the channel; russh splits it
+/// Size of each read from a data source and write into the channel; russh splits it
 /// into packets and waits for window space as needed.
 const UPLOAD_CHUNK: usize = 256 * 1024;
 
@@ -63,22 +64,27 @@ impl ExecOutput {
     }
 }
 
-/// What an upload's remote command did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UploadOutput {
-    /// Bytes sent into the command's stdin.
-    pub bytes: u64,
-    pub status: Option<u32>,
-    pub signal: Option<String>,
-    /// The command's stdout, up to 16 MiB (e.g. `sha256sum`'s answer).
-    pub stdout: String,
-    pub stderr_tail: String,
+/// The exec request of [`Session::exec_with_data`]: reads the script's length (20 bytes,
+/// decimal) and the script from stdin, and runs it. GNU `head -c` never reads past its
+/// count, so the data after the script stays on stdin.
+pub const BOOTSTRAP: &str = "sh -c 'n=$(head -c 20) && s=$(head -c \"$n\") && eval \"$s\"'";
+
+/// What [`BOOTSTRAP`] reads before the data: the script's length, then the script.
+pub fn frame(script: &str) -> Vec<u8> {
+    let body = format!("{{\n{script}\n}}\n").into_bytes();
+    let mut head = format!("{:019}\n", body.len()).into_bytes();
+    head.extend_from_slice(&body);
+    head
 }
 
-impl UploadOutput {
-    pub fn success(&self) -> bool {
-        self.status == Some(0) && self.signal.is_none()
-    }
+/// What [`Session::exec_with_data`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DataOutput {
+    pub exec: ExecOutput,
+    /// Bytes of data sent (the script not counted).
+    pub bytes: u64,
+    /// Whether all of the data went in before the script ended.
+    pub complete: bool,
 }
 
 /// A direct-tcpip channel to a port on the host, as a byte stream. Dropping it closes
@@ -184,30 +190,37 @@ impl Session {
         })
     }
 
-    /// Runs `command` (a shell command line, quote its arguments with
-    /// [`sh_quote`](super::quote::sh_quote)) and streams `reader` into its stdin in
-    /// 256 KiB writes, calling `progress` with the total bytes sent so far; then sends EOF
-    /// and waits for the command to finish. If the command stops reading before the end
-    /// of the input, that is [`Error::UploadIncomplete`]; otherwise a failing command is
-    /// reported in the returned status.
-    pub async fn upload<R>(
+    /// Runs `script` like [`Session::exec`], with `data` on its stdin: one channel for a
+    /// script and the bytes it consumes (e.g. unpacking an upload), so a deploy needs no
+    /// second round trip. The exec request carries only [`BOOTSTRAP`], a fixed text that
+    /// reads a 20-byte length header and exactly that many bytes of script from stdin and
+    /// runs them; whatever the script then reads from stdin is `data`. (`sh -s` cannot do
+    /// this: dash reads its script from a pipe in blocks, swallowing the data after it.)
+    /// The script is wrapped in `{ }`, so a syntax error anywhere means nothing runs.
+    /// `progress` gets the total of `data` bytes sent so far. If the script exits before
+    /// reading all of `data`, that is not an error: [`DataOutput::complete`] says so, and
+    /// the exit status says why.
+    pub async fn exec_with_data<R>(
         &self,
-        command: &str,
-        mut reader: R,
+        script: &str,
+        mut data: R,
         mut progress: impl FnMut(u64) + Send,
-    ) -> Result<UploadOutput, Error>
+        mut on_line: impl FnMut(Stream, &str) + Send,
+    ) -> Result<DataOutput, Error>
     where
         R: AsyncRead + Unpin,
     {
-        let what = format!("uploading into `{command}`");
-        let mut channel = self.open_command(command, &what).await?;
+        let what = "running a script with data";
+        let mut channel = self.open_command(BOOTSTRAP, what).await?;
+        let head = frame(script);
         let mut writer = channel.make_writer();
         let sent = AtomicU64::new(0);
         let feed = async {
+            writer.write_all(&head).await.map_err(Fed::Remote)?;
             let mut buf = vec![0u8; UPLOAD_CHUNK];
             let mut total = 0u64;
             loop {
-                let n = reader.read(&mut buf).await.map_err(Fed::Local)?;
+                let n = data.read(&mut buf).await.map_err(Fed::Local)?;
                 if n == 0 {
                     break;
                 }
@@ -219,34 +232,28 @@ impl Session {
             writer.shutdown().await.map_err(Fed::Remote)?;
             Ok::<u64, Fed>(total)
         };
-        let (out, fed) = self
-            .collect(&mut channel, feed, &what, &mut |_, _| {})
-            .await?;
-        let incomplete = || Error::UploadIncomplete {
-            host: self.name.clone(),
-            command: command.to_owned(),
-            sent: sent.load(Ordering::Relaxed),
-            status: out.status,
-            signal: out.signal.clone(),
-            stderr_tail: out.stderr.text(),
-        };
-        let bytes = match fed {
-            Some(Ok(bytes)) => bytes,
+        let (out, fed) = self.collect(&mut channel, feed, what, &mut on_line).await?;
+        let complete = match fed {
+            Some(Ok(_)) => true,
             Some(Err(Fed::Local(source))) => {
                 return Err(Error::Io {
                     host: self.name.clone(),
-                    what: format!("reading the data for `{command}`"),
+                    what: "reading the data to send".into(),
                     source,
                 });
             }
-            Some(Err(Fed::Remote(_))) | None => return Err(incomplete()),
+            Some(Err(Fed::Remote(_))) | None => false,
         };
-        Ok(UploadOutput {
-            bytes,
-            status: out.status,
-            signal: out.signal,
-            stdout: out.stdout.text(),
-            stderr_tail: out.stderr.text(),
+        Ok(DataOutput {
+            exec: ExecOutput {
+                status: out.status,
+                signal: out.signal,
+                stdout: out.stdout.text(),
+                stdout_truncated: out.stdout.truncated,
+                stderr_tail: out.stderr.text(),
+            },
+            bytes: sent.load(Ordering::Relaxed),
+            complete,
         })
     }
 

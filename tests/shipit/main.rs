@@ -5,6 +5,7 @@ mod artifact;
 mod build;
 mod cli;
 mod config;
+mod delta;
 mod docs;
 mod e2e;
 mod init;

@@ -480,15 +480,16 @@ fn a_hundred_megabytes_arrive_intact() {
                 .unwrap();
             let mut last = 0;
             let out = session
-                .upload(
+                .exec_with_data(
                     "cat > /opt/upload.bin && sha256sum /opt/upload.bin",
                     &data[..],
                     |n| last = n,
+                    |_, _| {},
                 )
                 .await
                 .unwrap();
-            assert!(out.success(), "{}", out.stderr_tail);
-            (out.stdout, last)
+            assert!(out.exec.success(), "{}", out.exec.stderr_tail);
+            (out.exec.stdout, last)
         })
     });
     assert_eq!(sent, 100 << 20, "progress reached the total");

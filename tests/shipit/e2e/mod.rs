@@ -8,6 +8,7 @@
 //! to skip them, in which case each prints a loud `E2E TIER NOT RUN` line.
 
 mod check;
+mod delta;
 mod deploy;
 mod faults;
 mod health;

@@ -367,17 +367,24 @@ async fn upload_100_mb_into_sha256sum() {
     let mut calls = 0usize;
     let started = Instant::now();
     let out = session
-        .upload("sha256sum", &data[..], |sent| {
-            assert!(sent > last, "progress is monotonic");
-            last = sent;
-            calls += 1;
-        })
+        .exec_with_data(
+            "sha256sum",
+            &data[..],
+            |sent| {
+                assert!(sent > last, "progress is monotonic");
+                last = sent;
+                calls += 1;
+            },
+            |_, _| {},
+        )
         .await
         .expect("upload");
+    assert!(out.complete);
+    let (bytes, out) = (out.bytes, out.exec);
     let secs = started.elapsed().as_secs_f64();
     eprintln!("upload: 100 MiB in {secs:.2}s = {:.1} MiB/s", 100.0 / secs);
     assert!(out.success(), "{out:?}");
-    assert_eq!(out.bytes, SIZE as u64);
+    assert_eq!(bytes, SIZE as u64);
     assert_eq!(last, SIZE as u64);
     assert!(
         calls >= SIZE / (256 * 1024),
@@ -390,45 +397,81 @@ async fn upload_100_mb_into_sha256sum() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upload_into_a_command_that_stops_reading_is_an_error() {
+async fn exec_with_data_runs_the_script_and_leaves_the_data_on_stdin() {
     let sshd = e2e!();
     let session = isolated()
-        .connect(&sshd.target("upload"))
+        .connect(&sshd.target("data"))
         .await
         .expect("connect");
-    let data = vec![7u8; 32 * 1024 * 1024];
-    let err = session
-        .upload(
-            "head -c 10 >/dev/null; echo stopped >&2; exit 3",
-            &data[..],
+    // Data that starts like a script: it must be read as data, never run.
+    let mut data = b"echo RAN-THE-DATA\n".to_vec();
+    data.extend((0..3_000_000u32).map(|i| (i % 251) as u8));
+    let mut lines = Vec::new();
+    let script = "printf 'first %s\\n' \"$(head -c 5 | od -An -c | tr -d ' ')\"\nsha256sum | cut -c1-64\necho 'it'\\''s done'";
+    let out = session
+        .exec_with_data(script, &data[5..], |_| {}, |_, l| lines.push(l.to_owned()))
+        .await
+        .expect("exec_with_data");
+    assert!(out.exec.success(), "{out:?}");
+    assert!(out.complete);
+    assert_eq!(out.bytes, data.len() as u64 - 5);
+    let rest: String = Sha256::digest(&data[10..])
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        lines,
+        vec!["first RAN-T".to_owned(), rest, "it's done".to_owned()]
+    );
+
+    // A syntax error anywhere: nothing runs.
+    let out = session
+        .exec_with_data(
+            "echo SHOULD-NOT-RUN\nif then fi (",
+            &b"x"[..],
             |_| {},
+            |_, _| {},
         )
         .await
-        .expect_err("command stopped reading");
-    match &err {
-        Error::UploadIncomplete {
-            status,
-            stderr_tail,
-            sent,
-            ..
-        } => {
-            assert_eq!(*status, Some(3));
-            assert!(stderr_tail.contains("stopped"), "{stderr_tail:?}");
-            assert!(*sent < data.len() as u64);
-        }
-        other => panic!("expected UploadIncomplete, got {other:?}"),
-    }
-    // The session is still usable.
-    assert!(session.exec("true", |_, _| {}).await.unwrap().success());
+        .expect("exec_with_data");
+    assert!(!out.exec.success());
+    assert!(!out.exec.stdout.contains("SHOULD-NOT-RUN"), "{out:?}");
 
-    // A command that reads everything but fails reports its status.
+    // A script that stops reading: its status and stderr, and `complete` is false.
+    let big = vec![1u8; 32 * 1024 * 1024];
     let out = session
-        .upload("cat >/dev/null; echo nope >&2; exit 4", &b"abc"[..], |_| {})
+        .exec_with_data(
+            "head -c 10 >/dev/null; echo stopped >&2; exit 3",
+            &big[..],
+            |_| {},
+            |_, _| {},
+        )
         .await
-        .expect("upload");
+        .expect("exec_with_data");
+    assert_eq!(out.exec.status, Some(3));
+    assert!(out.exec.stderr_tail.contains("stopped"));
+    assert!(!out.complete);
+    assert!(out.bytes < big.len() as u64);
+
+    // The session is still usable, and a script that reads everything but fails reports
+    // its status.
+    let out = session
+        .exec_with_data(
+            "cat >/dev/null; echo nope >&2; exit 4",
+            &b"abc"[..],
+            |_| {},
+            |_, _| {},
+        )
+        .await
+        .expect("exec_with_data");
     assert_eq!(
-        (out.status, out.bytes, out.stderr_tail.as_str()),
-        (Some(4), 3, "nope\n")
+        (
+            out.exec.status,
+            out.bytes,
+            out.complete,
+            out.exec.stderr_tail.as_str()
+        ),
+        (Some(4), 3, true, "nope\n")
     );
 }
 
