@@ -11,6 +11,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod exit;
+pub mod faultpoint;
 pub mod git;
 pub mod health;
 mod logging;

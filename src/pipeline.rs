@@ -454,6 +454,7 @@ impl HostRun {
         let on_line = |_: crate::ssh::Stream, line: &str| {
             if let Some(s) = line.strip_prefix("@@step ") {
                 step = s.to_owned();
+                crate::faultpoint::reached(s, &name);
             } else if !line.starts_with("@@") {
                 match &view {
                     Some(view) => view.println(&format!("{name}: {line}")),
@@ -540,6 +541,9 @@ impl HostRun {
     /// Survey the host, taking the lock first unless `read_only`. A lock left by a dead
     /// process of this machine is broken (and said so).
     pub async fn survey(&mut self, plan: &Plan, read_only: bool) {
+        if !read_only {
+            crate::faultpoint::reached("lock", &self.target.name);
+        }
         let wanted = plan.deploy.as_ref().map(|d| release::Wanted {
             sha256: &d.sha256,
             cksum: &d.artifact_cksum,
@@ -807,6 +811,7 @@ impl HostRun {
         let Some(session) = &self.session else {
             return Err("not connected".into());
         };
+        crate::faultpoint::reached("health", &self.target.name);
         let baseline = match out
             .as_ref()
             .ok()
@@ -870,7 +875,11 @@ impl HostRun {
         match result {
             Ok(back_on) => {
                 self.switched_to = None;
-                self.set_state(plan, &new, State::Failed).await;
+                // A deploy's new release failed. A rollback's target is an old good
+                // release, put back e.g. because another host failed: it stays a target.
+                if action != "rollback" {
+                    self.set_state(plan, &new, State::Failed).await;
+                }
                 self.history(plan, action, Some(&new), "rolled-back", why)
                     .await;
                 self.say(plan, &format!("rolled back to {back_on}"));
@@ -1005,6 +1014,7 @@ impl HostRun {
         }
         let plan_cleanup =
             release::plan_cleanup(&releases, &self.survey.staging, &now_on, plan.keep_releases);
+        script.push_str("printf '@@step cleanup\\n'\n");
         script.push_str(&release::cleanup(&plan_cleanup).unwrap_or_default());
         // History and unlock ride in the same round trip.
         let line = self.history_line(plan, action, Some(&now_on), "ok", "");

@@ -80,16 +80,11 @@ pub async fn prepare(
         let exit = exit_for(&runs_outcomes(&runs));
         return (runs, Some(exit));
     }
-    runs = each(
-        runs,
-        plan,
-        crate::pipeline::ALL,
-        move |mut run, plan| async move {
-            run.survey(&plan, read_only).await;
-            run
-        },
-    )
-    .await;
+    if !read_only {
+        // Before any host is asked for its lock (a test aid; see faultpoint).
+        crate::faultpoint::reached("lock", "");
+    }
+    runs = survey_all(runs, plan, read_only).await;
     if read_only {
         let exit = runs.iter().any(|r| !r.is_pending()).then_some(Exit::Failed);
         return (runs, exit);
@@ -127,26 +122,26 @@ pub async fn prepare(
                         rest.push(r)
                     }
                 }
-                let waiting = each(
-                    waiting,
-                    plan,
-                    crate::pipeline::ALL,
-                    |mut run, plan| async move {
-                        run.survey(&plan, false).await;
-                        run
-                    },
-                )
-                .await;
+                let waiting = survey_all(waiting, plan, false).await;
                 rest.extend(waiting);
                 rest.sort_by_key(|r| r.target.name.clone());
                 runs = rest;
             }
             _ => {
+                // Hosts not asked (see `survey_all`) are held by whoever holds the first.
+                let first = runs.iter().find_map(|r| {
+                    (r.is_pending() && !r.locked && !r.survey.unchanged)
+                        .then(|| r.lock_holder())
+                        .flatten()
+                });
                 for r in runs
                     .iter_mut()
                     .filter(|r| r.is_pending() && !r.locked && !r.survey.unchanged)
                 {
-                    let holder = r.lock_holder().unwrap_or_else(|| "someone else".into());
+                    let holder = r
+                        .lock_holder()
+                        .or_else(|| first.clone())
+                        .unwrap_or_else(|| "someone else".into());
                     r.end(Outcome::Locked { holder });
                 }
                 break;
@@ -166,6 +161,39 @@ pub async fn prepare(
         return (runs, Some(exit));
     }
     (runs, None)
+}
+
+/// Survey every host, taking its lock unless `read_only`. Locks are taken on one host
+/// first (the first by name), alone, then on all the others at once: two runs for the
+/// same hosts started at the same moment cannot each win some of the hosts (and both give
+/// up); the one that wins the first host wins them all. If the first host's lock is held,
+/// the others are not asked. Costs one round trip more than asking every host at once.
+async fn survey_all(mut runs: Vec<HostRun>, plan: &Arc<Plan>, read_only: bool) -> Vec<HostRun> {
+    let first = (0..runs.len()).min_by(|&a, &b| runs[a].target.name.cmp(&runs[b].target.name));
+    let others: Vec<usize> = match first {
+        Some(i) if !read_only && runs.len() > 1 => {
+            runs[i].survey(plan, false).await;
+            // Unchanged hosts give their lock back at once (deploy's no-op check).
+            if !runs[i].locked && !runs[i].survey.unchanged {
+                return runs;
+            }
+            (0..runs.len()).filter(|&j| j != i).collect()
+        }
+        _ => (0..runs.len()).collect(),
+    };
+    let group = take(&mut runs, &others);
+    let group = each(
+        group,
+        plan,
+        crate::pipeline::ALL,
+        move |mut run, plan| async move {
+            run.survey(&plan, read_only).await;
+            run
+        },
+    )
+    .await;
+    put_back(&mut runs, &others, group);
+    runs
 }
 
 pub async fn release_all(runs: Vec<HostRun>, plan: &Arc<Plan>) -> Vec<HostRun> {
@@ -271,6 +299,10 @@ pub async fn activate(
             ));
             break;
         }
+    }
+    if stop.is_none() && cancel.is_set() {
+        // Interrupted during the last batch: its hosts go back like any batch's would.
+        stop = Some("interrupted".into());
     }
     let Some(why) = stop else {
         let runs = finish_all(runs, plan, policy.parallel, action).await;

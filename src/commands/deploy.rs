@@ -250,7 +250,11 @@ async fn deploy_runs(
             .current_release()
             .and_then(|r| r.info.as_ref())
             .is_some_and(|i| {
-                i.artifact_sha256 == sha256 && i.config_sha256.as_deref() == Some(config_sha256)
+                // Only a release that passed its health check: one that a killed deploy
+                // switched to but never checked (still `staged`) is deployed again.
+                i.state == State::Live
+                    && i.artifact_sha256 == sha256
+                    && i.config_sha256.as_deref() == Some(config_sha256)
             })
             // The host's own verdict wins: it has already given the lock back.
             || run.survey.unchanged;

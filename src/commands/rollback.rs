@@ -42,7 +42,11 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
         let mut chosen = Vec::new();
         for run in runs.iter_mut() {
             match pick(run, opts.to.as_deref()) {
-                Ok(id) => chosen.push((run.target.name.clone(), id)),
+                Ok(Some(id)) => chosen.push((run.target.name.clone(), id)),
+                Ok(None) => {
+                    let id = run.survey.current.clone().unwrap_or_default();
+                    run.end(Outcome::Skipped { reason: format!("already on release {id}") });
+                }
                 Err(reason) => {
                     run.end(Outcome::Failed { step: "rollback".into(), reason });
                 }
@@ -67,10 +71,25 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
             let exit = if runs.iter().all(HostRun::is_pending) { Exit::Ok } else { Exit::Failed };
             return (runs, exit);
         }
-        if runs.iter().any(|r| !r.is_pending()) {
+        if runs.iter().any(|r| matches!(r.outcome, Outcome::Failed { .. })) {
             // A host with nothing to roll back to: change nothing anywhere.
             let runs = rollout::release_all(runs, &plan).await;
             return (runs, Exit::Failed);
+        }
+        if runs.iter().any(|r| !r.is_pending()) {
+            // Hosts already on the release `--to` names (e.g. a rerun after a rollback
+            // that was killed once it had switched) are done: they give their lock back.
+            runs = crate::pipeline::each(runs, &plan, crate::pipeline::ALL, |mut run, plan| async move {
+                if matches!(run.outcome, Outcome::Skipped { .. }) {
+                    run.unlock(&plan).await;
+                }
+                run
+            })
+            .await;
+            if !runs.iter().any(HostRun::is_pending) {
+                printer.info("every host is already on that release: nothing to do");
+                return (runs, Exit::Ok);
+            }
         }
         for run in runs.iter_mut() {
             run.goal = chosen.iter().find(|(n, _)| n == &run.target.name).map(|(_, id)| id.clone());
@@ -96,8 +115,9 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
     Ok(exit)
 }
 
-/// The release this host goes back to, or why there is none.
-fn pick(run: &HostRun, to: Option<&str>) -> Result<String, String> {
+/// The release this host goes back to (`None`: `--to` names the current release, which is
+/// live: nothing to do), or why there is none.
+fn pick(run: &HostRun, to: Option<&str>) -> Result<Option<String>, String> {
     let current = run
         .survey
         .current
@@ -112,7 +132,11 @@ fn pick(run: &HostRun, to: Option<&str>) -> Result<String, String> {
                 .find(|r| r.id == id)
                 .ok_or_else(|| format!("release {id} is not on this host"))?;
             if id == current {
-                return Err(format!("release {id} is already current"));
+                // Already there (a rerun): done, if that release is a good one.
+                return match found.state() {
+                    Some(State::Live) => Ok(None),
+                    _ => Err(format!("release {id} is already current")),
+                };
             }
             match found.state() {
                 Some(State::Failed) => Err(format!(
@@ -121,13 +145,13 @@ fn pick(run: &HostRun, to: Option<&str>) -> Result<String, String> {
                 Some(State::Staged) | None => Err(format!(
                     "release {id} was never completed; it is not a rollback target"
                 )),
-                Some(State::Live) | Some(State::RolledBack) => Ok(id.to_owned()),
+                Some(State::Live) | Some(State::RolledBack) => Ok(Some(id.to_owned())),
             }
         }
         None => run
             .survey
             .rollback_target()
-            .map(|r| r.id.clone())
+            .map(|r| Some(r.id.clone()))
             .ok_or_else(|| format!("nothing to roll back to: no good release before {current}")),
     }
 }

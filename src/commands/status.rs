@@ -29,6 +29,9 @@ struct HostStatus {
     health: Option<String>,
     lock: Option<String>,
     lock_age_secs: Option<u64>,
+    /// The lock's holder is a process of this machine that no longer runs (the next
+    /// deploy from here breaks the lock). `None` when there is no lock.
+    lock_stale: Option<bool>,
     release_count: usize,
     releases: Vec<ReleaseRow>,
     history: Vec<serde_json::Value>,
@@ -143,10 +146,16 @@ async fn host_status(run: HostRun, plan: &Plan, history: usize) -> HostStatus {
         st.commit = info.commit.clone();
     }
     if let Some(LockAnswer::Held { owner, since }) = &survey.lock {
+        let stale = owner.as_ref().is_some_and(lock::Owner::is_stale_here);
         st.lock = Some(match owner {
+            Some(o) if stale => format!(
+                "{}; stale: that process no longer runs, the next deploy from this machine breaks the lock",
+                o.describe(survey.now)
+            ),
             Some(o) => o.describe(survey.now),
             None => "held (no owner file)".into(),
         });
+        st.lock_stale = Some(stale);
         st.lock_age_secs = since.map(|s| survey.now.saturating_sub(s));
     }
     let mut svc = std::collections::BTreeMap::new();

@@ -124,7 +124,7 @@ fn ci_url() -> Option<String> {
 /// file is missing), `@@lock_mtime <secs>`. `release::parse_survey` reads it.
 fn held_report() -> String {
     format!(
-        "echo '@@lock held'\nprintf '@@owner %s\\n' \"$(tr -d '\\n' < {LOCK}/owner.json 2>/dev/null)\"\nprintf '@@lock_mtime %s\\n' \"$(stat -c %Y {LOCK} 2>/dev/null)\"\n"
+        "echo '@@lock held'\n# A lock just taken may not have its owner file yet: give it a second.\nn=0; while [ ! -s {LOCK}/owner.json ] && [ -d {LOCK} ] && [ $n -lt 10 ]; do sleep 0.1; n=$((n+1)); done\nprintf '@@owner %s\\n' \"$(tr -d '\\n' < {LOCK}/owner.json 2>/dev/null)\"\nprintf '@@lock_mtime %s\\n' \"$(stat -c %Y {LOCK} 2>/dev/null)\"\n"
     )
 }
 
@@ -147,7 +147,7 @@ pub fn acquire(owner: &Owner, break_token: Option<&str>) -> Result<String, Quote
     }
     s.push_str(&format!(
         r#"if mkdir {LOCK} 2>/dev/null; then
-  printf '%s\n' {json} > {LOCK}/owner.json
+  printf '%s\n' {json} > {LOCK}/owner.json.tmp && mv -f {LOCK}/owner.json.tmp {LOCK}/owner.json
   echo '@@lock acquired'
 else
 {held}fi

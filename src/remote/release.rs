@@ -147,10 +147,13 @@ pub fn survey(wanted: Option<&Wanted>) -> Result<String, QuoteError> {
             q(w.cksum)?
         ));
         if let Some((config_sha256, token)) = w.unchanged {
-            // release.json is compact JSON with artifact_sha256 before config_sha256.
+            // release.json is compact JSON with artifact_sha256, state, config_sha256 in
+            // this order. Only a `live` release counts: one a killed deploy switched to but
+            // never health-checked (`staged`) is deployed again.
             let pattern = format!(
-                "*{}*{}*",
+                "*{}*{}*{}*",
                 q(&format!("\"artifact_sha256\":\"{}\"", w.sha256))?,
+                q("\"state\":\"live\"")?,
                 q(&format!("\"config_sha256\":\"{config_sha256}\""))?
             );
             s.push_str(&format!(
@@ -458,10 +461,14 @@ pub fn systemctl(manager: ServiceManager, sudo: bool) -> Option<&'static str> {
 /// Switch `current` to `releases/<id>`, install the unit if changed, restart.
 pub fn activate(a: &Activate) -> Result<String, QuoteError> {
     let id = q(a.id)?;
-    let mut s = format!(
+    // Switch and restart are one unit: a client that dies (kill -9, a cut link) must not
+    // stop this script between them at its next write (SIGPIPE), leaving `current` on the
+    // new release and the service on the old one.
+    let mut s = String::from("trap '' HUP PIPE\n");
+    s.push_str(&format!(
         "[ -d {RELEASES}/{id} ] || {{ echo \"release {} is not on this host\" >&2; exit 1; }}\n",
         a.id
-    );
+    ));
     s.push_str("printf '@@step switch\\n'\n");
     // Never `ln -sfn` alone: that unlinks, then links, leaving a moment without `current`.
     s.push_str(&format!(
@@ -529,6 +536,7 @@ pub fn after_hooks(kind: &str, list: &[Text], redact: bool) -> Result<String, Qu
     let mut s = String::from("( cd -- current || exit 1\n");
     for (i, hook) in list.iter().enumerate() {
         let n = i + 1;
+        s.push_str(&format!("printf '@@step {kind}:{n}\\n'\n"));
         s.push_str(&format!(
             "( set -a && . ./.env && set +a && SHIPIT_CMD={} && export SHIPIT_CMD && exec {SH_FROM_ENV} ) </dev/null || echo \"@@warn {kind} hook {n} failed with exit status $?\"\n",
             q(hook_text(hook, redact))?

@@ -21,7 +21,7 @@ use super::{Error, Phase, Target};
 
 /// Connection starts allowed at once by default, across every host of a run.
 pub const DEFAULT_CONNECT_LIMIT: usize = 10;
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 const KEEPALIVE_MAX: usize = 3;
 /// Jump chains longer than this are refused (they are a config loop in practice).
 const MAX_JUMPS: usize = 8;

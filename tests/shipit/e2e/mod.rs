@@ -16,6 +16,7 @@
 mod check;
 mod delta;
 mod deploy;
+mod faults;
 mod health;
 mod hostile;
 
