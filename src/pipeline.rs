@@ -72,24 +72,61 @@ pub struct DeployPlan {
     pub delta: DeltaMode,
     /// `--force`: deploy even where the host already runs this artifact and config.
     pub force: bool,
-    /// Deltas built so far, by the sha256 of the live release's manifest: hosts on the
-    /// same release share one.
-    pub deltas: tokio::sync::Mutex<HashMap<String, Result<Arc<Delta>, String>>>,
+    /// The deltas for this artifact, built once per live release they start from.
+    pub deltas: Arc<Deltas>,
 }
 
-impl DeployPlan {
+/// Deltas of one artifact, by the sha256 of the live release's manifest they start from:
+/// hosts on the same release share one. Its own `Arc`, so a build can start in the
+/// background as soon as a host's survey names its live release.
+pub struct Deltas {
+    artifact: std::path::PathBuf,
+    artifact_size: u64,
+    manifest: Manifest,
+    /// Shared dirs and files: never reused (they become links on the host).
+    shared: Vec<String>,
+    mode: DeltaMode,
+    built: tokio::sync::Mutex<HashMap<String, Result<Arc<Delta>, String>>>,
+}
+
+impl Deltas {
+    pub fn new(
+        artifact: &crate::artifact::Artifact,
+        shared: Vec<String>,
+        mode: DeltaMode,
+    ) -> Deltas {
+        Deltas {
+            artifact: artifact.path.clone(),
+            artifact_size: artifact.size,
+            manifest: artifact.manifest.clone(),
+            shared,
+            mode,
+            built: Default::default(),
+        }
+    }
+
+    /// Start building the delta from live release manifest `base` in the background.
+    pub fn prefetch(self: &Arc<Self>, base: Option<&str>) {
+        if let Some(base) = base.filter(|_| self.mode != DeltaMode::Off) {
+            let (me, base) = (self.clone(), base.to_owned());
+            tokio::spawn(async move {
+                let _ = me.get(&base).await;
+            });
+        }
+    }
+
     /// The delta for a host whose live release has manifest `base` (JSON), built once per
     /// distinct base. `Err` says why that host gets the full artifact.
-    pub async fn delta(&self, base: &str) -> Result<Arc<Delta>, String> {
+    pub async fn get(&self, base: &str) -> Result<Arc<Delta>, String> {
         use sha2::Digest;
-        if self.delta == DeltaMode::Off {
+        if self.mode == DeltaMode::Off {
             return Err("delta: off".into());
         }
         if let Some(why) = delta::unsupported(&self.manifest) {
             return Err(why);
         }
         let key = hex::encode(sha2::Sha256::digest(base.as_bytes()));
-        let mut cache = self.deltas.lock().await;
+        let mut cache = self.built.lock().await;
         if let Some(found) = cache.get(&key) {
             return found.clone();
         }
@@ -102,12 +139,7 @@ impl DeployPlan {
             Ok(old) => {
                 let artifact = self.artifact.clone();
                 let new = self.manifest.clone();
-                let shared: Vec<String> = self
-                    .shared_dirs
-                    .iter()
-                    .chain(&self.shared_files)
-                    .cloned()
-                    .collect();
+                let shared = self.shared.clone();
                 match tokio::task::spawn_blocking(move || {
                     delta::build(&artifact, &new, &old, &shared)
                 })
@@ -126,7 +158,9 @@ impl DeployPlan {
         cache.insert(key, built.clone());
         built
     }
+}
 
+impl DeployPlan {
     /// The digest of everything a release gets from the config rather than the artifact.
     pub fn config_digest(
         env_file: &str,
@@ -640,7 +674,7 @@ impl HostRun {
             return;
         }
         let delta = match (&self.survey.base_manifest, &self.survey.current) {
-            (Some(base), Some(_)) => Some(d.delta(base).await),
+            (Some(base), Some(_)) => Some(d.deltas.get(base).await),
             _ => None,
         };
         match delta {

@@ -173,6 +173,10 @@ async fn survey_all(mut runs: Vec<HostRun>, plan: &Arc<Plan>, read_only: bool) -
     let others: Vec<usize> = match first {
         Some(i) if !read_only && runs.len() > 1 => {
             runs[i].survey(plan, false).await;
+            // Its delta builds while the other hosts are surveyed.
+            if let Some(d) = &plan.deploy {
+                d.deltas.prefetch(runs[i].survey.base_manifest.as_deref());
+            }
             // Unchanged hosts give their lock back at once (deploy's no-op check).
             if !runs[i].locked && !runs[i].survey.unchanged {
                 return runs;

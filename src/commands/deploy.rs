@@ -85,6 +85,11 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
     let release_id = layout::release_id(plan.owner.started_at, &artifact.sha256);
     let artifact_cksum = artifact::delta::cksum_file(&artifact.path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", artifact.path.display()))?;
+    let deltas = Arc::new(crate::pipeline::Deltas::new(
+        &artifact,
+        shared_dirs.iter().chain(&shared_files).cloned().collect(),
+        config.delta,
+    ));
     plan.deploy = Some(DeployPlan {
         version: version.clone(),
         commit: artifact.manifest.commit.clone(),
@@ -102,7 +107,7 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
         manifest: artifact.manifest.clone(),
         delta: config.delta,
         force: opts.force,
-        deltas: Default::default(),
+        deltas,
     });
     let plan = Arc::new(plan);
     let policy = rollout::Policy {
@@ -403,7 +408,7 @@ async fn print_dry_run(plan: &Plan, runs: &[HostRun]) {
         let failed =
             serde_json::to_string(&plan.release_info(d, State::Failed)).unwrap_or_default();
         let delta = match (&run.survey.base_manifest, run.survey.cached) {
-            (Some(base), false) => Some(d.delta(base).await),
+            (Some(base), false) => Some(d.deltas.get(base).await),
             _ => None,
         };
         let base = run.survey.current.clone().unwrap_or_default();
