@@ -17,7 +17,8 @@ DEBUG1: `server_input_channel_open: ctype session` lines), per command.
 Parts (--only, comma separated; default all): contenders (classic, parallel, ansible,
 floor, shipit), ops (shipit no-op redeploy and rollback on the largest N), delta (1% of
 files changed, 20 hosts: shipit with delta off|copy|hardlink against rsync), package
-(bench/package.py). Raw results: bench/out/deploy.json, the report: bench/out/deploy.md;
+(bench/package.py), nspawn (bench/nspawn.py: 10 nspawn hosts with systemd and the
+example app, after the sshd hosts are stopped). Raw results: bench/out/deploy.json, the report: bench/out/deploy.md;
 a full run (not --smoke, no --only/--hosts/--runs) also replaces the deploy section of
 BENCHMARKS.md. Must run as root (the sshd hosts need it). The Ansible venv is cached in
 /var/tmp/shipit-bench-ansible (SHIPIT_BENCH_VENV). Everything the harness starts is
@@ -837,8 +838,8 @@ def main():
     ns = [1, 2] if a.smoke else [int(x) for x in (a.hosts or "1,5,10,20").split(",")]
     a.runs = a.runs or (1 if a.smoke else 3)
     a.delta_runs = a.delta_runs or a.runs
-    parts = set((a.only or "classic,parallel,ansible,floor,shipit,ops,delta,package,profile").split(","))
-    unknown = parts - set(CONTENDERS) - {"ops", "delta", "package", "profile", "contenders"}
+    parts = set((a.only or "classic,parallel,ansible,floor,shipit,ops,delta,package,profile,nspawn").split(","))
+    unknown = parts - set(CONTENDERS) - {"ops", "delta", "package", "profile", "contenders", "nspawn"}
     if unknown:
         sys.exit(f"bench: unknown --only parts: {', '.join(sorted(unknown))}")
     if "contenders" in parts:
@@ -944,6 +945,15 @@ def main():
         print(text)
         if full_run:
             write_benchmarks(text, os.path.join(a.out, "package.md") if "package" in parts else None)
+        if "nspawn" in parts:
+            # The run on real servers: 10 nspawn hosts, systemd, the example app.
+            if hosts is not None:
+                hosts.down()
+                hosts = None
+            log("nspawn hosts with systemd (bench/nspawn.py)")
+            run([sys.executable, os.path.join(HERE, "nspawn.py"), "--bin", shipit, "--out", a.out]
+                + (["--smoke"] if a.smoke else []),
+                log_to=os.path.join(a.out, "logs", "nspawn.log"))
         log(f"done in {time.time() - t_start:.0f} s; report in {os.path.relpath(a.out, ROOT)}/deploy.md")
     finally:
         kill_children()
