@@ -164,9 +164,10 @@ pub fn baseline_script(
     if manager == ServiceManager::None {
         return Ok(String::new());
     }
+    // Every line marked as protocol (`@@show`), so none is printed as the host's output;
     // `true` last: a failing `show` leaves the baseline to a second look, not the script.
     Ok(format!(
-        "echo '@@baseline'\n{}true\n",
+        "{{ {}}} 2>/dev/null | while IFS= read -r l; do printf '@@show %s\\n' \"$l\"; done\ntrue\n",
         show_script(manager, service)?
     ))
 }
@@ -177,8 +178,11 @@ pub fn baseline_from(manager: ServiceManager, stdout: &str) -> Option<Baseline> 
     if manager == ServiceManager::None {
         return Some(Baseline::default());
     }
-    let (_, after) = stdout.split_once("@@baseline\n")?;
-    let state = UnitState::parse(after);
+    let shown: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("@@show "))
+        .collect();
+    let state = UnitState::parse(&shown.join("\n"));
     (!state.active_state.is_empty()).then_some(Baseline {
         n_restarts: state.n_restarts,
         main_start: state.main_start,

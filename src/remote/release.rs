@@ -341,12 +341,18 @@ const UNTAR: &str = "tar -xzf - -C \"$tmp\" --no-same-owner --delay-directory-re
 /// Make `$tmp` hold exactly what a full unpack of the artifact gives.
 fn unpack(sha256: &str, source: Source) -> Result<String, QuoteError> {
     let sha = q(sha256)?;
-    let mut s = String::from("rm -rf -- \"$tmp\" && mkdir -p -- \"$tmp\" || exit 1\n");
+    // A failed unpack says so, and says when the disk is full (GNU tar's own words for a
+    // short write are only `Wrote only 4096 of 10240 bytes`); checked before the partial
+    // release is removed, which frees the space again.
+    let mut s = String::from(
+        "unpack_failed() { [ \"$(df -k --output=avail . 2>/dev/null | tail -n 1 | tr -d ' ')\" -ge 1024 ] 2>/dev/null || echo \"No space left on device in $D: the release does not fit on this host\" >&2; rm -rf -- \"$tmp\" \"$@\"; echo \"unpacking the $what failed\" >&2; exit 1; }\n\
+         rm -rf -- \"$tmp\" && mkdir -p -- \"$tmp\" || exit 1\n",
+    );
     match source {
         Source::Cached => {
             s.push_str("printf '@@step unpack\\n'\n");
             s.push_str(&format!(
-                "{UNTAR} < {ARTIFACTS}/{sha}.tar.gz || {{ rm -rf -- \"$tmp\"; exit 1; }}\n"
+                "what=artifact\n{UNTAR} < {ARTIFACTS}/{sha}.tar.gz || unpack_failed\n"
             ));
         }
         Source::Full { cksum } => {
@@ -355,7 +361,8 @@ fn unpack(sha256: &str, source: Source) -> Result<String, QuoteError> {
             s.push_str("printf '@@step upload\\n'\n");
             s.push_str(&format!(
                 "f={ARTIFACTS}/{sha}.tar.gz\nt=\"$f.part.$$\"\n\
-                 {{ tee -- \"$t\" || :; }} | {UNTAR} || {{ rm -rf -- \"$tmp\" \"$t\"; echo 'unpacking the artifact failed' >&2; exit 1; }}\n\
+                 what=artifact\n\
+                 {{ tee -- \"$t\" || :; }} | {UNTAR} || unpack_failed \"$t\"\n\
                  if [ \"$(cksum < \"$t\")\" = {} ]; then mv -f -- \"$t\" \"$f\"; else rm -rf -- \"$t\" \"$tmp\"; echo 'the uploaded artifact is not what was sent (truncated, or the disk is full?)' >&2; exit 1; fi\n",
                 q(cksum)?
             ));
@@ -378,7 +385,8 @@ fn unpack(sha256: &str, source: Source) -> Result<String, QuoteError> {
                  [ -d {RELEASES}/{base} ] || mismatch \"release \"{base}\" is gone\"\n\
                  e=$(gzip -dc -- \"$W/reuse.gz\" | ( cd -- {RELEASES}/{base} && xargs -0 -r {copy} --parents -t \"$D/$tmp\" -- ) 2>&1) || mismatch \"taking the unchanged files from \"{base}\" failed: $e\"\n\
                  printf '@@step unpack\\n'\n\
-                 {UNTAR} || {{ rm -rf -- \"$tmp\" \"$W\"; echo 'unpacking the delta failed' >&2; exit 1; }}\n\
+                 what=delta\n\
+                 {UNTAR} || unpack_failed \"$W\"\n\
                  printf '@@step verify\\n'\n\
                  sum=$(cd -- \"$tmp\" && find . -type f -printf '%P\\0' | LC_ALL=C sort -z | xargs -0 -r cksum -- | sha256sum)\n\
                  [ \"${{sum%% *}}\" = {content} ] || mismatch \"file contents differ from the artifact (was a file of release \"{base}\" changed in place?)\"\n\
