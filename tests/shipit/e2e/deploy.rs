@@ -188,6 +188,12 @@ fn first_deploy_second_deploy_and_a_no_op_redeploy() {
     let app = App::new(&tb, &[0, 1, 2], "");
     let (out, summary) = app.deploy("1.0", &[], &[]);
     out.code(0);
+    // What shipit's own scripts print to it is not the host's output.
+    assert!(
+        !out.stderr.contains("NRestarts=") && !out.stderr.contains("@@"),
+        "{}",
+        out.stderr
+    );
     let first = summary["release"].as_str().unwrap().to_owned();
     for i in 0..3 {
         assert_eq!(host_result(&summary, i)["result"], "done", "{summary:#}");
