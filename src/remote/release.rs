@@ -137,7 +137,7 @@ pub struct Wanted<'a> {
 pub fn survey(wanted: Option<&Wanted>) -> Result<String, QuoteError> {
     let mut s = String::from("printf '@@now %s\\n' \"$(date +%s)\"\n");
     s.push_str(&format!(
-        "printf '@@current %s\\n' \"$(readlink {CURRENT} 2>/dev/null)\"\n"
+        "r=$(readlink {CURRENT} 2>/dev/null)\nprintf '@@current %s\\n' \"$r\"\n"
     ));
     s.push_str("printf '@@free %s\\n' \"$(df -B1 --output=avail . 2>/dev/null | tail -n 1 | tr -d ' ')\"\n");
     if let Some(w) = wanted {
@@ -157,13 +157,13 @@ pub fn survey(wanted: Option<&Wanted>) -> Result<String, QuoteError> {
                 q(&format!("\"config_sha256\":\"{config_sha256}\""))?
             );
             s.push_str(&format!(
-                "r=$(readlink {CURRENT} 2>/dev/null)\ncase \"$(cat \"$r/{RELEASE_JSON}\" 2>/dev/null)\" in {pattern}) [ -n \"$r\" ] && {{ echo '@@unchanged'; {} }} ;; esac\n",
+                "case \"$(cat \"$r/{RELEASE_JSON}\" 2>/dev/null)\" in {pattern}) [ -n \"$r\" ] && {{ echo '@@unchanged'; {} }} ;; esac\n",
                 super::lock::release(token)?.trim_end()
             ));
         }
         if w.manifest {
             s.push_str(&format!(
-                "r=$(readlink {CURRENT} 2>/dev/null)\nm=\"$r/{MANIFEST}\"\nif [ $c = no ] && [ -n \"$r\" ] && [ -f \"$m\" ] && command -v find >/dev/null 2>&1 && command -v xargs >/dev/null 2>&1; then printf '@@manifest '; tr -d '\\n' < \"$m\"; echo; fi\n",
+                "m=\"$r/{MANIFEST}\"\nif [ $c = no ] && [ -n \"$r\" ] && [ -f \"$m\" ] && command -v find >/dev/null 2>&1 && command -v xargs >/dev/null 2>&1; then printf '@@manifest '; tr -d '\\n' < \"$m\"; echo; fi\n",
                 MANIFEST = crate::artifact::manifest::PATH
             ));
         }

@@ -50,12 +50,12 @@ fn hostile() -> impl Strategy<Value = String> {
 
 /// A YAML double-quoted scalar holding `s` literally, with `$` doubled so the loader's
 /// `${VAR}` interpolation leaves it alone.
-fn yaml_literal(s: &str) -> String {
+pub(crate) fn yaml_literal(s: &str) -> String {
     yaml_quoted(&s.replace('$', "$$"))
 }
 
 /// A YAML double-quoted scalar: everything outside YAML's printable set escaped.
-fn yaml_quoted(s: &str) -> String {
+pub(crate) fn yaml_quoted(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use shipit::ssh::quote::sh_quote;
 
 use crate::e2e::Testbed;
+use crate::hostile::{yaml_literal, yaml_quoted};
 use crate::support::{Output, Project};
 
 /// Where the hooks record what they received, on the host.
@@ -54,32 +55,6 @@ fn values(m: &str) -> Vec<(&'static str, String)> {
         ("TRAIL", "trailing newlines\n\n".to_owned()),
     ]
     .into()
-}
-
-/// A YAML double-quoted scalar holding `s` literally, with `$` doubled so the loader's
-/// `${VAR}` interpolation leaves it alone.
-fn yaml_literal(s: &str) -> String {
-    yaml_quoted(&s.replace('$', "$$"))
-}
-
-/// A YAML double-quoted scalar: everything outside YAML's printable set escaped.
-fn yaml_quoted(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\t'
-            | ' '..='~'
-            | '\u{a0}'..='\u{d7ff}'
-            | '\u{e000}'..='\u{fefe}'
-            | '\u{ff00}'..='\u{fffd}' => out.push(c),
-            c if (c as u32) > 0xffff => out.push(c),
-            c => out.push_str(&format!("\\u{:04x}", c as u32)),
-        }
-    }
-    out.push('"');
-    out
 }
 
 fn hex(bytes: &[u8]) -> String {
