@@ -135,20 +135,25 @@ pub fn sorted_digest(mut lines: Vec<String>) -> String {
 const CKSUM: crc::Crc<u32, crc::Table<16>> =
     crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_CKSUM);
 
-/// A reader that computes what `cksum` prints for the bytes read through it.
-pub struct Cksum<R> {
-    inner: R,
+/// What `cksum` prints for the bytes fed to it.
+pub struct CksumDigest {
     digest: crc::Digest<'static, u32, crc::Table<16>>,
     len: u64,
 }
 
-impl<R: Read> Cksum<R> {
-    pub fn new(inner: R) -> Self {
-        Cksum {
-            inner,
+impl Default for CksumDigest {
+    fn default() -> Self {
+        CksumDigest {
             digest: CKSUM.digest(),
             len: 0,
         }
+    }
+}
+
+impl CksumDigest {
+    pub fn update(&mut self, data: &[u8]) {
+        self.digest.update(data);
+        self.len += data.len() as u64;
     }
 
     /// The CRC and the size.
@@ -160,23 +165,40 @@ impl<R: Read> Cksum<R> {
         }
         (self.digest.finalize(), self.len)
     }
+
+    /// `<crc> <size>`, as `cksum FILE` prints them before the name.
+    pub fn text(self) -> String {
+        let (crc, size) = self.finish();
+        format!("{crc} {size}")
+    }
+}
+
+/// A reader that computes what `cksum` prints for the bytes read through it.
+pub struct Cksum<R> {
+    inner: R,
+    digest: CksumDigest,
+}
+
+impl<R: Read> Cksum<R> {
+    pub fn new(inner: R) -> Self {
+        Cksum {
+            inner,
+            digest: CksumDigest::default(),
+        }
+    }
+
+    /// The CRC and the size.
+    pub fn finish(self) -> (u32, u64) {
+        self.digest.finish()
+    }
 }
 
 impl<R: Read> Read for Cksum<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.digest.update(&buf[..n]);
-        self.len += n as u64;
         Ok(n)
     }
-}
-
-/// What `cksum FILE` prints before the name: `<crc> <size>`.
-pub fn cksum_file(path: &Path) -> io::Result<String> {
-    let mut r = Cksum::new(BufReader::with_capacity(1 << 20, File::open(path)?));
-    io::copy(&mut r, &mut io::sink())?;
-    let (crc, size) = r.finish();
-    Ok(format!("{crc} {size}"))
 }
 
 fn gzip(data: &[u8]) -> io::Result<Vec<u8>> {

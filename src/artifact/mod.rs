@@ -51,6 +51,9 @@ pub struct Artifact {
     pub path: PathBuf,
     pub sha256: String,
     pub size: u64,
+    /// What `cksum` prints for the file (`<crc> <size>`): how a host checks its copy.
+    /// Computed while the file is written or inspected, never by a second read.
+    pub cksum: String,
     pub manifest: Manifest,
 }
 
@@ -128,7 +131,7 @@ pub fn pack(req: &PackRequest) -> Result<Artifact, ArtifactError> {
         .out_dir
         .join(format!(".{name}.{}.tmp", std::process::id()));
     let result = write_archive(&tmp_path, &entries, &hashes, &manifest, req);
-    let (sha256, size) = match result {
+    let (sha256, size, cksum) = match result {
         Ok(v) => v,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp_path);
@@ -143,6 +146,7 @@ pub fn pack(req: &PackRequest) -> Result<Artifact, ArtifactError> {
         path: final_path,
         sha256,
         size,
+        cksum,
         manifest,
     })
 }
@@ -209,6 +213,7 @@ impl Write for HashSink {
 struct HashingFile {
     file: io::BufWriter<File>,
     hasher: Sha256,
+    cksum: delta::CksumDigest,
     len: u64,
 }
 
@@ -216,6 +221,7 @@ impl Write for HashingFile {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let n = self.file.write(data)?;
         self.hasher.update(&data[..n]);
+        self.cksum.update(&data[..n]);
         self.len += n as u64;
         Ok(n)
     }
@@ -263,11 +269,12 @@ fn write_archive(
     hashes: &[Option<String>],
     manifest: &Manifest,
     req: &PackRequest,
-) -> Result<(String, u64), ArtifactError> {
+) -> Result<(String, u64, String), ArtifactError> {
     let file = File::create(tmp).map_err(io_err("cannot create", tmp))?;
     let sink = HashingFile {
         file: io::BufWriter::with_capacity(1 << 20, file),
         hasher: Sha256::new(),
+        cksum: delta::CksumDigest::default(),
         len: 0,
     };
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -346,7 +353,11 @@ fn write_archive(
         .get_ref()
         .sync_all()
         .map_err(io_err("cannot write", tmp))?;
-    Ok((hex::encode(sink.hasher.finalize()), sink.len))
+    Ok((
+        hex::encode(sink.hasher.finalize()),
+        sink.len,
+        sink.cksum.text(),
+    ))
 }
 
 /// Check that an entry name can be unpacked below a release directory.
@@ -374,21 +385,24 @@ pub fn check_entry_path(path: &str) -> Result<(), ArtifactError> {
 pub fn inspect(path: &Path) -> Result<Artifact, ArtifactError> {
     let file = File::open(path).map_err(io_err("cannot read", path))?;
     let size = file.metadata().map_err(io_err("cannot read", path))?.len();
-    // Hash the compressed bytes as they are read.
+    // Hash (and cksum) the compressed bytes as they are read.
     struct Tee<R> {
         inner: R,
         hasher: Sha256,
+        cksum: delta::CksumDigest,
     }
     impl<R: Read> Read for Tee<R> {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             let n = self.inner.read(buf)?;
             self.hasher.update(&buf[..n]);
+            self.cksum.update(&buf[..n]);
             Ok(n)
         }
     }
     let mut tee = Tee {
         inner: BufReader::with_capacity(1 << 20, file),
         hasher: Sha256::new(),
+        cksum: delta::CksumDigest::default(),
     };
     let corrupt = |what: String| {
         ArtifactError::Corrupt(format!(
@@ -496,6 +510,7 @@ pub fn inspect(path: &Path) -> Result<Artifact, ArtifactError> {
     Ok(Artifact {
         path: path.to_owned(),
         sha256: hex::encode(tee.hasher.finalize()),
+        cksum: tee.cksum.text(),
         size,
         manifest,
     })

@@ -83,8 +83,6 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
         &config.hooks.before_switch,
     );
     let release_id = layout::release_id(plan.owner.started_at, &artifact.sha256);
-    let artifact_cksum = artifact::delta::cksum_file(&artifact.path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", artifact.path.display()))?;
     let deltas = Arc::new(crate::pipeline::Deltas::new(
         &artifact,
         shared_dirs.iter().chain(&shared_files).cloned().collect(),
@@ -96,7 +94,7 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
         sha256: artifact.sha256.clone(),
         artifact: artifact.path.clone(),
         artifact_size: artifact.size,
-        artifact_cksum,
+        artifact_cksum: artifact.cksum.clone(),
         release_id: release_id.clone(),
         env_file,
         env_file_redacted: release::env_file(&config.env, true),

@@ -205,7 +205,7 @@ fn delta_source<'a>(base: &'a str, d: &'a delta::Delta, link: bool) -> Source<'a
 }
 
 fn cksum(a: &Artifact) -> String {
-    delta::cksum_file(&a.path).unwrap()
+    a.cksum.clone()
 }
 
 fn delta_bytes(d: &delta::Delta) -> Vec<u8> {
