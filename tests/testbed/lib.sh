@@ -314,7 +314,8 @@ tb_teardown() {
     # 5. Network namespaces (client and hosts).
     while read -r ns; do
         [[ $ns == "$TB_CLIENT_NS" || $ns =~ ^$TB_PREFIX-host[0-9]+$ ]] || continue
-        ip netns delete "$ns" 2>/dev/null || tb_log "WARNING: cannot delete netns $ns"
+        ip netns delete "$ns" 2>/dev/null ||
+            tb_log "WARNING: cannot delete netns $ns (if it is hidden under the /run/netns mount: with no testbed up, umount /run/netns; umount /run/netns/$ns; rm /run/netns/$ns)"
     done < <(ip netns list 2>/dev/null | awk '{ print $1 }')
     # 6. nspawn's per-machine dirs (propagate/<machine> etc.) and image lock files (left
     #    behind by a SIGKILLed nspawn).
@@ -328,12 +329,22 @@ tb_teardown() {
         [[ ${m##*/} =~ ^$TB_PREFIX-host[0-9]+$ ]] || continue
         tb_rm_tree "$m"
     done
-    # 7. State; /run/netns itself (a bind mount `ip netns add` makes) once no netns is left.
+    # 7. State. /run/netns stays a shared mount (see tb_netns_dir_ready): unmounting it
+    #    while another testbed's up.sh is about to `ip netns add` reopens the race.
     tb_rm_tree "$TB_STATE"
     rmdir "$TB_STATE_ROOT" 2>/dev/null || true # only if no other testbed is left
-    if [[ -d /run/netns ]] && [[ -z $(ls -A /run/netns) ]] && mountpoint -q /run/netns; then
-        umount /run/netns 2>/dev/null || true
+}
+
+# Make /run/netns a shared bind mount of itself, as `ip netns add` would, but once and
+# under the caller's lock, so parallel `ip netns add` never race to do it (the race leaves
+# a netns mounted on the bare directory, hidden under the bind mount and undeletable; the
+# teardown warning above says how to clear one).
+tb_netns_dir_ready() {
+    mkdir -p /run/netns
+    if ! mountpoint -q /run/netns; then
+        mount --bind /run/netns /run/netns
     fi
+    mount --make-shared /run/netns
 }
 
 # ---------------------------------------------------------------- misc
