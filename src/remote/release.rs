@@ -141,11 +141,9 @@ pub fn survey(wanted: Option<&Wanted>) -> Result<String, QuoteError> {
     ));
     s.push_str("printf '@@free %s\\n' \"$(df -B1 --output=avail . 2>/dev/null | tail -n 1 | tr -d ' ')\"\n");
     if let Some(w) = wanted {
-        s.push_str(&format!(
-            "f={ARTIFACTS}/{}.tar.gz\nc=no\nif [ -f \"$f\" ] && [ \"$(cksum < \"$f\")\" = {} ]; then c=yes; fi\necho \"@@cached $c\"\n",
-            q(w.sha256)?,
-            q(w.cksum)?
-        ));
+        // The no-op check comes first: a host that already runs this artifact and config
+        // needs nothing else, not even the cached artifact's cksum (75 MB read).
+        s.push_str("u=\n");
         if let Some((config_sha256, token)) = w.unchanged {
             // release.json is compact JSON with artifact_sha256, state, config_sha256 in
             // this order. Only a `live` release counts: one a killed deploy switched to but
@@ -157,13 +155,18 @@ pub fn survey(wanted: Option<&Wanted>) -> Result<String, QuoteError> {
                 q(&format!("\"config_sha256\":\"{config_sha256}\""))?
             );
             s.push_str(&format!(
-                "case \"$(cat \"$r/{RELEASE_JSON}\" 2>/dev/null)\" in {pattern}) [ -n \"$r\" ] && {{ echo '@@unchanged'; {} }} ;; esac\n",
+                "case \"$(cat \"$r/{RELEASE_JSON}\" 2>/dev/null)\" in {pattern}) [ -n \"$r\" ] && {{ u=1; echo '@@unchanged'; {} }} ;; esac\n",
                 super::lock::release(token)?.trim_end()
             ));
         }
+        s.push_str(&format!(
+            "f={ARTIFACTS}/{}.tar.gz\nc=no\nif [ -z \"$u\" ] && [ -f \"$f\" ] && [ \"$(cksum < \"$f\")\" = {} ]; then c=yes; fi\necho \"@@cached $c\"\n",
+            q(w.sha256)?,
+            q(w.cksum)?
+        ));
         if w.manifest {
             s.push_str(&format!(
-                "m=\"$r/{MANIFEST}\"\nif [ $c = no ] && [ -n \"$r\" ] && [ -f \"$m\" ] && command -v find >/dev/null 2>&1 && command -v xargs >/dev/null 2>&1; then printf '@@manifest '; tr -d '\\n' < \"$m\"; echo; fi\n",
+                "m=\"$r/{MANIFEST}\"\nif [ -z \"$u\" ] && [ $c = no ] && [ -n \"$r\" ] && [ -f \"$m\" ] && command -v find >/dev/null 2>&1 && command -v xargs >/dev/null 2>&1; then printf '@@manifest '; tr -d '\\n' < \"$m\"; echo; fi\n",
                 MANIFEST = crate::artifact::manifest::PATH
             ));
         }

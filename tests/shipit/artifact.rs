@@ -145,6 +145,38 @@ fn garbage_is_not_an_artifact() {
     ));
 }
 
+/// The whole gzip stream is checked, to its last byte, as the host's `tar -xz` would:
+/// a cut, a wrong CRC in the trailer (which the tar walk alone never reads: it stops at
+/// the end marker) and bytes after the stream are all refused before anything is sent.
+#[test]
+fn a_cut_corrupt_or_padded_gzip_stream_is_refused() {
+    let m = manifest_for(&[("a.txt", "hello")]);
+    let f = archive(&[
+        (".shipit/manifest.json", tar::EntryType::Regular, &m),
+        ("a.txt", tar::EntryType::Regular, "hello"),
+    ]);
+    let good = std::fs::read(f.path()).unwrap();
+    assert!(artifact::inspect(f.path()).is_ok());
+    let n = good.len();
+    let mut bad_crc = good.clone();
+    bad_crc[n - 8] ^= 0xff;
+    let mut padded = good.clone();
+    padded.extend_from_slice(b"trailing bytes");
+    for (what, bytes) in [
+        ("cut short", good[..n - 20].to_vec()),
+        ("trailer CRC wrong", bad_crc),
+        ("bytes after the stream", padded),
+    ] {
+        std::fs::write(f.path(), &bytes).unwrap();
+        let err = artifact::inspect(f.path()).unwrap_err();
+        assert!(matches!(err, ArtifactError::Corrupt(_)), "{what}: {err:?}");
+        assert!(
+            err.to_string().contains("is not a valid artifact"),
+            "{what}: {err}"
+        );
+    }
+}
+
 /// Regression: each link stayed inside on its own (`d/l -> ..`, `e -> d/l/..`), so the
 /// pair passed, and `e` pointed at the directory holding the releases.
 #[test]
