@@ -339,7 +339,13 @@ fn hooks(kind: &str, hooks: &[Text], redact: bool, on_fail: &str) -> Result<Stri
     Ok(s)
 }
 
-const UNTAR: &str = "tar -xzf - -C \"$tmp\" --no-same-owner --delay-directory-restore -p";
+/// Unpacks the tar.gz on stdin into `$tmp`; fails if gzip or tar fails. `gzip -dc | tar -x`
+/// rather than `tar -xz`: with `-z` on a stream, GNU tar forks a helper that copies the
+/// archive into gzip in 10 KiB records, an extra process and copy that cost 0.13 s (about
+/// a quarter of the unpack) for the benchmark's 75 MB artifact. gzip's status comes back
+/// on fd 3 (`sh` has no pipefail).
+const UNTAR_FN: &str = "untar() { st=$( { { gzip -dc; echo $? >&3; } | tar -xf - -C \"$tmp\" --no-same-owner --delay-directory-restore -p >&2; } 3>&1 ) && [ \"$st\" = 0 ]; }\n";
+const UNTAR: &str = "untar";
 
 /// Make `$tmp` hold exactly what a full unpack of the artifact gives.
 fn unpack(sha256: &str, source: Source) -> Result<String, QuoteError> {
@@ -351,6 +357,7 @@ fn unpack(sha256: &str, source: Source) -> Result<String, QuoteError> {
         "unpack_failed() { [ \"$(df -k --output=avail . 2>/dev/null | tail -n 1 | tr -d ' ')\" -ge 1024 ] 2>/dev/null || echo \"No space left on device in $D: the release does not fit on this host\" >&2; rm -rf -- \"$tmp\" \"$@\"; echo \"unpacking the $what failed\" >&2; exit 1; }\n\
          rm -rf -- \"$tmp\" && mkdir -p -- \"$tmp\" || exit 1\n",
     );
+    s.push_str(UNTAR_FN);
     match source {
         Source::Cached => {
             s.push_str("printf '@@step unpack\\n'\n");
