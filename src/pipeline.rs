@@ -169,10 +169,10 @@ impl Deltas {
 
 impl DeployPlan {
     /// The whole artifact in memory, shared by every host's upload: one read of the file
-    /// instead of one per host, and no per-host buffered file reads. A client that streams
-    /// to 20 hosts spent a fifth of its CPU reading and copying the same file; this halves
-    /// that. `None` when the artifact is too big to hold (or cannot be read here: the
-    /// per-host read then says why).
+    /// instead of one per host, and no per-host buffered file reads (`perf`: a fifth of
+    /// the client's CPU at 20 hosts went to reading and copying the same file; client CPU
+    /// 2.11 -> 1.65 s). `None` when the artifact is too big to hold (or cannot be read
+    /// here: the per-host read then says why).
     pub async fn artifact_bytes(&self) -> Option<Arc<[u8]>> {
         self.artifact_bytes
             .get_or_init(|| async {
