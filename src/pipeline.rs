@@ -74,22 +74,20 @@ pub struct DeployPlan {
     pub force: bool,
     /// The deltas for this artifact, built once per live release they start from.
     pub deltas: Arc<Deltas>,
-    /// The artifact's bytes, read once for every host that gets it whole (see
-    /// [`DeployPlan::artifact_bytes`]).
-    pub artifact_bytes: tokio::sync::OnceCell<Option<Arc<[u8]>>>,
+    /// The artifact's bytes as `pack` wrote or `inspect` read them (up to
+    /// [`crate::artifact::HELD_MAX`]): every host that gets it whole is sent these, so the
+    /// file is not read again per host (`perf`: a fifth of the client's CPU at 20 hosts
+    /// went to reading and copying the same file; client CPU 2.11 -> 1.65 s) and a file
+    /// replaced since it was checked is never sent. `None` for bigger artifacts: each host
+    /// then reads the file, and its `cksum` check catches a file replaced since.
+    pub artifact_bytes: Option<crate::artifact::Held>,
 }
-
-/// Artifacts up to this size are read into memory once and sent to every host from there;
-/// bigger ones are read from the file for each host.
-const SHARED_ARTIFACT_MAX: u64 = 512 << 20;
 
 /// Deltas of one artifact, by the sha256 of the live release's manifest they start from:
 /// hosts on the same release share one. Its own `Arc`, so a build can start in the
 /// background as soon as a host's survey names its live release.
 pub struct Deltas {
-    artifact: std::path::PathBuf,
-    artifact_size: u64,
-    manifest: Manifest,
+    artifact: Arc<crate::artifact::Artifact>,
     /// Shared dirs and files: never reused (they become links on the host).
     shared: Vec<String>,
     mode: DeltaMode,
@@ -103,9 +101,7 @@ impl Deltas {
         mode: DeltaMode,
     ) -> Deltas {
         Deltas {
-            artifact: artifact.path.clone(),
-            artifact_size: artifact.size,
-            manifest: artifact.manifest.clone(),
+            artifact: Arc::new(artifact.clone()),
             shared,
             mode,
             built: Default::default(),
@@ -129,7 +125,7 @@ impl Deltas {
         if self.mode == DeltaMode::Off {
             return Err("delta: off".into());
         }
-        if let Some(why) = delta::unsupported(&self.manifest) {
+        if let Some(why) = delta::unsupported(&self.artifact.manifest) {
             return Err(why);
         }
         let key = hex::encode(sha2::Sha256::digest(base.as_bytes()));
@@ -139,20 +135,17 @@ impl Deltas {
         }
         let built = match serde_json::from_str::<Manifest>(base) {
             Err(e) => Err(format!("the live release's manifest is unreadable ({e})")),
-            Ok(old) if old.format != self.manifest.format => Err(format!(
+            Ok(old) if old.format != self.artifact.manifest.format => Err(format!(
                 "the live release's manifest has format {}",
                 old.format
             )),
             Ok(old) => {
                 let artifact = self.artifact.clone();
-                let new = self.manifest.clone();
                 let shared = self.shared.clone();
-                match tokio::task::spawn_blocking(move || {
-                    delta::build(&artifact, &new, &old, &shared)
-                })
-                .await
+                match tokio::task::spawn_blocking(move || delta::build(&artifact, &old, &shared))
+                    .await
                 {
-                    Ok(Ok(delta)) if delta.len() > self.artifact_size / 2 => Err(format!(
+                    Ok(Ok(delta)) if delta.len() > self.artifact.size / 2 => Err(format!(
                         "the delta ({}) would be more than half the artifact",
                         crate::commands::human_bytes(delta.len())
                     )),
@@ -168,25 +161,6 @@ impl Deltas {
 }
 
 impl DeployPlan {
-    /// The whole artifact in memory, shared by every host's upload: one read of the file
-    /// instead of one per host, and no per-host buffered file reads (`perf`: a fifth of
-    /// the client's CPU at 20 hosts went to reading and copying the same file; client CPU
-    /// 2.11 -> 1.65 s). `None` when the artifact is too big to hold (or cannot be read
-    /// here: the per-host read then says why).
-    pub async fn artifact_bytes(&self) -> Option<Arc<[u8]>> {
-        self.artifact_bytes
-            .get_or_init(|| async {
-                if self.artifact_size > SHARED_ARTIFACT_MAX {
-                    return None;
-                }
-                let bytes = tokio::fs::read(&self.artifact).await.ok()?;
-                // A file that changed since it was inspected is left to the host's check.
-                Some(Arc::from(bytes))
-            })
-            .await
-            .clone()
-    }
-
     /// The digest of everything a release gets from the config rather than the artifact.
     pub fn config_digest(
         env_file: &str,
@@ -734,14 +708,14 @@ impl HostRun {
             }
             _ => {}
         }
-        self.transfer = Some(Transfer::Full);
         let source = Source::Full {
             cksum: &d.artifact_cksum,
         };
-        let refused = match d.artifact_bytes().await {
+        let refused = match &d.artifact_bytes {
             Some(bytes) => {
-                let len = bytes.len() as u64;
-                self.stage(plan, source, Some((&bytes[..], len))).await
+                self.transfer = Some(Transfer::Full);
+                self.stage(plan, source, Some((&bytes[..], d.artifact_size)))
+                    .await
             }
             None => {
                 let file = match tokio::fs::File::open(&d.artifact).await {
@@ -753,6 +727,7 @@ impl HostRun {
                         );
                     }
                 };
+                self.transfer = Some(Transfer::Full);
                 let reader = tokio::io::BufReader::with_capacity(1 << 20, file);
                 self.stage(plan, source, Some((reader, d.artifact_size)))
                     .await

@@ -21,7 +21,6 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
-use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
@@ -209,17 +208,22 @@ fn gzip(data: &[u8]) -> io::Result<Vec<u8>> {
 
 /// Build the delta of `artifact` (described by `new`) for a host whose live release
 /// `old` describes. Reads the artifact once; nothing is written to disk.
-pub fn build(
-    artifact: &Path,
-    new: &Manifest,
-    old: &Manifest,
-    shared: &[String],
-) -> io::Result<Delta> {
+pub fn build(artifact: &super::Artifact, old: &Manifest, shared: &[String]) -> io::Result<Delta> {
+    let new = &artifact.manifest;
     let reuse: HashSet<&str> = reusable(old, new, shared).into_iter().collect();
-    let file = File::open(artifact)?;
-    let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(
-        BufReader::with_capacity(1 << 20, file),
-    ));
+    // A delta is only ever made of the bytes `inspect` or `pack` vouched for: those held
+    // in memory, or the file hashed as it is read, never a file replaced since.
+    let source: Box<dyn Read> = match &artifact.bytes {
+        Some(bytes) => Box::new(&bytes[..]),
+        None => Box::new(BufReader::with_capacity(
+            1 << 20,
+            File::open(&artifact.path)?,
+        )),
+    };
+    let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(Sha256Reader {
+        inner: source,
+        hasher: artifact.bytes.is_none().then(Sha256::new),
+    }));
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut out = tar::Builder::new(ParallelGz::new(Vec::new(), threads));
     let mut tree = Vec::new();
@@ -270,6 +274,16 @@ pub fn build(
             }
         }
     }
+    let mut rest = archive.into_inner().into_inner();
+    io::copy(&mut rest, &mut io::sink())?;
+    if let Some(hasher) = rest.hasher
+        && hex::encode(hasher.finalize()) != artifact.sha256
+    {
+        return Err(io::Error::other(format!(
+            "`{}` changed since it was checked; run the deploy again",
+            artifact.path.display()
+        )));
+    }
     let archive = out.into_inner()?.finish()?;
     // Sorted by path, not by line: `sort -z` sorts the paths before sha256sum sees them.
     sums.sort();
@@ -285,6 +299,21 @@ pub fn build(
         tree_sha256: sorted_digest(tree),
         content_sha256: hex::encode(content.finalize()),
     })
+}
+
+struct Sha256Reader<R> {
+    inner: R,
+    hasher: Option<Sha256>,
+}
+
+impl<R: Read> Read for Sha256Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

@@ -106,7 +106,7 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
         delta: config.delta,
         force: opts.force,
         deltas,
-        artifact_bytes: Default::default(),
+        artifact_bytes: artifact.bytes.clone(),
     });
     let plan = Arc::new(plan);
     let policy = rollout::Policy {

@@ -344,7 +344,7 @@ fn hooks(kind: &str, hooks: &[Text], redact: bool, on_fail: &str) -> Result<Stri
 /// archive into gzip in 10 KiB records, an extra process and copy that cost 0.13 s (about
 /// a quarter of the unpack) for the benchmark's 75 MB artifact. gzip's status comes back
 /// on fd 3 (`sh` has no pipefail).
-const UNTAR_FN: &str = "untar() { st=$( { { gzip -dc; echo $? >&3; } | tar -xf - -C \"$tmp\" --no-same-owner --delay-directory-restore -p >&2; } 3>&1 ) && [ \"$st\" = 0 ]; }\n";
+const UNTAR_FN: &str = "untar() { st=$( { { gzip -dc 3>&-; echo $? >&3; } | tar -xf - -C \"$tmp\" --no-same-owner --delay-directory-restore -p >&2 3>&-; } 3>&1 ) && [ \"$st\" = 0 ]; }\n";
 const UNTAR: &str = "untar";
 
 /// Make `$tmp` hold exactly what a full unpack of the artifact gives.

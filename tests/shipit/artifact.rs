@@ -54,10 +54,10 @@ fn a_well_formed_archive_passes() {
     ]);
     let a = artifact::inspect(f.path()).unwrap();
     assert_eq!(a.manifest.app, "x");
-    assert_eq!(
-        a.sha256,
-        crate::support::sha256_hex(&std::fs::read(f.path()).unwrap())
-    );
+    let on_disk = std::fs::read(f.path()).unwrap();
+    assert_eq!(a.sha256, crate::support::sha256_hex(&on_disk));
+    // What a deploy sends: exactly the bytes inspect read and checked.
+    assert_eq!(a.bytes.as_deref(), Some(&on_disk[..]));
 }
 
 #[test]
@@ -145,7 +145,7 @@ fn garbage_is_not_an_artifact() {
     ));
 }
 
-/// The whole gzip stream is checked, to its last byte, as the host's `tar -xz` would:
+/// The whole gzip stream is checked, to its last byte, as the host's `gzip -dc` would:
 /// a cut, a wrong CRC in the trailer (which the tar walk alone never reads: it stops at
 /// the end marker) and bytes after the stream are all refused before anything is sent.
 #[test]

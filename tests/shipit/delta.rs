@@ -230,7 +230,7 @@ fn the_tree_digest_is_what_find_prints_for_a_full_unpack() {
         entries: Vec::new(),
         ..a.manifest.clone()
     };
-    let d = delta::build(&a.path, &a.manifest, &empty, &[]).unwrap();
+    let d = delta::build(&a, &empty, &[]).unwrap();
     assert_eq!(d.reused, 0);
     let unpacked = full_unpack(&a);
     let listing = Command::new("sh")
@@ -269,7 +269,7 @@ fn a_delta_release_is_identical_to_a_full_unpack_and_moves_only_what_changed() {
     let v2 = tree.pack("2", out2.path());
 
     for (i, link) in [false, true].into_iter().enumerate() {
-        let d = delta::build(&v2.path, &v2.manifest, &v1.manifest, &[]).unwrap();
+        let d = delta::build(&v2, &v1.manifest, &[]).unwrap();
         // 200 assets + bin/app + conf/-leading-dash reused; 007 changed, the mode change
         // and the new file sent (the manifest too).
         assert_eq!(d.reused, 201, "reused");
@@ -305,7 +305,7 @@ fn a_tampered_base_release_is_caught_and_nothing_is_left_behind() {
     tree.write("static/new.txt", "new\n");
     let out2 = tempfile::tempdir().unwrap();
     let v2 = tree.pack("2", out2.path());
-    let d = delta::build(&v2.path, &v2.manifest, &v1.manifest, &[]).unwrap();
+    let d = delta::build(&v2, &v1.manifest, &[]).unwrap();
     let id2 = "20260101T000001Z-bbbbbbbb";
 
     // A file edited in place, same size: only its content gives it away.
@@ -411,4 +411,44 @@ fn a_no_op_survey_answers_unchanged_without_reading_the_cached_artifact() {
     let forced = survey(None);
     assert!(forced.lines().any(|l| l == "@@cached yes"), "{forced}");
     assert!(!forced.contains("@@unchanged"), "{forced}");
+}
+
+/// A delta is made of the bytes `pack` (or `inspect`) vouched for: the ones it holds, or,
+/// for an artifact too big to hold, the file checked against its sha256 as it is read.
+/// A file replaced after the check never becomes a delta.
+#[test]
+fn a_delta_is_made_only_of_the_checked_bytes() {
+    let tree = Tree::new();
+    let out = tempfile::tempdir().unwrap();
+    let v1 = tree.pack("1", out.path());
+    tree.write("static/a/file-007.txt", "changed\n");
+    let v2 = tree.pack("2", out.path());
+    let on_disk = std::fs::read(&v2.path).unwrap();
+    assert_eq!(
+        v2.bytes.as_deref(),
+        Some(&on_disk[..]),
+        "pack keeps what it wrote"
+    );
+    let good = delta::build(&v2, &v1.manifest, &[]).unwrap();
+    assert_eq!(good.sent, 2, "the changed file and the new manifest");
+
+    // The file is replaced (same size, one byte flipped in the middle) after the check.
+    let mut swapped = on_disk.clone();
+    let mid = swapped.len() / 2;
+    swapped[mid] ^= 0x55;
+    std::fs::write(&v2.path, &swapped).unwrap();
+    let held = delta::build(&v2, &v1.manifest, &[]).unwrap();
+    assert_eq!(held.archive, good.archive, "built from the held bytes");
+    assert_eq!(held.content_sha256, good.content_sha256);
+    let streamed = artifact::Artifact {
+        bytes: None,
+        ..v2.clone()
+    };
+    let err = delta::build(&streamed, &v1.manifest, &[]).unwrap_err();
+    assert!(
+        err.to_string().contains("changed since it was checked"),
+        "{err}"
+    );
+    std::fs::write(&v2.path, &on_disk).unwrap();
+    assert!(delta::build(&streamed, &v1.manifest, &[]).is_ok());
 }

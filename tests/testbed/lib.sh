@@ -336,15 +336,23 @@ tb_teardown() {
 }
 
 # Make /run/netns a shared bind mount of itself, as `ip netns add` would, but once and
-# under the caller's lock, so parallel `ip netns add` never race to do it (the race leaves
+# under a lock, so parallel `ip netns add` never race to do it (the race leaves
 # a netns mounted on the bare directory, hidden under the bind mount and undeletable; the
 # teardown warning above says how to clear one).
 tb_netns_dir_ready() {
-    mkdir -p /run/netns
+    local fd
+    mkdir -p /run/netns /run/lock
+    # Its own lock on a fixed path: testbeds with another TESTBED_STATE_ROOT (another
+    # subnet lock) share /run/netns all the same.
+    exec {fd}>/run/lock/shipit-testbed-netns.lock
+    flock "$fd"
+    # Recursive, as iproute2 does (MS_BIND|MS_REC, MS_SHARED|MS_REC): a netns already
+    # mounted in the bare directory stays visible.
     if ! mountpoint -q /run/netns; then
-        mount --bind /run/netns /run/netns
+        mount --rbind /run/netns /run/netns
     fi
-    mount --make-shared /run/netns
+    mount --make-rshared /run/netns
+    exec {fd}>&-
 }
 
 # ---------------------------------------------------------------- misc

@@ -84,11 +84,12 @@ for _ in $(seq 0 251); do
 done
 [[ $used != *" $k "* ]] || tb_die "no free subnet"
 echo "$k" >"$TB_STATE/subnet"
-# /run/netns must be a shared mount before any `ip netns add`: when two `ip netns add` race
-# to make it one (parallel testbeds), a netns can get mounted on the bare directory and
-# then be hidden under the other's bind mount, where nothing can delete it and its name is
-# stuck until `umount /run/netns` (seen: "Peer netns reference is invalid"). Done here,
-# under the lock, once; teardown leaves the mount in place.
+# /run/netns must be a shared mount before any `ip netns add`, and stay one: when it was
+# unmounted while another testbed's `ip netns add` ran (teardown used to unmount it once
+# empty), that netns got mounted on the bare directory and then hidden under the next bind
+# mount, where nothing can delete it and its name is stuck until `umount /run/netns`
+# (CI, "Peer netns reference is invalid"). Done here, once, under a lock of its own;
+# teardown leaves the mount in place.
 tb_netns_dir_ready
 exec {lk}>&-
 net=10.200.$k
