@@ -441,10 +441,14 @@ fn app_that_dies_inside_the_settle_window_is_caught() {
             .find(|a| a.failure.is_some())
             .expect("a failure after the first pass");
         let f = broken.failure.as_deref().unwrap();
+        // Down between two probes (refused), or in the middle of one (the app exits
+        // with a request accepted and unanswered): both are how a dying app looks.
+        let f = f
+            .strip_prefix("GET http://127.0.0.1:8104/healthz: ")
+            .unwrap_or(f);
         assert!(
-            f.starts_with(
-                "GET http://127.0.0.1:8104/healthz: cannot connect to 127.0.0.1:8104 on the host"
-            ),
+            f.starts_with("cannot connect to 127.0.0.1:8104 on the host")
+                || f == "the connection closed without a response",
             "{f}"
         );
         assert!(reason.starts_with("timed out after 4s: "), "{reason}");
