@@ -56,10 +56,14 @@ pub struct DeployPlan {
     pub version: String,
     pub commit: Option<String>,
     pub sha256: String,
-    pub artifact: std::path::PathBuf,
-    pub artifact_size: u64,
-    /// What `cksum` prints for the artifact (`<crc> <size>`): how a host checks its copy.
-    pub artifact_cksum: String,
+    /// The artifact, as `pack` wrote it or `inspect` checked it; shared with `deltas`. Its
+    /// `bytes` (held up to [`crate::artifact::HELD_MAX`]) are what every host that gets it
+    /// whole is sent, so the file is not read again per host (`perf`: a fifth of the
+    /// client's CPU at 20 hosts went to reading and copying the same file; client CPU
+    /// 2.11 -> 1.65 s) and a file replaced since it was checked is never sent. Bigger
+    /// artifacts are read from the file per host, and the host's `cksum` check catches a
+    /// file replaced since.
+    pub artifact: Arc<crate::artifact::Artifact>,
     pub release_id: String,
     pub env_file: String,
     pub env_file_redacted: String,
@@ -67,20 +71,11 @@ pub struct DeployPlan {
     pub shared_files: Vec<String>,
     pub before_switch: Vec<Text>,
     pub config_sha256: String,
-    /// The artifact's manifest.
-    pub manifest: Manifest,
     pub delta: DeltaMode,
     /// `--force`: deploy even where the host already runs this artifact and config.
     pub force: bool,
     /// The deltas for this artifact, built once per live release they start from.
     pub deltas: Arc<Deltas>,
-    /// The artifact's bytes as `pack` wrote or `inspect` read them (up to
-    /// [`crate::artifact::HELD_MAX`]): every host that gets it whole is sent these, so the
-    /// file is not read again per host (`perf`: a fifth of the client's CPU at 20 hosts
-    /// went to reading and copying the same file; client CPU 2.11 -> 1.65 s) and a file
-    /// replaced since it was checked is never sent. `None` for bigger artifacts: each host
-    /// then reads the file, and its `cksum` check catches a file replaced since.
-    pub artifact_bytes: Option<crate::artifact::Held>,
 }
 
 /// Deltas of one artifact, by the sha256 of the live release's manifest they start from:
@@ -96,12 +91,12 @@ pub struct Deltas {
 
 impl Deltas {
     pub fn new(
-        artifact: &crate::artifact::Artifact,
+        artifact: Arc<crate::artifact::Artifact>,
         shared: Vec<String>,
         mode: DeltaMode,
     ) -> Deltas {
         Deltas {
-            artifact: Arc::new(artifact.clone()),
+            artifact,
             shared,
             mode,
             built: Default::default(),
@@ -160,7 +155,55 @@ impl Deltas {
     }
 }
 
+/// What a host is sent to stage the release, decided from its survey: one choice for a
+/// deploy and for its dry run.
+pub enum Shipment {
+    /// Nothing: the artifact is cached on the host.
+    Cached,
+    /// What the live release (`base`) lacks.
+    Delta { delta: Arc<Delta>, base: String },
+    /// The whole artifact; `why_not_delta` when a delta was considered.
+    Full { why_not_delta: Option<String> },
+}
+
 impl DeployPlan {
+    pub async fn shipment(&self, survey: &Survey) -> Shipment {
+        if survey.cached {
+            return Shipment::Cached;
+        }
+        match (&survey.base_manifest, &survey.current) {
+            (Some(manifest), Some(base)) => match self.deltas.get(manifest).await {
+                Ok(delta) => Shipment::Delta {
+                    delta,
+                    base: base.clone(),
+                },
+                Err(why) => Shipment::Full {
+                    why_not_delta: Some(why),
+                },
+            },
+            _ => Shipment::Full {
+                why_not_delta: None,
+            },
+        }
+    }
+
+    /// The stage script's source for `delta` against release `base`.
+    pub fn delta_source<'a>(&self, delta: &'a Delta, base: &'a str) -> Source<'a> {
+        Source::Delta(DeltaSource {
+            base,
+            link: self.delta == DeltaMode::Hardlink,
+            reuse_len: delta.reuse_gz.len() as u64,
+            tree_sha256: &delta.tree_sha256,
+            content_sha256: &delta.content_sha256,
+        })
+    }
+
+    pub fn full_source(&self) -> Source<'_> {
+        Source::Full {
+            cksum: &self.artifact.cksum,
+        }
+    }
+
     /// The digest of everything a release gets from the config rather than the artifact.
     pub fn config_digest(
         env_file: &str,
@@ -580,7 +623,7 @@ impl HostRun {
         }
         let wanted = plan.deploy.as_ref().map(|d| release::Wanted {
             sha256: &d.sha256,
-            cksum: &d.artifact_cksum,
+            cksum: &d.artifact.cksum,
             manifest: d.delta != DeltaMode::Off,
             unchanged: (!d.force && !read_only)
                 .then_some((d.config_sha256.as_str(), plan.owner.token.as_str())),
@@ -667,29 +710,18 @@ impl HostRun {
     /// verify on the host is discarded, and the whole artifact follows, once.
     pub async fn ship(&mut self, plan: &Plan) {
         let Some(d) = &plan.deploy else { return };
-        if self.survey.cached {
-            self.say(plan, "artifact already on the host, not uploaded");
-            self.transfer = Some(Transfer::Cached);
-            self.stage(plan, Source::Cached, None::<(&[u8], u64)>).await;
-            return;
-        }
-        let delta = match (&self.survey.base_manifest, &self.survey.current) {
-            (Some(base), Some(_)) => Some(d.deltas.get(base).await),
-            _ => None,
-        };
-        match delta {
-            Some(Ok(delta)) => {
-                let base = self.survey.current.clone().unwrap_or_default();
-                let source = Source::Delta(DeltaSource {
-                    base: &base,
-                    link: d.delta == DeltaMode::Hardlink,
-                    reuse_len: delta.reuse_gz.len() as u64,
-                    tree_sha256: &delta.tree_sha256,
-                    content_sha256: &delta.content_sha256,
-                });
+        match d.shipment(&self.survey).await {
+            Shipment::Cached => {
+                self.say(plan, "artifact already on the host, not uploaded");
+                self.transfer = Some(Transfer::Cached);
+                self.stage(plan, Source::Cached, None::<(&[u8], u64)>).await;
+                return;
+            }
+            Shipment::Delta { delta, base } => {
                 let data = tokio::io::AsyncReadExt::chain(&delta.reuse_gz[..], &delta.archive[..]);
                 self.transfer = Some(Transfer::Delta);
                 self.reused = delta.reused;
+                let source = d.delta_source(&delta, &base);
                 match self.stage(plan, source, Some((data, delta.len()))).await {
                     Some(why) => {
                         self.warn(
@@ -703,37 +735,28 @@ impl HostRun {
                     None => return,
                 }
             }
-            Some(Err(why)) if d.delta != DeltaMode::Off => {
+            Shipment::Full {
+                why_not_delta: Some(why),
+            } if d.delta != DeltaMode::Off => {
                 self.say(plan, &format!("sending the whole artifact: {why}"));
             }
-            _ => {}
+            Shipment::Full { .. } => {}
         }
-        let source = Source::Full {
-            cksum: &d.artifact_cksum,
+        let a = &d.artifact;
+        let data: Box<dyn AsyncRead + Unpin + Send + '_> = match &a.bytes {
+            Some(bytes) => Box::new(&bytes[..]),
+            None => match tokio::fs::File::open(&a.path).await {
+                Ok(f) => Box::new(tokio::io::BufReader::with_capacity(1 << 20, f)),
+                Err(e) => {
+                    return self.fail("upload", format!("cannot read {}: {e}", a.path.display()));
+                }
+            },
         };
-        let refused = match &d.artifact_bytes {
-            Some(bytes) => {
-                self.transfer = Some(Transfer::Full);
-                self.stage(plan, source, Some((&bytes[..], d.artifact_size)))
-                    .await
-            }
-            None => {
-                let file = match tokio::fs::File::open(&d.artifact).await {
-                    Ok(f) => f,
-                    Err(e) => {
-                        return self.fail(
-                            "upload",
-                            format!("cannot read {}: {e}", d.artifact.display()),
-                        );
-                    }
-                };
-                self.transfer = Some(Transfer::Full);
-                let reader = tokio::io::BufReader::with_capacity(1 << 20, file);
-                self.stage(plan, source, Some((reader, d.artifact_size)))
-                    .await
-            }
-        };
-        if let Some(why) = refused {
+        self.transfer = Some(Transfer::Full);
+        if let Some(why) = self
+            .stage(plan, d.full_source(), Some((data, a.size)))
+            .await
+        {
             self.fail(
                 "verify",
                 format!("the release does not match the artifact: {why}"),

@@ -9,8 +9,8 @@ use anyhow::Result;
 
 use crate::artifact::{self, Artifact};
 use crate::exit::{Exit, Failure};
-use crate::pipeline::{DeployPlan, HostRun, Outcome, Plan, each};
-use crate::remote::release::{self, Activate, DeltaSource, Source, Stage, State};
+use crate::pipeline::{DeployPlan, HostRun, Outcome, Plan, Shipment, each};
+use crate::remote::release::{self, Activate, Source, Stage, State};
 use crate::remote::{layout, lock};
 use crate::rollout::{self, Cancel};
 use crate::settings::Settings;
@@ -83,8 +83,9 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
         &config.hooks.before_switch,
     );
     let release_id = layout::release_id(plan.owner.started_at, &artifact.sha256);
+    let artifact = Arc::new(artifact);
     let deltas = Arc::new(crate::pipeline::Deltas::new(
-        &artifact,
+        artifact.clone(),
         shared_dirs.iter().chain(&shared_files).cloned().collect(),
         config.delta,
     ));
@@ -92,9 +93,7 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
         version: version.clone(),
         commit: artifact.manifest.commit.clone(),
         sha256: artifact.sha256.clone(),
-        artifact: artifact.path.clone(),
-        artifact_size: artifact.size,
-        artifact_cksum: artifact.cksum.clone(),
+        artifact: artifact.clone(),
         release_id: release_id.clone(),
         env_file,
         env_file_redacted: release::env_file(&config.env, true),
@@ -102,11 +101,9 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
         shared_files,
         before_switch: config.hooks.before_switch.clone(),
         config_sha256: config_sha256.clone(),
-        manifest: artifact.manifest.clone(),
         delta: config.delta,
         force: opts.force,
         deltas,
-        artifact_bytes: artifact.bytes.clone(),
     });
     let plan = Arc::new(plan);
     let policy = rollout::Policy {
@@ -406,24 +403,15 @@ async fn print_dry_run(plan: &Plan, runs: &[HostRun]) {
             serde_json::to_string(&plan.release_info(d, State::Staged)).unwrap_or_default();
         let failed =
             serde_json::to_string(&plan.release_info(d, State::Failed)).unwrap_or_default();
-        let delta = match (&run.survey.base_manifest, run.survey.cached) {
-            (Some(base), false) => Some(d.deltas.get(base).await),
-            _ => None,
-        };
-        let base = run.survey.current.clone().unwrap_or_default();
-        let (source, what) = match &delta {
-            _ if run.survey.cached => (
+        let shipment = d.shipment(&run.survey).await;
+        let whole = crate::commands::human_bytes(d.artifact.size);
+        let (source, what) = match &shipment {
+            Shipment::Cached => (
                 Source::Cached,
                 "nothing to send, the artifact is cached on the host; unpack it".to_owned(),
             ),
-            Some(Ok(delta)) => (
-                Source::Delta(DeltaSource {
-                    base: &base,
-                    link: d.delta == crate::config::DeltaMode::Hardlink,
-                    reuse_len: delta.reuse_gz.len() as u64,
-                    tree_sha256: &delta.tree_sha256,
-                    content_sha256: &delta.content_sha256,
-                }),
+            Shipment::Delta { delta, base } => (
+                d.delta_source(delta, base),
                 format!(
                     "send a delta of {} against release {base} ({} files sent, {} taken from {base}), assemble, verify",
                     crate::commands::human_bytes(delta.len()),
@@ -431,23 +419,19 @@ async fn print_dry_run(plan: &Plan, runs: &[HostRun]) {
                     delta.reused
                 ),
             ),
-            Some(Err(why)) => (
-                Source::Full {
-                    cksum: &d.artifact_cksum,
-                },
+            Shipment::Full {
+                why_not_delta: Some(why),
+            } => (
+                d.full_source(),
                 format!(
-                    "send the whole artifact ({}; no delta: {why}), unpack it as it arrives",
-                    crate::commands::human_bytes(d.artifact_size)
+                    "send the whole artifact ({whole}; no delta: {why}), unpack it as it arrives"
                 ),
             ),
-            None => (
-                Source::Full {
-                    cksum: &d.artifact_cksum,
-                },
-                format!(
-                    "send the whole artifact ({}), unpack it as it arrives",
-                    crate::commands::human_bytes(d.artifact_size)
-                ),
+            Shipment::Full {
+                why_not_delta: None,
+            } => (
+                d.full_source(),
+                format!("send the whole artifact ({whole}), unpack it as it arrives"),
             ),
         };
         let steps: Vec<(String, String)> = vec![
