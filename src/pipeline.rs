@@ -674,6 +674,12 @@ impl HostRun {
         }
     }
 
+    /// Still in the run, and its lock is held by someone else (a host whose survey found
+    /// nothing to do gave its lock back on purpose: it waits for nothing).
+    pub fn waits_for_lock(&self) -> bool {
+        self.is_pending() && !self.locked && !self.survey.unchanged
+    }
+
     /// Who holds the lock, when someone else does.
     pub fn lock_holder(&self) -> Option<String> {
         match &self.survey.lock {

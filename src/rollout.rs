@@ -94,7 +94,7 @@ pub async fn prepare(
         let held: Vec<usize> = runs
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.is_pending() && !r.locked && !r.survey.unchanged)
+            .filter(|(_, r)| r.waits_for_lock())
             .map(|(i, _)| i)
             .collect();
         if held.is_empty() || runs.iter().any(|r| !r.is_pending()) {
@@ -129,15 +129,10 @@ pub async fn prepare(
             }
             _ => {
                 // Hosts not asked (see `survey_all`) are held by whoever holds the first.
-                let first = runs.iter().find_map(|r| {
-                    (r.is_pending() && !r.locked && !r.survey.unchanged)
-                        .then(|| r.lock_holder())
-                        .flatten()
-                });
-                for r in runs
-                    .iter_mut()
-                    .filter(|r| r.is_pending() && !r.locked && !r.survey.unchanged)
-                {
+                let first = runs
+                    .iter()
+                    .find_map(|r| r.waits_for_lock().then(|| r.lock_holder()).flatten());
+                for r in runs.iter_mut().filter(|r| r.waits_for_lock()) {
                     let holder = r
                         .lock_holder()
                         .or_else(|| first.clone())

@@ -282,8 +282,8 @@ pub fn env_file(env: &BTreeMap<String, Text>, redact: bool) -> String {
 pub enum Source<'a> {
     /// The artifact is cached on the host: unpack it from there. No data on stdin.
     Cached,
-    /// The artifact follows on stdin: cached and unpacked as it arrives (tar checks
-    /// gzip's CRC of the whole stream), then kept only if its `cksum` (`<crc> <size>`)
+    /// The artifact follows on stdin: cached and unpacked as it arrives (`gzip -dc`
+    /// checks the whole stream's CRC), then kept only if its `cksum` (`<crc> <size>`)
     /// matches what was sent.
     Full { cksum: &'a str },
     /// A delta follows on stdin (see [`crate::artifact::delta`]).
@@ -345,7 +345,6 @@ fn hooks(kind: &str, hooks: &[Text], redact: bool, on_fail: &str) -> Result<Stri
 /// a quarter of the unpack) for the benchmark's 75 MB artifact. gzip's status comes back
 /// on fd 3 (`sh` has no pipefail).
 const UNTAR_FN: &str = "untar() { st=$( { { gzip -dc 3>&-; echo $? >&3; } | tar -xf - -C \"$tmp\" --no-same-owner --delay-directory-restore -p >&2 3>&-; } 3>&1 ) && [ \"$st\" = 0 ]; }\n";
-const UNTAR: &str = "untar";
 
 /// Make `$tmp` hold exactly what a full unpack of the artifact gives.
 fn unpack(sha256: &str, source: Source) -> Result<String, QuoteError> {
@@ -362,7 +361,7 @@ fn unpack(sha256: &str, source: Source) -> Result<String, QuoteError> {
         Source::Cached => {
             s.push_str("printf '@@step unpack\\n'\n");
             s.push_str(&format!(
-                "what=artifact\n{UNTAR} < {ARTIFACTS}/{sha}.tar.gz || unpack_failed\n"
+                "what=artifact\nuntar < {ARTIFACTS}/{sha}.tar.gz || unpack_failed\n"
             ));
         }
         Source::Full { cksum } => {
@@ -372,7 +371,7 @@ fn unpack(sha256: &str, source: Source) -> Result<String, QuoteError> {
             s.push_str(&format!(
                 "f={ARTIFACTS}/{sha}.tar.gz\nt=\"$f.part.$$\"\n\
                  what=artifact\n\
-                 {{ tee -- \"$t\" || :; }} | {UNTAR} || unpack_failed \"$t\"\n\
+                 {{ tee -- \"$t\" || :; }} | untar || unpack_failed \"$t\"\n\
                  if [ \"$(cksum < \"$t\")\" = {} ]; then mv -f -- \"$t\" \"$f\"; else rm -rf -- \"$t\" \"$tmp\"; echo 'the uploaded artifact is not what was sent (truncated, or the disk is full?)' >&2; exit 1; fi\n",
                 q(cksum)?
             ));
@@ -396,7 +395,7 @@ fn unpack(sha256: &str, source: Source) -> Result<String, QuoteError> {
                  e=$(gzip -dc -- \"$W/reuse.gz\" | ( cd -- {RELEASES}/{base} && xargs -0 -r {copy} --parents -t \"$D/$tmp\" -- ) 2>&1) || mismatch \"taking the unchanged files from \"{base}\" failed: $e\"\n\
                  printf '@@step unpack\\n'\n\
                  what=delta\n\
-                 {UNTAR} || unpack_failed \"$W\"\n\
+                 untar || unpack_failed \"$W\"\n\
                  printf '@@step verify\\n'\n\
                  sum=$(cd -- \"$tmp\" && find . -type f -printf '%P\\0' | LC_ALL=C sort -z | xargs -0 -r cksum -- | sha256sum)\n\
                  [ \"${{sum%% *}}\" = {content} ] || mismatch \"file contents differ from the artifact (was a file of release \"{base}\" changed in place?)\"\n\
