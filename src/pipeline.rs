@@ -137,8 +137,11 @@ impl Deltas {
             Ok(old) => {
                 let artifact = self.artifact.clone();
                 let shared = self.shared.clone();
-                match tokio::task::spawn_blocking(move || delta::build(&artifact, &old, &shared))
-                    .await
+                let link = self.mode == DeltaMode::Hardlink;
+                match tokio::task::spawn_blocking(move || {
+                    delta::build(&artifact, &old, &shared, link)
+                })
+                .await
                 {
                     Ok(Ok(delta)) if delta.len() > self.artifact.size / 2 => Err(format!(
                         "the delta ({}) would be more than half the artifact",
@@ -172,6 +175,13 @@ impl DeployPlan {
             return Shipment::Cached;
         }
         match (&survey.base_manifest, &survey.current) {
+            (Some(_), Some(_)) if self.delta == DeltaMode::Hardlink && !survey.base_verified => {
+                Shipment::Full {
+                    why_not_delta: Some(
+                        "the live release has no record of its files to link them safely (it was not made with delta: hardlink); the next deploy can be a delta".into(),
+                    ),
+                }
+            }
             (Some(manifest), Some(base)) => match self.deltas.get(manifest).await {
                 Ok(delta) => Shipment::Delta {
                     delta,
@@ -794,6 +804,7 @@ impl HostRun {
             failed_json: &failed,
             before_switch: &d.before_switch,
             redact: false,
+            record: d.delta == DeltaMode::Hardlink,
         });
         let script = match script {
             Ok(s) => s,

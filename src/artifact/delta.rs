@@ -4,11 +4,20 @@
 //! of the artifact entry by entry: headers as they are, file data decompressed and
 //! compressed once into the smaller archive. Unchanged data is never compressed again.
 //!
-//! With it travels the list of files to take from the live release, and two digests: of
-//! the tree a full unpack gives (names, types, modes, link targets) and of every file's
-//! content as POSIX `cksum` prints it (CRC-32 and size). The host assembles the release,
-//! computes both with `find`, `sort`, `cksum` and `sha256sum`, and turns the release down
-//! unless both match, before anything else.
+//! Two shapes, one per `delta` mode:
+//!
+//! - `copy`: with the archive travels the list of files to copy from the live release,
+//!   and two digests: of the tree a full unpack gives (names, types, modes, link targets)
+//!   and of every file's content as POSIX `cksum` prints it (CRC-32 and size). The host
+//!   copies, unpacks, computes both with `find`, `sort`, `cksum` and `sha256sum`, and
+//!   turns the release down unless both match, before anything else.
+//! - `hardlink`: the archive itself holds a hard-link entry for every unchanged file
+//!   (`N/<path>` -> `B/<path>`, which the host's `tar --transform` maps to the new and
+//!   the live release), so one `tar` makes the whole release. A linked file *is* the live
+//!   release's inode, whose content was verified when that release was made; the host
+//!   checks it is still that file, unmodified (inode, size and mtime as recorded in the
+//!   live release's `.shipit/verified`), instead of reading it again. Only the files in
+//!   the archive are checked by content, so the content digest covers only them.
 //!
 //! Why `cksum` rather than each file's sha256 from the manifest: the check is there to
 //! catch a live release edited in place or a damaged disk, not an attacker (who could
@@ -30,15 +39,20 @@ use super::manifest::{EntryType, Manifest, ManifestEntry};
 /// What one host is sent instead of the artifact, and what it says of itself.
 #[derive(Debug, Clone)]
 pub struct Delta {
-    /// The paths of the files to take from the live release, NUL-separated, gzipped.
+    /// `copy`: the paths of the files to take from the live release, NUL-separated,
+    /// gzipped. Empty for `hardlink` (the archive links them).
     pub reuse_gz: Vec<u8>,
-    /// The new and changed files, every directory and symlink: a tar.gz.
+    /// The new and changed files, every directory and symlink (for `hardlink` also a
+    /// link entry per unchanged file, every name under `N/`): a tar.gz.
     pub archive: Vec<u8>,
     /// sha256 of the sorted tree listing a full unpack gives (see [`tree_line`]).
     pub tree_sha256: String,
-    /// sha256 of `<crc> <size> <path>\n` for every file, sorted by path: what
-    /// `find . -type f -printf '%P\0' | LC_ALL=C sort -z | xargs -0 cksum --` prints.
+    /// sha256 of `<crc> <size> <path>\n` for every file (`copy`) or every file in the
+    /// archive (`hardlink`), sorted by path: what `xargs -0 cksum --` prints for those
+    /// paths sorted with `LC_ALL=C sort -z`.
     pub content_sha256: String,
+    /// Made for `delta: hardlink`.
+    pub link: bool,
     /// Files taken from the live release.
     pub reused: usize,
     /// Files in the archive.
@@ -206,9 +220,20 @@ fn gzip(data: &[u8]) -> io::Result<Vec<u8>> {
     gz.finish()
 }
 
+/// The prefix of every name in a `hardlink` delta: the host maps it to the new release.
+pub const NEW_PREFIX: &str = "N/";
+/// The prefix of the hard-link targets: the host maps it to the live release.
+pub const BASE_PREFIX: &str = "B/";
+
 /// Build the delta of `artifact` (described by `new`) for a host whose live release
-/// `old` describes. Reads the artifact once; nothing is written to disk.
-pub fn build(artifact: &super::Artifact, old: &Manifest, shared: &[String]) -> io::Result<Delta> {
+/// `old` describes, for `delta: hardlink` when `link`. Reads the artifact once; nothing is
+/// written to disk.
+pub fn build(
+    artifact: &super::Artifact,
+    old: &Manifest,
+    shared: &[String],
+    link: bool,
+) -> io::Result<Delta> {
     let new = &artifact.manifest;
     let reuse: HashSet<&str> = reusable(old, new, shared).into_iter().collect();
     // A delta is only ever made of the bytes `inspect` or `pack` vouched for: those held
@@ -239,12 +264,24 @@ pub fn build(artifact: &super::Artifact, old: &Manifest, shared: &[String]) -> i
             .trim_end_matches('/')
             .trim_start_matches("./")
             .to_owned();
+        // A `hardlink` delta is unpacked in `releases/`, its names mapped from `N/` to the
+        // new release: the root entry (`./`) would be `N`, which no mapping matches. The
+        // release dir's own mode is not part of the tree check; the host makes it.
+        if link && path.is_empty() {
+            io::copy(&mut entry, &mut io::sink())?;
+            continue;
+        }
+        let name = if link {
+            format!("{NEW_PREFIX}{raw}")
+        } else {
+            raw.clone()
+        };
         let mut header = entry.header().clone();
         let mode = header.mode()?;
         match header.entry_type() {
             tar::EntryType::Directory => {
                 tree.push(tree_line(EntryType::Dir, mode, &path, ""));
-                out.append_data(&mut header, &raw, io::empty())?;
+                out.append_data(&mut header, &name, io::empty())?;
             }
             tar::EntryType::Symlink => {
                 let target = entry
@@ -252,17 +289,25 @@ pub fn build(artifact: &super::Artifact, old: &Manifest, shared: &[String]) -> i
                     .and_then(|t| t.to_str().map(str::to_owned))
                     .ok_or_else(|| io::Error::other(format!("`{path}` has no UTF-8 target")))?;
                 tree.push(tree_line(EntryType::Symlink, mode, &path, &target));
-                out.append_link(&mut header, &raw, &target)?;
+                out.append_link(&mut header, &name, &target)?;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 tree.push(tree_line(EntryType::File, mode, &path, ""));
+                let reused = reuse.contains(path.as_str());
+                if link && reused {
+                    // Its data is skipped, unread: the host links the live release's copy.
+                    header.set_entry_type(tar::EntryType::Link);
+                    header.set_size(0);
+                    out.append_link(&mut header, &name, format!("{BASE_PREFIX}{path}"))?;
+                    continue;
+                }
                 let mut reader = Cksum::new(&mut entry);
-                if reuse.contains(path.as_str()) {
+                if reused {
                     io::copy(&mut reader, &mut io::sink())?;
                     reuse_list.extend_from_slice(path.as_bytes());
                     reuse_list.push(0);
                 } else {
-                    out.append_data(&mut header, &raw, &mut reader)?;
+                    out.append_data(&mut header, &name, &mut reader)?;
                     sent += 1;
                 }
                 sums.push((path, reader.finish()));
@@ -294,7 +339,8 @@ pub fn build(artifact: &super::Artifact, old: &Manifest, shared: &[String]) -> i
     Ok(Delta {
         reused: reuse.len(),
         sent,
-        reuse_gz: gzip(&reuse_list)?,
+        reuse_gz: if link { Vec::new() } else { gzip(&reuse_list)? },
+        link,
         archive,
         tree_sha256: sorted_digest(tree),
         content_sha256: hex::encode(content.finalize()),

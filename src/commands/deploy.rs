@@ -452,6 +452,7 @@ async fn print_dry_run(plan: &Plan, runs: &[HostRun]) {
                     failed_json: &failed,
                     before_switch: &d.before_switch,
                     redact: true,
+                    record: d.delta == crate::config::DeltaMode::Hardlink,
                 })
                 .unwrap_or_default(),
             ),

@@ -21,6 +21,10 @@ pub const LOCK: &str = ".shipit/lock";
 pub const ARTIFACTS: &str = ".shipit/artifacts";
 pub const HISTORY: &str = ".shipit/history.jsonl";
 pub const RELEASE_JSON: &str = ".shipit/release.json";
+/// In a release made with `delta: hardlink`: `<inode> <size> <mtime> <path>` of every
+/// file as verified when the release was made, sorted (`LC_ALL=C`). A later hard-linked
+/// delta trusts a file it links from this release only while it still matches its line.
+pub const VERIFIED: &str = ".shipit/verified";
 pub const STAGING_PREFIX: &str = ".tmp-";
 
 /// `2026-11-22T05:12:33Z` from seconds since the epoch (proleptic Gregorian, UTC).

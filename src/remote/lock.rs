@@ -141,7 +141,7 @@ pub fn acquire(owner: &Owner, break_token: Option<&str>) -> Result<String, Quote
     let mut s = String::new();
     if let Some(t) = break_token {
         s.push_str(&format!(
-            "case \"$(cat {LOCK}/owner.json 2>/dev/null)\" in *{}*) rm -rf -- {LOCK} ;; esac\n",
+            "o=\n{{ read -r o < {LOCK}/owner.json; }} 2>/dev/null\ncase \"$o\" in *{}*) rm -rf -- {LOCK} ;; esac\n",
             q(&format!("\"token\":\"{t}\""))?
         ));
     }
@@ -161,7 +161,7 @@ else
 /// Shell that removes the lock if (and only if) `token` holds it.
 pub fn release(token: &str) -> Result<String, QuoteError> {
     Ok(format!(
-        "case \"$(cat {LOCK}/owner.json 2>/dev/null)\" in *{}*) rm -rf -- {LOCK} ;; esac\n",
+        "o=\n{{ read -r o < {LOCK}/owner.json; }} 2>/dev/null\ncase \"$o\" in *{}*) rm -rf -- {LOCK} ;; esac\n",
         q(&format!("\"token\":\"{token}\""))?
     ))
 }

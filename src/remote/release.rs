@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::layout::{
-    self, ARTIFACTS, CURRENT, HISTORY, RELEASE_JSON, RELEASES, SHARED, STAGING_PREFIX,
+    self, ARTIFACTS, CURRENT, HISTORY, RELEASE_JSON, RELEASES, SHARED, STAGING_PREFIX, VERIFIED,
 };
 use super::{SH_FROM_ENV, q};
 use crate::config::{RestartMode, ServiceManager};
@@ -89,6 +89,9 @@ pub struct Survey {
     /// asked for it (delta deploys), the artifact is not cached, and the host has
     /// `find` and `xargs` for assembling a delta.
     pub base_manifest: Option<String>,
+    /// The live release has its record of verified files (`.shipit/verified`): made with
+    /// `delta: hardlink`, so a hard-linked delta can start from it.
+    pub base_verified: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -139,7 +142,8 @@ pub fn survey(wanted: Option<&Wanted>) -> Result<String, QuoteError> {
     s.push_str(&format!(
         "r=$(readlink {CURRENT} 2>/dev/null)\nprintf '@@current %s\\n' \"$r\"\n"
     ));
-    s.push_str("printf '@@free %s\\n' \"$(df -B1 --output=avail . 2>/dev/null | tail -n 1 | tr -d ' ')\"\n");
+    // `df` prints a header line and the number: the second word (no `tail`, no `tr`).
+    s.push_str("set -- $(df -B1 --output=avail . 2>/dev/null)\nprintf '@@free %s\\n' \"$2\"\n");
     if let Some(w) = wanted {
         // The no-op check comes first: a host that already runs this artifact and config
         // needs nothing else, not even the cached artifact's cksum (75 MB read).
@@ -155,7 +159,7 @@ pub fn survey(wanted: Option<&Wanted>) -> Result<String, QuoteError> {
                 q(&format!("\"config_sha256\":\"{config_sha256}\""))?
             );
             s.push_str(&format!(
-                "case \"$(cat \"$r/{RELEASE_JSON}\" 2>/dev/null)\" in {pattern}) [ -n \"$r\" ] && {{ u=1; echo '@@unchanged'; {} }} ;; esac\n",
+                "j=\n[ -n \"$r\" ] && {{ read -r j < \"$r/{RELEASE_JSON}\"; }} 2>/dev/null\ncase \"$j\" in {pattern}) [ -n \"$r\" ] && {{ u=1; echo '@@unchanged'; {} }} ;; esac\n",
                 super::lock::release(token)?.trim_end()
             ));
         }
@@ -166,7 +170,7 @@ pub fn survey(wanted: Option<&Wanted>) -> Result<String, QuoteError> {
         ));
         if w.manifest {
             s.push_str(&format!(
-                "m=\"$r/{MANIFEST}\"\nif [ -z \"$u\" ] && [ $c = no ] && [ -n \"$r\" ] && [ -f \"$m\" ] && command -v find >/dev/null 2>&1 && command -v xargs >/dev/null 2>&1; then printf '@@manifest '; tr -d '\\n' < \"$m\"; echo; fi\n",
+                "m=\"$r/{MANIFEST}\"\nif [ -z \"$u\" ] && [ $c = no ] && [ -n \"$r\" ] && [ -f \"$m\" ] && command -v find >/dev/null 2>&1 && command -v xargs >/dev/null 2>&1; then printf '@@manifest '; tr -d '\\n' < \"$m\"; echo; [ -f \"$r/{VERIFIED}\" ] && echo '@@verified'; fi\n",
                 MANIFEST = crate::artifact::manifest::PATH
             ));
         }
@@ -203,6 +207,7 @@ pub fn parse_survey(stdout: &str) -> Survey {
             "cached" => s.cached = value == "yes",
             "unchanged" => s.unchanged = true,
             "manifest" => s.base_manifest = Some(value.to_owned()),
+            "verified" => s.base_verified = true,
             "release" => {
                 let (id, json) = value.split_once(' ').unwrap_or((value, ""));
                 if layout::is_release_id(id) {
@@ -243,7 +248,7 @@ pub fn enter(deploy_to: &str, create: bool) -> Result<String, QuoteError> {
     let d = q(deploy_to)?;
     Ok(if create {
         format!(
-            "D={d}\nmkdir -p -- \"$D/{RELEASES}\" \"$D/{SHARED}\" \"$D/{ARTIFACTS}\" && cd -- \"$D\" || exit 20\n"
+            "D={d}\n{{ [ -d \"$D/{RELEASES}\" ] && [ -d \"$D/{SHARED}\" ] && [ -d \"$D/{ARTIFACTS}\" ] || mkdir -p -- \"$D/{RELEASES}\" \"$D/{SHARED}\" \"$D/{ARTIFACTS}\"; }} && cd -- \"$D\" || exit 20\n"
         )
     } else {
         format!("D={d}\ncd -- \"$D\" 2>/dev/null || {{ echo '@@missing'; exit 0; }}\n")
@@ -314,6 +319,8 @@ pub struct Stage<'a> {
     pub before_switch: &'a [Text],
     /// Show secrets as `[redacted]` (for `--dry-run`).
     pub redact: bool,
+    /// Write the release's `.shipit/verified` (`delta: hardlink`).
+    pub record: bool,
 }
 
 fn hook_text(hook: &Text, redact: bool) -> &str {
@@ -339,30 +346,47 @@ fn hooks(kind: &str, hooks: &[Text], redact: bool, on_fail: &str) -> Result<Stri
     Ok(s)
 }
 
-/// Unpacks the tar.gz on stdin into `$tmp`; fails if gzip or tar fails. `gzip -dc | tar -x`
-/// rather than `tar -xz`: with `-z` on a stream, GNU tar forks a helper that copies the
-/// archive into gzip in 10 KiB records, an extra process and copy that cost 0.13 s (about
-/// a quarter of the unpack) for the benchmark's 75 MB artifact. gzip's status comes back
-/// on fd 3 (`sh` has no pipefail).
-const UNTAR_FN: &str = "untar() { st=$( { { gzip -dc 3>&-; echo $? >&3; } | tar -xf - -C \"$tmp\" --no-same-owner --delay-directory-restore -p >&2 3>&-; } 3>&1 ) && [ \"$st\" = 0 ]; }\n";
+/// Unpacks the tar.gz on stdin (into `$tmp` unless the arguments say otherwise); fails if
+/// gzip or tar fails. `gzip -dc | tar -x` rather than `tar -xz`: with `-z` on a stream,
+/// GNU tar forks a helper that copies the archive into gzip in 10 KiB records, an extra
+/// process and copy that cost 0.13 s (about a quarter of the unpack) for the benchmark's
+/// 75 MB artifact. gzip's status comes back on fd 3 (`sh` has no pipefail).
+const UNTAR_FN: &str = "untar() { st=$( { { gzip -dc 3>&-; echo $? >&3; } | tar -xf - --no-same-owner --delay-directory-restore -p \"$@\" >&2 3>&-; } 3>&1 ) && [ \"$st\" = 0 ]; }\n";
 
-/// Make `$tmp` hold exactly what a full unpack of the artifact gives.
-fn unpack(sha256: &str, source: Source) -> Result<String, QuoteError> {
+/// `<inode> <size> <mtime> <path>` of a file, as `.shipit/verified` lists it.
+const VERIFIED_LINE: &str = "%i %s %T@ %P\\n";
+
+/// Make `$tmp` hold exactly what a full unpack of the artifact gives. With `record`
+/// (`delta: hardlink`), also write its `.shipit/verified`.
+fn unpack(id: &str, sha256: &str, source: Source, record: bool) -> Result<String, QuoteError> {
     let sha = q(sha256)?;
     // A failed unpack says so, and says when the disk is full (GNU tar's own words for a
     // short write are only `Wrote only 4096 of 10240 bytes`); checked before the partial
     // release is removed, which frees the space again.
+    // `fresh` makes empty dirs, removing leftovers of a killed run first (and only then:
+    // each process start counts, at 20 hosts per 2 cores).
     let mut s = String::from(
-        "unpack_failed() { [ \"$(df -k --output=avail . 2>/dev/null | tail -n 1 | tr -d ' ')\" -ge 1024 ] 2>/dev/null || echo \"No space left on device in $D: the release does not fit on this host\" >&2; rm -rf -- \"$tmp\" \"$@\"; echo \"unpacking the $what failed\" >&2; exit 1; }\n\
-         rm -rf -- \"$tmp\" && mkdir -p -- \"$tmp\" || exit 1\n",
+        "roomy() { set -- $(df -k --output=avail . 2>/dev/null); [ \"$2\" -ge 1024 ] 2>/dev/null; }\n\
+         unpack_failed() { roomy || echo \"No space left on device in $D: the release does not fit on this host\" >&2; rm -rf -- \"$tmp\" \"$@\"; echo \"unpacking the $what failed\" >&2; exit 1; }\n\
+         fresh() { for x; do if [ -e \"$x\" ] || [ -L \"$x\" ]; then rm -rf -- \"$x\" || return 1; fi; done; mkdir -- \"$@\"; }\n",
     );
     s.push_str(UNTAR_FN);
+    if !matches!(source, Source::Delta(d) if d.link) {
+        s.push_str("fresh \"$tmp\" || exit 1\n");
+    }
+    // The record of a release unpacked whole: its files, as they are now.
+    let record_now = format!(
+        "{{ [ -d \"$tmp/.shipit\" ] || mkdir -- \"$tmp/.shipit\"; }} && ( cd -- \"$tmp\" && find . -type f ! -path ./{VERIFIED} -printf '{VERIFIED_LINE}' ) | LC_ALL=C sort > \"$tmp/{VERIFIED}\" || {{ rm -rf -- \"$tmp\"; exit 1; }}\n"
+    );
     match source {
         Source::Cached => {
             s.push_str("printf '@@step unpack\\n'\n");
             s.push_str(&format!(
-                "what=artifact\nuntar < {ARTIFACTS}/{sha}.tar.gz || unpack_failed\n"
+                "what=artifact\nuntar -C \"$tmp\" < {ARTIFACTS}/{sha}.tar.gz || unpack_failed\n"
             ));
+            if record {
+                s.push_str(&record_now);
+            }
         }
         Source::Full { cksum } => {
             // Unpacked while it arrives; the release counts only once the whole archive
@@ -371,31 +395,30 @@ fn unpack(sha256: &str, source: Source) -> Result<String, QuoteError> {
             s.push_str(&format!(
                 "f={ARTIFACTS}/{sha}.tar.gz\nt=\"$f.part.$$\"\n\
                  what=artifact\n\
-                 {{ tee -- \"$t\" || :; }} | untar || unpack_failed \"$t\"\n\
+                 {{ tee -- \"$t\" || :; }} | untar -C \"$tmp\" || unpack_failed \"$t\"\n\
                  if [ \"$(cksum < \"$t\")\" = {} ]; then mv -f -- \"$t\" \"$f\"; else rm -rf -- \"$t\" \"$tmp\"; echo 'the uploaded artifact is not what was sent (truncated, or the disk is full?)' >&2; exit 1; fi\n",
                 q(cksum)?
             ));
+            if record {
+                s.push_str(&record_now);
+            }
         }
+        Source::Delta(d) if d.link => s.push_str(&linked_delta(id, d)?),
         Source::Delta(d) => {
             let base = q(d.base)?;
-            let copy = if d.link {
-                "cp --link"
-            } else {
-                "cp -p --reflink=auto"
-            };
             // A failure to assemble is not fatal: the release is discarded and the
             // client sends the full artifact instead (`@@delta-mismatch`).
             s.push_str(&format!(
                 "W=\"$tmp.delta\"\nmismatch() {{ rm -rf -- \"$tmp\" \"$W\"; printf '@@delta-mismatch %s\\n' \"$(printf '%s' \"$1\" | tr '\\n' ' ' | cut -c1-300)\"; exit 0; }}\n\
-                 rm -rf -- \"$W\" && mkdir -p -- \"$W\" || exit 1\n\
+                 fresh \"$W\" || exit 1\n\
                  printf '@@step upload\\n'\n\
                  head -c {reuse} > \"$W/reuse.gz\" || {{ rm -rf -- \"$tmp\" \"$W\"; exit 1; }}\n\
                  printf '@@step reuse\\n'\n\
                  [ -d {RELEASES}/{base} ] || mismatch \"release \"{base}\" is gone\"\n\
-                 e=$(gzip -dc -- \"$W/reuse.gz\" | ( cd -- {RELEASES}/{base} && xargs -0 -r {copy} --parents -t \"$D/$tmp\" -- ) 2>&1) || mismatch \"taking the unchanged files from \"{base}\" failed: $e\"\n\
+                 e=$(gzip -dc -- \"$W/reuse.gz\" | ( cd -- {RELEASES}/{base} && xargs -0 -r cp -p --reflink=auto --parents -t \"$D/$tmp\" -- ) 2>&1) || mismatch \"taking the unchanged files from \"{base}\" failed: $e\"\n\
                  printf '@@step unpack\\n'\n\
                  what=delta\n\
-                 untar || unpack_failed \"$W\"\n\
+                 untar -C \"$tmp\" || unpack_failed \"$W\"\n\
                  printf '@@step verify\\n'\n\
                  sum=$(cd -- \"$tmp\" && find . -type f -printf '%P\\0' | LC_ALL=C sort -z | xargs -0 -r cksum -- | sha256sum)\n\
                  [ \"${{sum%% *}}\" = {content} ] || mismatch \"file contents differ from the artifact (was a file of release \"{base}\" changed in place?)\"\n\
@@ -411,6 +434,61 @@ fn unpack(sha256: &str, source: Source) -> Result<String, QuoteError> {
     Ok(s)
 }
 
+/// `text` as the replacement of a sed `s,,,` expression (tar's `--transform`): `\\`, `&`
+/// and the delimiter escaped.
+fn transform_text(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if matches!(c, '\\' | '&' | ',') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A `delta: hardlink` delta (see [`crate::artifact::delta`]): one `tar`, run in
+/// `releases/`, makes the release, its names mapped from `N/` to the new release and
+/// its hard-link targets from `B/` to the live release. Then, before anything else:
+/// the tree is what a full unpack gives; every linked file (and the live release's
+/// manifest, which chose them) is still the file recorded in the live release's
+/// `.shipit/verified` (same inode, size and mtime: not edited, replaced or touched since
+/// it was verified); every file the archive brought has the right content. A file with
+/// one link came from the archive; one with more is the live release's.
+fn linked_delta(id: &str, d: DeltaSource) -> Result<String, QuoteError> {
+    use crate::artifact::delta::{BASE_PREFIX, NEW_PREFIX};
+    let new_names = q(&format!(
+        "s,^{NEW_PREFIX},{},rSH",
+        transform_text(&format!("{STAGING_PREFIX}{id}/"))
+    ))?;
+    let base_targets = q(&format!(
+        "s,^{BASE_PREFIX},{},RSh",
+        transform_text(&format!("{}/", d.base))
+    ))?;
+    let base = q(d.base)?;
+    Ok(format!(
+        "W=\"$tmp.delta\"\nb={base}\nB=\"{RELEASES}/$b\"\n\
+         mismatch() {{ rm -rf -- \"$tmp\" \"$W\"; printf '@@delta-mismatch %s\\n' \"$(printf '%s' \"$1\" | tr '\\n' ' ' | cut -c1-300)\"; exit 0; }}\n\
+         fresh \"$tmp\" \"$W\" || exit 1\n\
+         printf '@@step upload\\n'\n\
+         [ -f \"$B/{VERIFIED}\" ] || mismatch \"release $b is gone, or has no record of its files\"\n\
+         what=delta\n\
+         untar -C {RELEASES} --transform={new_names} --transform={base_targets} 2>\"$W/err\" || {{ roomy || {{ cat -- \"$W/err\" >&2; unpack_failed \"$W\"; }}; mismatch \"making the release from release $b failed: $(cat -- \"$W/err\")\"; }}\n\
+         printf '@@step verify\\n'\n\
+         tree=$(find \"$tmp\" -mindepth 1 -printf '%y %m %P -> %l\\n' -type f -fprintf \"$W/files\" '{VERIFIED_LINE}' \\( -links 1 -fprintf \"$W/sent\" '%P\\0' -o -fprintf \"$W/linked\" '{VERIFIED_LINE}' \\) | LC_ALL=C sort | sha256sum)\n\
+         [ \"${{tree%% *}}\" = {tree} ] || mismatch 'the file tree (names, types, modes, links) differs from the artifact'\n\
+         find \"$B/{MANIFEST}\" -printf '%i %s %T@ {MANIFEST}\\n' >> \"$W/linked\" || mismatch \"release $b has no manifest\"\n\
+         x=$(LC_ALL=C sort -- \"$W/linked\" | LC_ALL=C comm -23 - \"$B/{VERIFIED}\") && [ -z \"$x\" ] || mismatch \"files of release $b changed since it was made (edited in place?): $(printf '%s' \"$x\" | cut -d ' ' -f 4- | head -n 3)\"\n\
+         sum=$(LC_ALL=C sort -z -- \"$W/sent\" | ( cd -- \"$tmp\" && exec xargs -0 -r cksum -- ) | sha256sum)\n\
+         [ \"${{sum%% *}}\" = {content} ] || mismatch 'the files sent differ from the artifact'\n\
+         {{ [ -d \"$tmp/.shipit\" ] || mkdir -- \"$tmp/.shipit\"; }} && LC_ALL=C sort -o \"$tmp/{VERIFIED}\" -- \"$W/files\" || {{ rm -rf -- \"$tmp\" \"$W\"; exit 1; }}\n\
+         rm -rf -- \"$W\"\n",
+        MANIFEST = crate::artifact::manifest::PATH,
+        tree = q(d.tree_sha256)?,
+        content = q(d.content_sha256)?,
+    ))
+}
+
 pub fn stage(p: &Stage) -> Result<String, QuoteError> {
     let id = q(p.id)?;
     let mut s = format!("id={id}\ntmp={RELEASES}/{STAGING_PREFIX}$id\nrel={RELEASES}/$id\n");
@@ -418,7 +496,7 @@ pub fn stage(p: &Stage) -> Result<String, QuoteError> {
         "fail_release() {{ printf '%s\\n' {} > \"$rel/{RELEASE_JSON}\" 2>/dev/null; }}\n",
         q(p.failed_json)?
     ));
-    s.push_str(&unpack(p.sha256, p.source)?);
+    s.push_str(&unpack(p.id, p.sha256, p.source, p.record)?);
     s.push_str("printf '@@step link\\n'\n");
     for dir in p.shared_dirs {
         let d = q(dir)?;
@@ -441,7 +519,7 @@ pub fn stage(p: &Stage) -> Result<String, QuoteError> {
         q(p.env)?
     ));
     s.push_str(&format!(
-        "mkdir -p -- \"$tmp/.shipit\" && printf '%s\\n' {} > \"$tmp/{RELEASE_JSON}\" && mv -T -- \"$tmp\" \"$rel\" || {{ rm -rf -- \"$tmp\"; exit 1; }}\n",
+        "{{ [ -d \"$tmp/.shipit\" ] || mkdir -- \"$tmp/.shipit\"; }} && printf '%s\\n' {} > \"$tmp/{RELEASE_JSON}\" && mv -T -- \"$tmp\" \"$rel\" || {{ rm -rf -- \"$tmp\"; exit 1; }}\n",
         q(p.staged_json)?
     ));
     s.push_str("cd -- \"$rel\" || exit 1\n");

@@ -38,6 +38,12 @@ impl Tree {
         t.write("gone-later.txt", "bye\n");
         std::fs::create_dir_all(t.path("empty/dir")).unwrap();
         symlink("static/a/file-001.txt", t.path("link")).unwrap();
+        // Names and link targets that look like a hard-linked delta's own prefixes (`N/`,
+        // `B/`) or mean something to its `tar --transform` (`,`, `&`, `\\1`).
+        t.write("B/x,y&z.txt", "b\n");
+        t.write("N/odd \\1.txt", "n\n");
+        symlink("B/x,y&z.txt", t.path("to-b")).unwrap();
+        symlink("N/odd \\1.txt", t.path("to-n")).unwrap();
         t
     }
 
@@ -88,8 +94,11 @@ impl Host {
     }
 
     /// Stage `a` as release `id` from `source`, with `data` on stdin; returns stdout.
+    /// A hard-linked delta's release gets its record (`.shipit/verified`), as it would
+    /// with `delta: hardlink`.
     fn stage(&self, id: &str, a: &Artifact, source: Source, data: &[u8]) -> String {
-        let out = self.try_stage(id, a, source, data);
+        let record = matches!(source, Source::Delta(d) if d.link);
+        let out = self.try_stage(id, a, source, data, record);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),
@@ -99,14 +108,18 @@ impl Host {
         stdout
     }
 
-    /// Stage the whole artifact, and check the release is exactly its full unpack.
-    fn stage_full(&self, id: &str, a: &Artifact) {
-        let stdout = self.stage(
+    /// Stage the whole artifact, and check the release is exactly its full unpack. With
+    /// `record`, as `delta: hardlink` does: the release's `.shipit/verified` too.
+    fn stage_full(&self, id: &str, a: &Artifact, record: bool) {
+        let out = self.try_stage(
             id,
             a,
             Source::Full { cksum: &cksum(a) },
             &std::fs::read(&a.path).unwrap(),
+            record,
         );
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{stdout}");
         assert!(stdout.contains("@@staged"), "{stdout}");
         assert_eq!(
             fingerprint(&self.release(id)),
@@ -114,7 +127,14 @@ impl Host {
         );
     }
 
-    fn try_stage(&self, id: &str, a: &Artifact, source: Source, data: &[u8]) -> Output {
+    fn try_stage(
+        &self,
+        id: &str,
+        a: &Artifact,
+        source: Source,
+        data: &[u8],
+        record: bool,
+    ) -> Output {
         self.run(
             &release::stage(&Stage {
                 id,
@@ -127,6 +147,7 @@ impl Host {
                 failed_json: "{\"state\":\"failed\"}",
                 before_switch: &[],
                 redact: false,
+                record,
             })
             .unwrap(),
             data,
@@ -173,13 +194,13 @@ impl Host {
 }
 
 /// Every entry's type, mode, path and link target, and every file's sha256: what "the
-/// same release" means. Leaves out what staging adds (.env, release.json).
+/// same release" means. Leaves out what staging adds (.env, release.json, the record).
 fn fingerprint(dir: &Path) -> String {
     let out = Command::new("sh")
         .arg("-c")
         .arg(
-            "find . -mindepth 1 ! -path ./.env ! -path ./.shipit/release.json -printf '%y %m %P -> %l\\n' | LC_ALL=C sort; \
-             find . -type f ! -path ./.env ! -path ./.shipit/release.json -print0 | LC_ALL=C sort -z | xargs -0 sha256sum",
+            "find . -mindepth 1 ! -path ./.env ! -path ./.shipit/release.json ! -path ./.shipit/verified -printf '%y %m %P -> %l\\n' | LC_ALL=C sort; \
+             find . -type f ! -path ./.env ! -path ./.shipit/release.json ! -path ./.shipit/verified -print0 | LC_ALL=C sort -z | xargs -0 sha256sum",
         )
         .current_dir(dir)
         .output()
@@ -201,10 +222,10 @@ fn full_unpack(a: &Artifact) -> tempfile::TempDir {
     d
 }
 
-fn delta_source<'a>(base: &'a str, d: &'a delta::Delta, link: bool) -> Source<'a> {
+fn delta_source<'a>(base: &'a str, d: &'a delta::Delta) -> Source<'a> {
     Source::Delta(DeltaSource {
         base,
-        link,
+        link: d.link,
         reuse_len: d.reuse_gz.len() as u64,
         tree_sha256: &d.tree_sha256,
         content_sha256: &d.content_sha256,
@@ -230,7 +251,7 @@ fn the_tree_digest_is_what_find_prints_for_a_full_unpack() {
         entries: Vec::new(),
         ..a.manifest.clone()
     };
-    let d = delta::build(&a, &empty, &[]).unwrap();
+    let d = delta::build(&a, &empty, &[], false).unwrap();
     assert_eq!(d.reused, 0);
     let unpacked = full_unpack(&a);
     let listing = Command::new("sh")
@@ -243,6 +264,19 @@ fn the_tree_digest_is_what_find_prints_for_a_full_unpack() {
     assert_eq!(host.split_whitespace().next(), Some(d.tree_sha256.as_str()));
 }
 
+/// `<inode> <size> <mtime> <path>` of every file of `dir` but the record itself, sorted:
+/// what its `.shipit/verified` must say.
+fn identities(dir: &Path) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("find . -type f ! -path ./.shipit/verified ! -path ./.env ! -path ./.shipit/release.json -printf '%i %s %T@ %P\\n' | LC_ALL=C sort")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn a_delta_release_is_identical_to_a_full_unpack_and_moves_only_what_changed() {
     let tree = Tree::new();
@@ -250,13 +284,16 @@ fn a_delta_release_is_identical_to_a_full_unpack_and_moves_only_what_changed() {
     let v1 = tree.pack("1", out1.path());
     let host = Host::new();
     let id1 = "20260101T000000Z-aaaaaaaa";
-    host.stage_full(id1, &v1);
+    host.stage_full(id1, &v1, true);
     assert!(
         host.root()
             .join(format!(".shipit/artifacts/{}.tar.gz", v1.sha256))
             .exists(),
         "a full upload is cached"
     );
+    let record =
+        |id: &str| std::fs::read_to_string(host.release(id).join(".shipit/verified")).unwrap();
+    assert_eq!(record(id1), identities(&host.release(id1)));
 
     // v2: one file changed, one added, one removed, a mode changed, a link retargeted.
     tree.write("static/a/file-007.txt", "changed\n");
@@ -269,29 +306,65 @@ fn a_delta_release_is_identical_to_a_full_unpack_and_moves_only_what_changed() {
     let v2 = tree.pack("2", out2.path());
 
     for (i, link) in [false, true].into_iter().enumerate() {
-        let d = delta::build(&v2, &v1.manifest, &[]).unwrap();
-        // 200 assets + bin/app + conf/-leading-dash reused; 007 changed, the mode change
-        // and the new file sent (the manifest too).
-        assert_eq!(d.reused, 201, "reused");
+        let d = delta::build(&v2, &v1.manifest, &[], link).unwrap();
+        // 200 assets, bin/app, conf/-leading-dash, B/x,y&z.txt and N/odd \1.txt reused;
+        // 007 changed, the mode change and the new file sent (the manifest too).
+        assert_eq!(d.reused, 203, "reused");
         assert_eq!(d.sent, 4, "sent");
         assert!(d.len() * 5 < v2.size, "{} of {}", d.len(), v2.size);
+        assert_eq!(d.reuse_gz.is_empty(), link, "hardlink: the archive links");
 
-        let id2 = format!("20260101T00000{i}Z-bbbbbbbb");
-        let stdout = host.stage(&id2, &v2, delta_source(id1, &d, link), &delta_bytes(&d));
+        let id2 = format!("20260101T00000{}Z-bbbbbbbb", i + 1);
+        let stdout = host.stage(&id2, &v2, delta_source(id1, &d), &delta_bytes(&d));
         assert!(stdout.contains("@@staged"), "{stdout}");
         assert!(!stdout.contains("@@delta-mismatch"), "{stdout}");
         assert_eq!(
             fingerprint(&host.release(&id2)),
             fingerprint(full_unpack(&v2).path())
         );
-        let inode = |id: &str| {
-            std::fs::metadata(host.release(id).join("static/a/file-100.txt"))
+        let inode = |id: &str, file: &str| {
+            std::fs::metadata(host.release(id).join(file))
                 .unwrap()
                 .ino()
         };
-        assert_eq!(inode(&id2) == inode(id1), link, "hardlink: {link}");
+        for file in ["static/a/file-100.txt", "B/x,y&z.txt", "N/odd \\1.txt"] {
+            assert_eq!(
+                inode(&id2, file) == inode(id1, file),
+                link,
+                "{file}, hardlink: {link}"
+            );
+        }
+        assert_ne!(
+            inode(&id2, "static/a/file-007.txt"),
+            inode(id1, "static/a/file-007.txt")
+        );
+        if link {
+            // The new release's record lists its files as they are: the next delta's base.
+            assert_eq!(record(&id2), identities(&host.release(&id2)));
+        } else {
+            assert!(!host.release(&id2).join(".shipit/verified").exists());
+        }
+        // The live release is as it was: linking never changes its files.
+        assert_eq!(record(id1), identities(&host.release(id1)));
+        assert_eq!(
+            fingerprint(&host.release(id1)),
+            fingerprint(full_unpack(&v1).path())
+        );
         assert!(host.leftovers().is_empty(), "{:?}", host.leftovers());
     }
+}
+
+/// What a delta against a changed live release says: `@@delta-mismatch`, with no
+/// release and nothing half-made left behind.
+fn turned_down(host: &Host, id: &str, v: &Artifact, base: &str, d: &delta::Delta, why: &str) {
+    let stdout = host.stage(id, v, delta_source(base, d), &delta_bytes(d));
+    assert!(
+        stdout.contains("@@delta-mismatch") && stdout.contains(why),
+        "expected a mismatch saying {why:?}: {stdout}"
+    );
+    assert!(!stdout.contains("@@staged"));
+    assert!(!host.release(id).exists());
+    assert!(host.leftovers().is_empty(), "{:?}", host.leftovers());
 }
 
 #[test]
@@ -299,47 +372,84 @@ fn a_tampered_base_release_is_caught_and_nothing_is_left_behind() {
     let tree = Tree::new();
     let out1 = tempfile::tempdir().unwrap();
     let v1 = tree.pack("1", out1.path());
-    let host = Host::new();
-    let id1 = "20260101T000000Z-aaaaaaaa";
-    host.stage_full(id1, &v1);
     tree.write("static/new.txt", "new\n");
     let out2 = tempfile::tempdir().unwrap();
     let v2 = tree.pack("2", out2.path());
-    let d = delta::build(&v2, &v1.manifest, &[]).unwrap();
+    let id1 = "20260101T000000Z-aaaaaaaa";
     let id2 = "20260101T000001Z-bbbbbbbb";
 
-    // A file edited in place, same size: only its content gives it away.
-    let victim = host.release(id1).join("static/a/file-050.txt");
-    let text = std::fs::read_to_string(&victim).unwrap();
-    std::fs::write(&victim, text.replacen("file", "FILE", 1)).unwrap();
-    assert_eq!(std::fs::read_to_string(&victim).unwrap().len(), text.len());
-    let stdout = host.stage(id2, &v2, delta_source(id1, &d, false), &delta_bytes(&d));
-    assert!(
-        stdout.contains("@@delta-mismatch") && stdout.contains("file contents differ"),
-        "{stdout}"
-    );
-    assert!(!stdout.contains("@@staged"));
-    assert!(!host.release(id2).exists());
-    assert!(host.leftovers().is_empty(), "{:?}", host.leftovers());
+    for link in [false, true] {
+        let host = Host::new();
+        host.stage_full(id1, &v1, link);
+        let d = delta::build(&v2, &v1.manifest, &[], link).unwrap();
+        let victim = host.release(id1).join("static/a/file-050.txt");
+        let text = std::fs::read_to_string(&victim).unwrap();
+        let mtime = std::fs::metadata(&victim).unwrap().modified().unwrap();
 
-    // A mode changed in place: the tree check catches it.
-    std::fs::write(&victim, text).unwrap();
-    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let stdout = host.stage(id2, &v2, delta_source(id1, &d, false), &delta_bytes(&d));
-    assert!(
-        stdout.contains("@@delta-mismatch") && stdout.contains("file tree"),
-        "{stdout}"
-    );
+        // A file edited in place, same size: its content (copy) or its mtime (hardlink)
+        // gives it away.
+        std::fs::write(&victim, text.replacen("file", "FILE", 1)).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap().len(), text.len());
+        let why = if link {
+            "changed since it was made"
+        } else {
+            "file contents differ"
+        };
+        turned_down(&host, id2, &v2, id1, &d, why);
 
-    // A reused file deleted: caught while copying.
-    std::fs::remove_file(&victim).unwrap();
-    let stdout = host.stage(id2, &v2, delta_source(id1, &d, false), &delta_bytes(&d));
-    assert!(stdout.contains("@@delta-mismatch"), "{stdout}");
-    assert!(!host.release(id2).exists());
-    assert!(host.leftovers().is_empty(), "{:?}", host.leftovers());
+        // Put back byte for byte, but as a new file (a new inode), its mtime set back:
+        // for a hard link, not the file that was verified.
+        std::fs::remove_file(&victim).unwrap();
+        std::fs::write(
+            host.root().join("spare"),
+            "keeps the old inode number taken",
+        )
+        .unwrap();
+        std::fs::write(&victim, &text).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&victim)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        if link {
+            turned_down(&host, id2, &v2, id1, &d, "changed since it was made");
+        }
 
-    // The full artifact then stages fine.
-    host.stage_full(id2, &v2);
+        // A mode changed in place: the tree check catches it.
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o666)).unwrap();
+        turned_down(&host, id2, &v2, id1, &d, "file tree");
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        // A reused file deleted: caught while linking or copying.
+        std::fs::remove_file(&victim).unwrap();
+        let why = if link {
+            "making the release from release"
+        } else {
+            "taking the unchanged files"
+        };
+        turned_down(&host, id2, &v2, id1, &d, why);
+
+        if link {
+            // The live release's manifest (which chose the files to link) edited.
+            std::fs::write(&victim, &text).unwrap();
+            let manifest = host.release(id1).join(".shipit/manifest.json");
+            let m = std::fs::read_to_string(&manifest).unwrap();
+            std::fs::write(
+                &manifest,
+                m.replace("\"version\":\"1\"", "\"version\":\"9\""),
+            )
+            .unwrap();
+            turned_down(&host, id2, &v2, id1, &d, ".shipit/manifest.json");
+
+            // No record at all (made with `delta: copy` or `off`).
+            std::fs::remove_file(host.release(id1).join(".shipit/verified")).unwrap();
+            turned_down(&host, id2, &v2, id1, &d, "has no record of its files");
+        }
+
+        // The full artifact then stages fine.
+        host.stage_full(id2, &v2, link);
+    }
 }
 
 #[test]
@@ -355,6 +465,7 @@ fn a_truncated_full_upload_leaves_no_release_and_no_cached_artifact() {
         &v1,
         Source::Full { cksum: &cksum(&v1) },
         &bytes,
+        true,
     );
     assert!(!out.status.success());
     assert!(!host.release("20260101T000000Z-aaaaaaaa").exists());
@@ -375,7 +486,7 @@ fn a_no_op_survey_answers_unchanged_without_reading_the_cached_artifact() {
     let out = tempfile::tempdir().unwrap();
     let a = tree.pack("1", out.path());
     let host = Host::new();
-    host.stage_full("r1", &a);
+    host.stage_full("r1", &a, false);
     std::fs::write(
         host.release("r1").join(".shipit/release.json"),
         format!(
@@ -429,7 +540,7 @@ fn a_delta_is_made_only_of_the_checked_bytes() {
         Some(&on_disk[..]),
         "pack keeps what it wrote"
     );
-    let good = delta::build(&v2, &v1.manifest, &[]).unwrap();
+    let good = delta::build(&v2, &v1.manifest, &[], false).unwrap();
     assert_eq!(good.sent, 2, "the changed file and the new manifest");
 
     // The file is replaced (same size, one byte flipped in the middle) after the check.
@@ -437,18 +548,18 @@ fn a_delta_is_made_only_of_the_checked_bytes() {
     let mid = swapped.len() / 2;
     swapped[mid] ^= 0x55;
     std::fs::write(&v2.path, &swapped).unwrap();
-    let held = delta::build(&v2, &v1.manifest, &[]).unwrap();
+    let held = delta::build(&v2, &v1.manifest, &[], false).unwrap();
     assert_eq!(held.archive, good.archive, "built from the held bytes");
     assert_eq!(held.content_sha256, good.content_sha256);
     let streamed = artifact::Artifact {
         bytes: None,
         ..v2.clone()
     };
-    let err = delta::build(&streamed, &v1.manifest, &[]).unwrap_err();
+    let err = delta::build(&streamed, &v1.manifest, &[], false).unwrap_err();
     assert!(
         err.to_string().contains("changed since it was checked"),
         "{err}"
     );
     std::fs::write(&v2.path, &on_disk).unwrap();
-    assert!(delta::build(&streamed, &v1.manifest, &[]).is_ok());
+    assert!(delta::build(&streamed, &v1.manifest, &[], false).is_ok());
 }

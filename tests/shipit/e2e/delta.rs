@@ -1,7 +1,8 @@
 //! Delta deploys on real hosts: only changed files travel, the release a host assembles is
 //! byte-identical to a full unpack, a tampered live release is caught and the host gets
 //! the whole artifact, `delta: off` sends everything, a new host gets everything, and
-//! `delta: hardlink` shares unchanged files with the previous release.
+//! `delta: hardlink` shares unchanged files with the previous release (once the live
+//! release has its record of verified files) and turns down a live release edited since.
 
 use std::path::Path;
 use std::process::Command;
@@ -29,8 +30,8 @@ fn write_assets(app: &App) {
 
 /// Every entry (type, mode, path, link target) and every file's sha256 of a release, but
 /// what staging adds (`.env`, release.json, the shared `log` link).
-const FINGERPRINT: &str = "find . -mindepth 1 ! -path ./.env ! -path ./.shipit/release.json ! -path ./log -printf '%y %m %P -> %l\\n' | LC_ALL=C sort; \
-     find . -type f ! -path ./.env ! -path ./.shipit/release.json -print0 | LC_ALL=C sort -z | xargs -0 sha256sum";
+const FINGERPRINT: &str = "find . -mindepth 1 ! -path ./.env ! -path ./.shipit/release.json ! -path ./.shipit/verified ! -path ./log -printf '%y %m %P -> %l\\n' | LC_ALL=C sort; \
+     find . -type f ! -path ./.env ! -path ./.shipit/release.json ! -path ./.shipit/verified -print0 | LC_ALL=C sort -z | xargs -0 sha256sum";
 
 fn on_host(tb: &Testbed, i: usize, release: &str) -> String {
     tb.root(
@@ -164,9 +165,12 @@ fn delta_deploys_send_what_changed_and_land_the_same_release() {
     let size = std::fs::metadata(artifact(&app, "4.0")).unwrap().len();
     for i in 0..2 {
         assert_eq!(sent(&summary, i), ("full".into(), size, 0));
+        assert_eq!(app.current(i), v4);
     }
 
-    // delta: hardlink, and a new host in the environment: it gets the whole artifact.
+    // delta: hardlink, and a new host in the environment. The live releases were not made
+    // with `hardlink`, so they have no record of their files to link from: every host
+    // gets the whole artifact, once, and says why.
     let (a, b, c) = (&tb.host(0).ip, &tb.host(1).ip, &tb.host(2).ip);
     let hosts = yaml.replace(
         &format!("hosts: [{a}, {b}]"),
@@ -178,27 +182,63 @@ fn delta_deploys_send_what_changed_and_land_the_same_release() {
     let (out, summary) = app.deploy("5.0", &[], &[]);
     out.code(0);
     let v5 = summary["release"].as_str().unwrap().to_owned();
-    let expected = full_unpack(&artifact(&app, "5.0"));
+    for i in 0..3 {
+        assert_eq!(sent(&summary, i).0, "full", "host {i}");
+    }
+    assert!(
+        out.stderr.contains("has no record of its files"),
+        "{}",
+        out.stderr
+    );
+
+    // From then on, hard-linked deltas on all three.
+    next_version(&app, 6, 11);
+    let (out, summary) = app.deploy("6.0", &[], &[]);
+    out.code(0);
+    let v6 = summary["release"].as_str().unwrap().to_owned();
+    let expected = full_unpack(&artifact(&app, "6.0"));
     let inode = |i: usize, release: &str| {
         tb.root(
             i,
             &format!("stat -c %i /opt/hello/releases/{release}/bin/hello"),
         )
     };
-    for i in 0..2 {
-        assert_eq!(sent(&summary, i).0, "delta");
-        assert_eq!(inode(i, &v5), inode(i, &v4), "hard-linked on host {i}");
-        assert_eq!(on_host(&tb, i, &v5), expected);
+    for i in 0..3 {
+        assert_eq!(sent(&summary, i).0, "delta", "host {i}");
+        assert_eq!(inode(i, &v6), inode(i, &v5), "hard-linked on host {i}");
+        assert_eq!(on_host(&tb, i, &v6), expected);
     }
-    assert_eq!(sent(&summary, 2).0, "full");
-    assert_eq!(on_host(&tb, 2, &v5), expected);
     assert_eq!(app.http(2), "hello v1");
+
+    // Host 2's live release is edited in place: what it would link is not the file that
+    // was verified, so its delta is turned down and the whole artifact follows.
+    tb.root(
+        1,
+        &format!("printf x >> /opt/hello/releases/{v6}/bin/assets/a-200.txt"),
+    );
+    next_version(&app, 7, 12);
+    let (out, summary) = app.deploy("7.0", &[], &[]);
+    out.code(0);
+    let v7 = summary["release"].as_str().unwrap().to_owned();
+    let expected = full_unpack(&artifact(&app, "7.0"));
+    assert_eq!(sent(&summary, 0).0, "delta");
+    assert_eq!(sent(&summary, 1).0, "full");
+    assert!(
+        out.stderr.contains("the delta did not verify")
+            && out.stderr.contains("changed since it was made"),
+        "{}",
+        out.stderr
+    );
+    for i in 0..3 {
+        assert_eq!(on_host(&tb, i, &v7), expected, "host {i}");
+        assert_eq!(app.current(i), v7);
+    }
 
     // Rollback is unaffected: the previous release is complete on its own.
     let out = app.shipit(&["rollback", "--hosts", &format!("{a},{b}")]);
     out.code(0);
     for i in 0..2 {
-        assert_eq!(app.current(i), v4);
+        assert_eq!(app.current(i), v6);
         assert_eq!(app.active(i), "active");
     }
 }
