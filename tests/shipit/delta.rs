@@ -563,3 +563,48 @@ fn a_delta_is_made_only_of_the_checked_bytes() {
     std::fs::write(&v2.path, &on_disk).unwrap();
     assert!(delta::build(&streamed, &v1.manifest, &[], false).is_ok());
 }
+
+/// With `delta: hardlink` every release gets its record, however it was made (a whole
+/// upload, the cached artifact, a delta), and the survey says when the live release has
+/// one: without it, a hard-linked delta has nothing to check its links against.
+#[test]
+fn hardlink_releases_record_their_files_and_the_survey_says_so() {
+    let tree = Tree::new();
+    let out = tempfile::tempdir().unwrap();
+    let a = tree.pack("1", out.path());
+    let host = Host::new();
+    let record = |id: &str| std::fs::read_to_string(host.release(id).join(".shipit/verified"));
+    host.stage_full("r1", &a, false);
+    assert!(record("r1").is_err(), "no record without delta: hardlink");
+    host.stage_full("r2", &a, true);
+    assert_eq!(record("r2").unwrap(), identities(&host.release("r2")));
+    let stdout =
+        String::from_utf8(host.try_stage("r3", &a, Source::Cached, b"", true).stdout).unwrap();
+    assert!(stdout.contains("@@staged"), "{stdout}");
+    assert_eq!(record("r3").unwrap(), identities(&host.release("r3")));
+    assert_eq!(
+        record("r3").unwrap().lines().count(),
+        a.manifest.files().count() + 1
+    );
+
+    let other = tree.pack("2", out.path());
+    let cksum = cksum(&other);
+    let survey = |live: &str| {
+        let _ = std::fs::remove_file(host.root().join("current"));
+        symlink(format!("releases/{live}"), host.root().join("current")).unwrap();
+        let script = release::survey(Some(&release::Wanted {
+            sha256: &other.sha256,
+            cksum: &cksum,
+            manifest: true,
+            unchanged: None,
+        }))
+        .unwrap();
+        let o = host.run(&script, b"");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        release::parse_survey(&String::from_utf8(o.stdout).unwrap())
+    };
+    let s = survey("r1");
+    assert!(s.base_manifest.is_some() && !s.base_verified);
+    let s = survey("r3");
+    assert!(s.base_manifest.is_some() && s.base_verified);
+}
