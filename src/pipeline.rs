@@ -612,7 +612,13 @@ impl HostRun {
     }
 
     pub async fn connect(&mut self, connector: &Connector) {
-        match connector.connect(&self.target).await {
+        let session = connector.connect(&self.target).await;
+        self.connected(session);
+    }
+
+    /// The outcome of connecting, here or ahead of time ([`crate::rollout::connect_early`]).
+    pub fn connected(&mut self, session: Result<Session, crate::ssh::Error>) {
+        match session {
             Ok(s) => self.session = Some(s),
             Err(e) => {
                 let reason = e.to_string();

@@ -47,9 +47,9 @@ pub struct Delta {
     pub archive: Vec<u8>,
     /// sha256 of the sorted tree listing a full unpack gives (see [`tree_line`]).
     pub tree_sha256: String,
-    /// sha256 of `<crc> <size> <path>\n` for every file (`copy`) or every file in the
-    /// archive (`hardlink`), sorted by path: what `xargs -0 cksum --` prints for those
-    /// paths sorted with `LC_ALL=C sort -z`.
+    /// `copy`: sha256 of `<crc> <size> <path>\n` for every file, sorted by path: what
+    /// `xargs -0 cksum --` prints for them sorted with `LC_ALL=C sort -z`. Empty for
+    /// `hardlink`, which reads no file back (see the module's doc).
     pub content_sha256: String,
     /// Made for `delta: hardlink`.
     pub link: bool,
@@ -121,16 +121,43 @@ pub fn reusable<'a>(old: &Manifest, new: &'a Manifest, shared: &[String]) -> Vec
         .collect()
 }
 
-/// One line of the tree listing, as the host prints it with
-/// `find . -mindepth 1 -printf '%y %m %P -> %l\n'`: type letter, permission bits in
-/// octal, path, link target (empty unless a symlink). Symlinks always show 777.
-pub fn tree_line(kind: EntryType, mode: u32, path: &str, target: &str) -> String {
-    let (y, mode) = match kind {
-        EntryType::File => ('f', mode & 0o7777),
-        EntryType::Dir => ('d', mode & 0o7777),
-        EntryType::Symlink => ('l', 0o777),
-    };
-    format!("{y} {mode:o} {path} -> {target}\n")
+/// A line of a release's `.shipit/verified`, as `find -printf` writes it: inode, size,
+/// mtime (to the nanosecond, where the filesystem has it), path.
+pub const VERIFIED_LINE: &str = "%i %s %T@ %P\\n";
+
+/// What of a release's tree the host lists, as `find <dir> -mindepth 1` arguments: per
+/// entry a line (see [`tree_line`]), files with their size, and told apart by their link
+/// count: `f` for a file of one link (unpacked or copied), `h` for one with more (a hard
+/// link into the live release). With `linked`, the lines of `.shipit/verified` for the
+/// `h` files also go to that file.
+pub fn tree_find(linked: Option<&str>) -> String {
+    let also = linked
+        .map(|path| format!(" -fprintf {path} '{VERIFIED_LINE}'"))
+        .unwrap_or_default();
+    format!(
+        "\\( -type f \\( -links 1 -printf 'f %m %s %P\\n' -o -printf 'h %m %s %P\\n'{also} \\) -o -printf '%y %m %P -> %l\\n' \\)"
+    )
+}
+
+/// One line of the tree listing, as [`tree_find`] prints it: type letter, permission bits
+/// in octal, then for a file its size and path (`h` when `linked`), else the path and the
+/// link target (empty unless a symlink). Symlinks always show 777.
+pub fn tree_line(
+    kind: EntryType,
+    mode: u32,
+    size: u64,
+    path: &str,
+    target: &str,
+    linked: bool,
+) -> String {
+    match kind {
+        EntryType::File => {
+            let y = if linked { 'h' } else { 'f' };
+            format!("{y} {:o} {size} {path}\n", mode & 0o7777)
+        }
+        EntryType::Dir => format!("d {:o} {path} -> \n", mode & 0o7777),
+        EntryType::Symlink => format!("l 777 {path} -> {target}\n"),
+    }
 }
 
 /// The sha256 of lines sorted bytewise (`LC_ALL=C sort`), as hex.
@@ -234,10 +261,12 @@ pub fn build(
     shared: &[String],
     link: bool,
 ) -> io::Result<Delta> {
-    let new = &artifact.manifest;
-    let reuse: HashSet<&str> = reusable(old, new, shared).into_iter().collect();
-    // A delta is only ever made of the bytes `inspect` or `pack` vouched for: those held
-    // in memory, or the file hashed as it is read, never a file replaced since.
+    // A delta is only ever made of the bytes `inspect` or `pack` vouched for: the tar
+    // stream `inspect` kept, the artifact's bytes held in memory, or the file hashed as
+    // it is read, never a file replaced since.
+    if let Some(tar) = &artifact.tar {
+        return cut(tar.reader(), artifact, old, shared, link).map(|(delta, _)| delta);
+    }
     let source: Box<dyn Read> = match &artifact.bytes {
         Some(bytes) => Box::new(&bytes[..]),
         None => Box::new(BufReader::with_capacity(
@@ -245,10 +274,36 @@ pub fn build(
             File::open(&artifact.path)?,
         )),
     };
-    let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(Sha256Reader {
+    let stream = flate2::read::MultiGzDecoder::new(Sha256Reader {
         inner: source,
         hasher: artifact.bytes.is_none().then(Sha256::new),
-    }));
+    });
+    let (delta, stream) = cut(stream, artifact, old, shared, link)?;
+    let mut rest = stream.into_inner();
+    io::copy(&mut rest, &mut io::sink())?;
+    if let Some(hasher) = rest.hasher
+        && hex::encode(hasher.finalize()) != artifact.sha256
+    {
+        return Err(io::Error::other(format!(
+            "`{}` changed since it was checked; run the deploy again",
+            artifact.path.display()
+        )));
+    }
+    Ok(delta)
+}
+
+/// The delta, cut from the artifact's tar `stream`; the stream is handed back after the
+/// archive's end marker.
+fn cut<R: Read>(
+    stream: R,
+    artifact: &super::Artifact,
+    old: &Manifest,
+    shared: &[String],
+    link: bool,
+) -> io::Result<(Delta, R)> {
+    let new = &artifact.manifest;
+    let reuse: HashSet<&str> = reusable(old, new, shared).into_iter().collect();
+    let mut archive = tar::Archive::new(stream);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut out = tar::Builder::new(ParallelGz::new(Vec::new(), threads));
     let mut tree = Vec::new();
@@ -280,7 +335,7 @@ pub fn build(
         let mode = header.mode()?;
         match header.entry_type() {
             tar::EntryType::Directory => {
-                tree.push(tree_line(EntryType::Dir, mode, &path, ""));
+                tree.push(tree_line(EntryType::Dir, mode, 0, &path, "", false));
                 out.append_data(&mut header, &name, io::empty())?;
             }
             tar::EntryType::Symlink => {
@@ -288,12 +343,27 @@ pub fn build(
                     .link_name()?
                     .and_then(|t| t.to_str().map(str::to_owned))
                     .ok_or_else(|| io::Error::other(format!("`{path}` has no UTF-8 target")))?;
-                tree.push(tree_line(EntryType::Symlink, mode, &path, &target));
+                tree.push(tree_line(
+                    EntryType::Symlink,
+                    mode,
+                    0,
+                    &path,
+                    &target,
+                    false,
+                ));
                 out.append_link(&mut header, &name, &target)?;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                tree.push(tree_line(EntryType::File, mode, &path, ""));
                 let reused = reuse.contains(path.as_str());
+                let size = header.size()?;
+                tree.push(tree_line(
+                    EntryType::File,
+                    mode,
+                    size,
+                    &path,
+                    "",
+                    link && reused,
+                ));
                 if link && reused {
                     // Its data is skipped, unread: the host links the live release's copy.
                     header.set_entry_type(tar::EntryType::Link);
@@ -310,7 +380,9 @@ pub fn build(
                     out.append_data(&mut header, &name, &mut reader)?;
                     sent += 1;
                 }
-                sums.push((path, reader.finish()));
+                if !link {
+                    sums.push((path, reader.finish()));
+                }
             }
             other => {
                 return Err(io::Error::other(format!(
@@ -319,32 +391,29 @@ pub fn build(
             }
         }
     }
-    let mut rest = archive.into_inner().into_inner();
-    io::copy(&mut rest, &mut io::sink())?;
-    if let Some(hasher) = rest.hasher
-        && hex::encode(hasher.finalize()) != artifact.sha256
-    {
-        return Err(io::Error::other(format!(
-            "`{}` changed since it was checked; run the deploy again",
-            artifact.path.display()
-        )));
-    }
+    let rest = archive.into_inner();
     let archive = out.into_inner()?.finish()?;
     // Sorted by path, not by line: `sort -z` sorts the paths before sha256sum sees them.
     sums.sort();
-    let mut content = Sha256::new();
-    for (path, (crc, size)) in &sums {
-        content.update(format!("{crc} {size} {path}\n").as_bytes());
-    }
-    Ok(Delta {
+    let content_sha256 = if link {
+        String::new()
+    } else {
+        let mut content = Sha256::new();
+        for (path, (crc, size)) in &sums {
+            content.update(format!("{crc} {size} {path}\n").as_bytes());
+        }
+        hex::encode(content.finalize())
+    };
+    let delta = Delta {
         reused: reuse.len(),
         sent,
         reuse_gz: if link { Vec::new() } else { gzip(&reuse_list)? },
         link,
         archive,
         tree_sha256: sorted_digest(tree),
-        content_sha256: hex::encode(content.finalize()),
-    })
+        content_sha256,
+    };
+    Ok((delta, rest))
 }
 
 struct Sha256Reader<R> {
@@ -453,12 +522,19 @@ mod tests {
     #[test]
     fn tree_lines_match_find_printf() {
         assert_eq!(
-            tree_line(EntryType::File, 0o100644, "a/b c", ""),
-            "f 644 a/b c -> \n"
+            tree_line(EntryType::File, 0o100644, 12, "a/b c", "", false),
+            "f 644 12 a/b c\n"
         );
-        assert_eq!(tree_line(EntryType::Dir, 0o4755, "d", ""), "d 4755 d -> \n");
         assert_eq!(
-            tree_line(EntryType::Symlink, 0o644, "l", "../x"),
+            tree_line(EntryType::File, 0o100755, 0, "x", "", true),
+            "h 755 0 x\n"
+        );
+        assert_eq!(
+            tree_line(EntryType::Dir, 0o4755, 0, "d", "", false),
+            "d 4755 d -> \n"
+        );
+        assert_eq!(
+            tree_line(EntryType::Symlink, 0o644, 0, "l", "../x", false),
             "l 777 l -> ../x\n"
         );
     }

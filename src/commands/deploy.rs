@@ -33,9 +33,20 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
     let config = settings.load_config()?;
     let targets = crate::targets::resolve(&config, opts.hosts.as_deref())?;
     let printer = settings.printer;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    // With a ready artifact, the hosts are connected to while it is checked. Not while a
+    // build or a `local_before` hook runs: those can take minutes, and a connection idle
+    // that long may be dropped on the way.
+    let early = (opts.artifact.is_some() && config.hooks.local_before.is_empty())
+        .then(|| rollout::connect_early(runtime.handle(), &targets));
     let artifact: Artifact = match &opts.artifact {
         Some(path) => {
-            let a = artifact::inspect(path).map_err(|e| {
+            // Deltas are cut from the tar stream the check inflates: kept, not inflated again.
+            let keep_tar = config.delta != crate::config::DeltaMode::Off;
+            let a = artifact::inspect_keeping_tar(path, keep_tar).map_err(|e| {
                 Failure::new(Exit::Invalid, format!("refusing `{}`: {e}", path.display()))
                     .hint("nothing was uploaded; build a clean artifact with `shipit package`")
             })?;
@@ -134,13 +145,10 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
         &artifact.sha256[..12],
         targets.len()
     ));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     let (runs, exit, release_id) = runtime.block_on(deploy(
         plan,
         targets,
+        early,
         &opts,
         policy,
         &artifact.sha256,
@@ -176,12 +184,22 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
 async fn deploy(
     mut plan: Arc<Plan>,
     targets: Vec<Target>,
+    early: Option<rollout::Early>,
     opts: &Options,
     policy: rollout::Policy,
     sha256: &str,
     config_sha256: &str,
 ) -> (Vec<HostRun>, Exit, String) {
-    let (runs, exit) = deploy_runs(&mut plan, targets, opts, policy, sha256, config_sha256).await;
+    let (runs, exit) = deploy_runs(
+        &mut plan,
+        targets,
+        early,
+        opts,
+        policy,
+        sha256,
+        config_sha256,
+    )
+    .await;
     let id = plan
         .deploy
         .as_ref()
@@ -226,6 +244,7 @@ fn free_release_id(plan: &mut Arc<Plan>, runs: &[HostRun]) -> Result<(), String>
 async fn deploy_runs(
     plan: &mut Arc<Plan>,
     targets: Vec<Target>,
+    early: Option<rollout::Early>,
     opts: &Options,
     policy: rollout::Policy,
     sha256: &str,
@@ -235,7 +254,7 @@ async fn deploy_runs(
     rollout::on_signals(cancel.clone(), plan.printer);
     let runs: Vec<HostRun> = targets.into_iter().map(|t| plan.run_for(t)).collect();
     let (mut runs, stop) =
-        rollout::prepare(runs, plan, opts.dry_run, opts.wait_lock, &cancel).await;
+        rollout::prepare(runs, plan, opts.dry_run, opts.wait_lock, &cancel, early).await;
     if let Some(exit) = stop {
         return (runs, exit);
     }

@@ -35,7 +35,7 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
         let cancel = Cancel::new();
         rollout::on_signals(cancel.clone(), printer);
         let runs: Vec<HostRun> = targets.into_iter().map(|t| plan.run_for(t)).collect();
-        let (mut runs, stop) = rollout::prepare(runs, &plan, opts.dry_run, opts.wait_lock, &cancel).await;
+        let (mut runs, stop) = rollout::prepare(runs, &plan, opts.dry_run, opts.wait_lock, &cancel, None).await;
         if let Some(exit) = stop {
             return (runs, exit);
         }

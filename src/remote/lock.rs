@@ -121,10 +121,11 @@ fn ci_url() -> Option<String> {
 }
 
 /// Shell that reports a held lock: `@@lock held`, `@@owner <json>` (empty when the owner
-/// file is missing), `@@lock_mtime <secs>`. `release::parse_survey` reads it.
+/// file is missing), `@@lock_mtime <secs>`, and the host's clock (`@@now`), which the
+/// lock's age is counted by. `release::parse_survey` reads it.
 fn held_report() -> String {
     format!(
-        "echo '@@lock held'\n# A lock just taken may not have its owner file yet: give it a second.\nn=0; while [ ! -s {LOCK}/owner.json ] && [ -d {LOCK} ] && [ $n -lt 10 ]; do sleep 0.1; n=$((n+1)); done\nprintf '@@owner %s\\n' \"$(tr -d '\\n' < {LOCK}/owner.json 2>/dev/null)\"\nprintf '@@lock_mtime %s\\n' \"$(stat -c %Y {LOCK} 2>/dev/null)\"\n"
+        "echo '@@lock held'\nprintf '@@now %s\\n' \"$(date +%s)\"\n# A lock just taken may not have its owner file yet: give it a second.\nn=0; while [ ! -s {LOCK}/owner.json ] && [ -d {LOCK} ] && [ $n -lt 10 ]; do sleep 0.1; n=$((n+1)); done\nprintf '@@owner %s\\n' \"$(tr -d '\\n' < {LOCK}/owner.json 2>/dev/null)\"\nprintf '@@lock_mtime %s\\n' \"$(stat -c %Y {LOCK} 2>/dev/null)\"\n"
     )
 }
 
@@ -147,7 +148,7 @@ pub fn acquire(owner: &Owner, break_token: Option<&str>) -> Result<String, Quote
     }
     s.push_str(&format!(
         r#"if mkdir {LOCK} 2>/dev/null; then
-  printf '%s\n' {json} > {LOCK}/owner.json.tmp && mv -f {LOCK}/owner.json.tmp {LOCK}/owner.json
+  printf '%s\n' {json} > {LOCK}/owner.json
   echo '@@lock acquired'
 else
 {held}fi

@@ -21,6 +21,7 @@ use super::layout::{
     self, ARTIFACTS, CURRENT, HISTORY, RELEASE_JSON, RELEASES, SHARED, STAGING_PREFIX, VERIFIED,
 };
 use super::{SH_FROM_ENV, q};
+use crate::artifact::delta::VERIFIED_LINE;
 use crate::config::{RestartMode, ServiceManager};
 use crate::redact::{REDACTED, Text};
 use crate::ssh::quote::QuoteError;
@@ -72,6 +73,7 @@ impl Found {
 /// What `survey` learned about a host.
 #[derive(Debug, Clone, Default)]
 pub struct Survey {
+    /// The host's clock, when a held lock was reported (0 otherwise).
     pub now: u64,
     pub lock: Option<LockAnswer>,
     /// The release `current` points to (its id), if any.
@@ -84,7 +86,6 @@ pub struct Survey {
     pub releases: Vec<Found>,
     /// Leftover `releases/.tmp-*` dirs of deploys that were killed.
     pub staging: Vec<String>,
-    pub free_bytes: Option<u64>,
     /// The live release's `.shipit/manifest.json` (one line of JSON), when the survey
     /// asked for it (delta deploys), the artifact is not cached, and the host has
     /// `find` and `xargs` for assembling a delta.
@@ -138,12 +139,10 @@ pub struct Wanted<'a> {
 /// whole (its `cksum` matches: cheap, where `sha256sum` of a 75 MB file costs 0.2 s of
 /// CPU), and the live release's manifest when asked and not cached.
 pub fn survey(wanted: Option<&Wanted>) -> Result<String, QuoteError> {
-    let mut s = String::from("printf '@@now %s\\n' \"$(date +%s)\"\n");
-    s.push_str(&format!(
-        "r=$(readlink {CURRENT} 2>/dev/null)\nprintf '@@current %s\\n' \"$r\"\n"
-    ));
-    // `df` prints a header line and the number: the second word (no `tail`, no `tr`).
-    s.push_str("set -- $(df -B1 --output=avail . 2>/dev/null)\nprintf '@@free %s\\n' \"$2\"\n");
+    // Each process start costs ~0.5 ms of CPU on the test VMs, times every host: the
+    // survey starts only the ones it needs (the host's clock comes with a held lock's
+    // report, the only place it is used).
+    let mut s = format!("r=$(readlink {CURRENT} 2>/dev/null)\nprintf '@@current %s\\n' \"$r\"\n");
     if let Some(w) = wanted {
         // The no-op check comes first: a host that already runs this artifact and config
         // needs nothing else, not even the cached artifact's cksum (75 MB read).
@@ -180,7 +179,9 @@ pub fn survey(wanted: Option<&Wanted>) -> Result<String, QuoteError> {
   [ -d "$r" ] || continue
   n=${{r#{RELEASES}/}}
   case $n in {STAGING_PREFIX}*) printf '@@staging %s\n' "$n"; continue ;; esac
-  printf '@@release %s ' "$n"; tr -d '\n' < "$r/{RELEASE_JSON}" 2>/dev/null; echo
+  printf '@@release %s ' "$n"
+  # One line, as shipit writes it: read by the shell (no process); else joined by `tr`.
+  if {{ IFS= read -r j && ! IFS= read -r x; }} < "$r/{RELEASE_JSON}" 2>/dev/null; then printf '%s\n' "$j"; else tr -d '\n' < "$r/{RELEASE_JSON}" 2>/dev/null; echo; fi
 done
 "#
     ));
@@ -203,7 +204,6 @@ pub fn parse_survey(stdout: &str) -> Survey {
                 let id = value.strip_prefix("releases/").unwrap_or(value);
                 s.current = (!id.is_empty()).then(|| id.to_owned());
             }
-            "free" => s.free_bytes = value.parse().ok(),
             "cached" => s.cached = value == "yes",
             "unchanged" => s.unchanged = true,
             "manifest" => s.base_manifest = Some(value.to_owned()),
@@ -353,9 +353,6 @@ fn hooks(kind: &str, hooks: &[Text], redact: bool, on_fail: &str) -> Result<Stri
 /// 75 MB artifact. gzip's status comes back on fd 3 (`sh` has no pipefail).
 const UNTAR_FN: &str = "untar() { st=$( { { gzip -dc 3>&-; echo $? >&3; } | tar -xf - --no-same-owner --delay-directory-restore -p \"$@\" >&2 3>&-; } 3>&1 ) && [ \"$st\" = 0 ]; }\n";
 
-/// `<inode> <size> <mtime> <path>` of a file, as `.shipit/verified` lists it.
-const VERIFIED_LINE: &str = "%i %s %T@ %P\\n";
-
 /// Make `$tmp` hold exactly what a full unpack of the artifact gives. With `record`
 /// (`delta: hardlink`), also write its `.shipit/verified`.
 fn unpack(id: &str, sha256: &str, source: Source, record: bool) -> Result<String, QuoteError> {
@@ -422,12 +419,13 @@ fn unpack(id: &str, sha256: &str, source: Source, record: bool) -> Result<String
                  printf '@@step verify\\n'\n\
                  sum=$(cd -- \"$tmp\" && find . -type f -printf '%P\\0' | LC_ALL=C sort -z | xargs -0 -r cksum -- | sha256sum)\n\
                  [ \"${{sum%% *}}\" = {content} ] || mismatch \"file contents differ from the artifact (was a file of release \"{base}\" changed in place?)\"\n\
-                 tree=$(cd -- \"$tmp\" && find . -mindepth 1 -printf '%y %m %P -> %l\\n' | LC_ALL=C sort | sha256sum)\n\
+                 tree=$(find \"$tmp\" -mindepth 1 {listing} | LC_ALL=C sort | sha256sum)\n\
                  [ \"${{tree%% *}}\" = {tree} ] || mismatch 'the file tree (names, types, modes, links) differs from the artifact'\n\
                  rm -rf -- \"$W\"\n",
                 reuse = d.reuse_len,
                 tree = q(d.tree_sha256)?,
                 content = q(d.content_sha256)?,
+                listing = crate::artifact::delta::tree_find(None),
             ));
         }
     }
@@ -450,11 +448,14 @@ fn transform_text(text: &str) -> String {
 /// A `delta: hardlink` delta (see [`crate::artifact::delta`]): one `tar`, run in
 /// `releases/`, makes the release, its names mapped from `N/` to the new release and
 /// its hard-link targets from `B/` to the live release. Then, before anything else:
-/// the tree is what a full unpack gives; every linked file (and the live release's
-/// manifest, which chose them) is still the file recorded in the live release's
-/// `.shipit/verified` (same inode, size and mtime: not edited, replaced or touched since
-/// it was verified); every file the archive brought has the right content. A file with
-/// one link came from the archive; one with more is the live release's.
+/// the tree is what a full unpack gives (names, types, modes, sizes, link targets, and
+/// which files are hard links: a file with one link came from the archive, one with more
+/// is the live release's); every linked file (and the live release's manifest, which
+/// chose them) is still the file recorded in the live release's `.shipit/verified` (same
+/// inode, size and mtime: not edited, replaced or touched since it was verified). The
+/// files the archive brought are checked as a whole upload is: gzip's CRC over the
+/// stream, tar's exit status, and their size in the tree. The same `find` writes the new
+/// release's own record.
 fn linked_delta(id: &str, d: DeltaSource) -> Result<String, QuoteError> {
     use crate::artifact::delta::{BASE_PREFIX, NEW_PREFIX};
     let new_names = q(&format!(
@@ -475,17 +476,16 @@ fn linked_delta(id: &str, d: DeltaSource) -> Result<String, QuoteError> {
          what=delta\n\
          untar -C {RELEASES} --transform={new_names} --transform={base_targets} 2>\"$W/err\" || {{ roomy || {{ cat -- \"$W/err\" >&2; unpack_failed \"$W\"; }}; mismatch \"making the release from release $b failed: $(cat -- \"$W/err\")\"; }}\n\
          printf '@@step verify\\n'\n\
-         tree=$(find \"$tmp\" -mindepth 1 -printf '%y %m %P -> %l\\n' -type f -fprintf \"$W/files\" '{VERIFIED_LINE}' \\( -links 1 -fprintf \"$W/sent\" '%P\\0' -o -fprintf \"$W/linked\" '{VERIFIED_LINE}' \\) | LC_ALL=C sort | sha256sum)\n\
-         [ \"${{tree%% *}}\" = {tree} ] || mismatch 'the file tree (names, types, modes, links) differs from the artifact'\n\
+         {{ [ -d \"$tmp/.shipit\" ] || mkdir -- \"$tmp/.shipit\"; }} || exit 1\n\
+         tree=$(find \"$tmp\" -mindepth 1 ! -path \"$tmp/{VERIFIED}\" {listing} -type f -fprintf \"$tmp/{VERIFIED}\" '{VERIFIED_LINE}' | LC_ALL=C sort | sha256sum)\n\
+         [ \"${{tree%% *}}\" = {tree} ] || mismatch 'the file tree (names, types, sizes, modes, links) differs from the artifact'\n\
          find \"$B/{MANIFEST}\" -printf '%i %s %T@ {MANIFEST}\\n' >> \"$W/linked\" || mismatch \"release $b has no manifest\"\n\
          x=$(LC_ALL=C sort -- \"$W/linked\" | LC_ALL=C comm -23 - \"$B/{VERIFIED}\") && [ -z \"$x\" ] || mismatch \"files of release $b changed since it was made (edited in place?): $(printf '%s' \"$x\" | cut -d ' ' -f 4- | head -n 3)\"\n\
-         sum=$(LC_ALL=C sort -z -- \"$W/sent\" | ( cd -- \"$tmp\" && exec xargs -0 -r cksum -- ) | sha256sum)\n\
-         [ \"${{sum%% *}}\" = {content} ] || mismatch 'the files sent differ from the artifact'\n\
-         {{ [ -d \"$tmp/.shipit\" ] || mkdir -- \"$tmp/.shipit\"; }} && LC_ALL=C sort -o \"$tmp/{VERIFIED}\" -- \"$W/files\" || {{ rm -rf -- \"$tmp\" \"$W\"; exit 1; }}\n\
+         LC_ALL=C sort -o \"$tmp/{VERIFIED}\" -- \"$tmp/{VERIFIED}\" || {{ rm -rf -- \"$tmp\" \"$W\"; exit 1; }}\n\
          rm -rf -- \"$W\"\n",
         MANIFEST = crate::artifact::manifest::PATH,
         tree = q(d.tree_sha256)?,
-        content = q(d.content_sha256)?,
+        listing = crate::artifact::delta::tree_find(Some("\"$W/linked\"")),
     ))
 }
 
@@ -515,7 +515,7 @@ pub fn stage(p: &Stage) -> Result<String, QuoteError> {
     }
     s.push_str("printf '@@step env\\n'\n");
     s.push_str(&format!(
-        "( umask 077 && printf '%s' {} > \"$tmp/.env\" ) && chmod 600 \"$tmp/.env\" || {{ rm -rf -- \"$tmp\"; exit 1; }}\n",
+        "( umask 077 && printf '%s' {} > \"$tmp/.env\" ) && {{ [ ! -L \"$tmp/.env\" ] || chmod 600 \"$tmp/.env\"; }} || {{ rm -rf -- \"$tmp\"; exit 1; }}\n",
         q(p.env)?
     ));
     s.push_str(&format!(
@@ -884,7 +884,6 @@ mod tests {
         assert_eq!(s.now, 100);
         assert_eq!(s.current.as_deref(), Some("20231114T221320Z-3f2a9c1d"));
         assert!(s.cached);
-        assert_eq!(s.free_bytes, Some(5000));
         assert_eq!(s.releases.len(), 2);
         assert_eq!(s.releases[0].info, None);
         assert_eq!(

@@ -67,7 +67,7 @@ impl ExecOutput {
 /// The exec request of [`Session::exec_with_data`]: reads the script's length (20 bytes,
 /// decimal) and the script from stdin, and runs it. GNU `head -c` never reads past its
 /// count, so the data after the script stays on stdin.
-pub const BOOTSTRAP: &str = "sh -c 'n=$(head -c 20) && s=$(head -c \"$n\") && eval \"$s\"'";
+pub const BOOTSTRAP: &str = "sh -c 'read -r n && s=$(head -c \"$n\") && eval \"$s\"'";
 
 /// What [`BOOTSTRAP`] reads before the data: the script's length, then the script.
 pub fn frame(script: &str) -> Vec<u8> {
@@ -193,7 +193,7 @@ impl Session {
     /// Runs `script` like [`Session::exec`], with `data` on its stdin: one channel for a
     /// script and the bytes it consumes (e.g. unpacking an upload), so a deploy needs no
     /// second round trip. The exec request carries only [`BOOTSTRAP`], a fixed text that
-    /// reads a 20-byte length header and exactly that many bytes of script from stdin and
+    /// reads a 20-byte length line (`read`: no process) and exactly that many bytes of script from stdin and
     /// runs them; whatever the script then reads from stdin is `data`. (`sh -s` cannot do
     /// this: dash reads its script from a pipe in blocks, swallowing the data after it.)
     /// The script is wrapped in `{ }`, so a syntax error anywhere means nothing runs.

@@ -2,7 +2,7 @@
 //! `sh` through the same bootstrap framing, fed a real delta built from two real
 //! artifacts. The e2e tier does the same on real hosts; this covers more shapes fast.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -256,7 +256,10 @@ fn the_tree_digest_is_what_find_prints_for_a_full_unpack() {
     let unpacked = full_unpack(&a);
     let listing = Command::new("sh")
         .arg("-c")
-        .arg("find . -mindepth 1 -printf '%y %m %P -> %l\\n' | LC_ALL=C sort | sha256sum")
+        .arg(format!(
+            "find . -mindepth 1 {} | LC_ALL=C sort | sha256sum",
+            delta::tree_find(None)
+        ))
         .current_dir(unpacked.path())
         .output()
         .unwrap();
@@ -542,6 +545,26 @@ fn a_delta_is_made_only_of_the_checked_bytes() {
     );
     let good = delta::build(&v2, &v1.manifest, &[], false).unwrap();
     assert_eq!(good.sent, 2, "the changed file and the new manifest");
+
+    // `inspect` for a deploy keeps the tar stream it inflated (the file gunzipped), and a
+    // delta cut from it is the same delta, in either mode.
+    assert!(artifact::inspect(&v2.path).unwrap().tar.is_none());
+    let inspected = artifact::inspect_keeping_tar(&v2.path, true).unwrap();
+    let tar = inspected.tar.as_ref().expect("the tar stream is kept");
+    let mut gunzipped = Vec::new();
+    flate2::read::MultiGzDecoder::new(&on_disk[..])
+        .read_to_end(&mut gunzipped)
+        .unwrap();
+    let mut kept = Vec::new();
+    tar.reader().read_to_end(&mut kept).unwrap();
+    assert!(kept == gunzipped, "the kept stream is the file gunzipped");
+    for link in [false, true] {
+        let from_file = delta::build(&v2, &v1.manifest, &[], link).unwrap();
+        let from_tar = delta::build(&inspected, &v1.manifest, &[], link).unwrap();
+        assert_eq!(from_tar.archive, from_file.archive);
+        assert_eq!(from_tar.tree_sha256, from_file.tree_sha256);
+        assert_eq!(from_tar.content_sha256, from_file.content_sha256);
+    }
 
     // The file is replaced (same size, one byte flipped in the middle) after the check.
     let mut swapped = on_disk.clone();

@@ -749,3 +749,29 @@ async fn connect_limit_is_shared_and_released() {
         "permits come back after connecting"
     );
 }
+
+/// A deploy connects while it checks its artifact (`rollout::connect_early`): every
+/// target's outcome comes back in the targets' order, a host that cannot be reached as the
+/// same error a plain connect gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_early_keeps_each_outcome_with_its_host() {
+    let sshd = e2e!();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let dead = Target {
+        port,
+        connect_timeout: Duration::from_secs(2),
+        ..sshd.target("dead")
+    };
+    let targets = vec![sshd.target("app1"), dead, sshd.target("app2")];
+    let outcomes = shipit::rollout::connect_early(&tokio::runtime::Handle::current(), &targets)
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 3);
+    assert!(outcomes[0].is_ok(), "{:?}", outcomes[0].as_ref().err());
+    let err = outcomes[1].as_ref().expect_err("nothing listens there");
+    assert!(err.is_unreachable(), "{err}");
+    assert_eq!(err.host(), "dead");
+    assert!(outcomes[2].is_ok(), "{:?}", outcomes[2].as_ref().err());
+}
