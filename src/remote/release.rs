@@ -478,9 +478,9 @@ fn linked_delta(id: &str, d: DeltaSource) -> Result<String, QuoteError> {
          printf '@@step verify\\n'\n\
          {{ [ -d \"$tmp/.shipit\" ] || mkdir -- \"$tmp/.shipit\"; }} || exit 1\n\
          tree=$(find \"$tmp\" -mindepth 1 ! -path \"$tmp/{VERIFIED}\" {listing} -type f -fprintf \"$tmp/{VERIFIED}\" '{VERIFIED_LINE}' | LC_ALL=C sort | sha256sum)\n\
-         [ \"${{tree%% *}}\" = {tree} ] || mismatch 'the file tree (names, types, sizes, modes, links) differs from the artifact'\n\
          find \"$B/{MANIFEST}\" -printf '%i %s %T@ {MANIFEST}\\n' >> \"$W/linked\" || mismatch \"release $b has no manifest\"\n\
          x=$(LC_ALL=C sort -- \"$W/linked\" | LC_ALL=C comm -23 - \"$B/{VERIFIED}\") && [ -z \"$x\" ] || mismatch \"files of release $b changed since it was made (edited in place?): $(printf '%s' \"$x\" | cut -d ' ' -f 4- | head -n 3)\"\n\
+         [ \"${{tree%% *}}\" = {tree} ] || mismatch 'the file tree (names, types, sizes, modes, links) differs from the artifact'\n\
          LC_ALL=C sort -o \"$tmp/{VERIFIED}\" -- \"$tmp/{VERIFIED}\" || {{ rm -rf -- \"$tmp\" \"$W\"; exit 1; }}\n\
          rm -rf -- \"$W\"\n",
         MANIFEST = crate::artifact::manifest::PATH,

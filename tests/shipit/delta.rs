@@ -382,76 +382,94 @@ fn a_tampered_base_release_is_caught_and_nothing_is_left_behind() {
     let id2 = "20260101T000001Z-bbbbbbbb";
 
     for link in [false, true] {
-        let host = Host::new();
-        host.stage_full(id1, &v1, link);
         let d = delta::build(&v2, &v1.manifest, &[], link).unwrap();
-        let victim = host.release(id1).join("static/a/file-050.txt");
-        let text = std::fs::read_to_string(&victim).unwrap();
-        let mtime = std::fs::metadata(&victim).unwrap().modified().unwrap();
-
-        // A file edited in place, same size: its content (copy) or its mtime (hardlink)
-        // gives it away.
-        std::fs::write(&victim, text.replacen("file", "FILE", 1)).unwrap();
-        assert_eq!(std::fs::read_to_string(&victim).unwrap().len(), text.len());
-        let why = if link {
+        // Each case on a host whose live release is v1, staged whole, then tampered with.
+        let case = |tamper: &dyn Fn(&Host, &Path), why: &str| {
+            let host = Host::new();
+            host.stage_full(id1, &v1, link);
+            tamper(&host, &host.release(id1).join("static/a/file-050.txt"));
+            turned_down(&host, id2, &v2, id1, &d, why);
+            // The full artifact then stages fine.
+            host.stage_full(id2, &v2, link);
+        };
+        let changed = if link {
             "changed since it was made"
         } else {
             "file contents differ"
         };
-        turned_down(&host, id2, &v2, id1, &d, why);
 
-        // Put back byte for byte, but as a new file (a new inode), its mtime set back:
-        // for a hard link, not the file that was verified.
-        std::fs::remove_file(&victim).unwrap();
-        std::fs::write(
-            host.root().join("spare"),
-            "keeps the old inode number taken",
-        )
-        .unwrap();
-        std::fs::write(&victim, &text).unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&victim)
-            .unwrap()
-            .set_modified(mtime)
-            .unwrap();
-        if link {
-            turned_down(&host, id2, &v2, id1, &d, "changed since it was made");
-        }
+        // A file edited in place, same size: its content (copy) or its mtime (hardlink)
+        // gives it away.
+        case(
+            &|_, victim| {
+                let text = std::fs::read_to_string(victim).unwrap();
+                std::fs::write(victim, text.replacen("file", "FILE", 1)).unwrap();
+                assert_eq!(std::fs::read_to_string(victim).unwrap().len(), text.len());
+            },
+            changed,
+        );
 
         // A mode changed in place: the tree check catches it.
-        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o666)).unwrap();
-        turned_down(&host, id2, &v2, id1, &d, "file tree");
-        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        case(
+            &|_, victim| {
+                std::fs::set_permissions(victim, std::fs::Permissions::from_mode(0o666)).unwrap()
+            },
+            "file tree",
+        );
 
         // A reused file deleted: caught while linking or copying.
-        std::fs::remove_file(&victim).unwrap();
-        let why = if link {
-            "making the release from release"
-        } else {
-            "taking the unchanged files"
-        };
-        turned_down(&host, id2, &v2, id1, &d, why);
+        case(
+            &|_, victim| std::fs::remove_file(victim).unwrap(),
+            if link {
+                "making the release from release"
+            } else {
+                "taking the unchanged files"
+            },
+        );
 
         if link {
+            // Put back byte for byte as a new file, its mtime set back: for a hard link,
+            // not the file that was verified (another inode: the old one is kept alive
+            // by a link elsewhere, so its number cannot come back).
+            case(
+                &|host, victim| {
+                    let text = std::fs::read(victim).unwrap();
+                    let mtime = std::fs::metadata(victim).unwrap().modified().unwrap();
+                    std::fs::hard_link(victim, host.root().join("old-inode")).unwrap();
+                    std::fs::remove_file(victim).unwrap();
+                    std::fs::write(victim, &text).unwrap();
+                    std::fs::File::options()
+                        .write(true)
+                        .open(victim)
+                        .unwrap()
+                        .set_modified(mtime)
+                        .unwrap();
+                },
+                "changed since it was made",
+            );
+
             // The live release's manifest (which chose the files to link) edited.
-            std::fs::write(&victim, &text).unwrap();
-            let manifest = host.release(id1).join(".shipit/manifest.json");
-            let m = std::fs::read_to_string(&manifest).unwrap();
-            std::fs::write(
-                &manifest,
-                m.replace("\"version\":\"1\"", "\"version\":\"9\""),
-            )
-            .unwrap();
-            turned_down(&host, id2, &v2, id1, &d, ".shipit/manifest.json");
+            case(
+                &|host, _| {
+                    let manifest = host.release(id1).join(".shipit/manifest.json");
+                    let m = std::fs::read_to_string(&manifest).unwrap();
+                    std::fs::write(
+                        &manifest,
+                        m.replace("\"version\":\"1\"", "\"version\":\"9\""),
+                    )
+                    .unwrap();
+                },
+                ".shipit/manifest.json",
+            );
 
             // No record at all (made with `delta: copy` or `off`).
-            std::fs::remove_file(host.release(id1).join(".shipit/verified")).unwrap();
-            turned_down(&host, id2, &v2, id1, &d, "has no record of its files");
+            case(
+                &|host, _| {
+                    std::fs::remove_file(host.release(id1).join(".shipit/verified")).unwrap()
+                },
+                "has no record of its files",
+            );
         }
-
-        // The full artifact then stages fine.
-        host.stage_full(id2, &v2, link);
     }
 }
 
