@@ -175,6 +175,15 @@ impl DeployPlan {
             return Shipment::Cached;
         }
         match (&survey.base_manifest, &survey.current) {
+            // `current` points somewhere that is not a release of this layout: whatever is
+            // there is not a base to copy or link files from.
+            (Some(_), Some(base)) if !crate::remote::layout::is_release_id(base) => {
+                Shipment::Full {
+                    why_not_delta: Some(format!(
+                        "`current` points to `{base}`, not to a release under releases/"
+                    )),
+                }
+            }
             (Some(_), Some(_)) if self.delta == DeltaMode::Hardlink && !survey.base_verified => {
                 Shipment::Full {
                     why_not_delta: Some(
@@ -201,7 +210,7 @@ impl DeployPlan {
     pub fn delta_source<'a>(&self, delta: &'a Delta, base: &'a str) -> Source<'a> {
         Source::Delta(DeltaSource {
             base,
-            link: self.delta == DeltaMode::Hardlink,
+            link: delta.link,
             reuse_len: delta.reuse_gz.len() as u64,
             tree_sha256: &delta.tree_sha256,
             content_sha256: &delta.content_sha256,

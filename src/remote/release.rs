@@ -878,6 +878,15 @@ mod tests {
     }
 
     #[test]
+    fn transform_replacements_escape_what_sed_would_read() {
+        assert_eq!(
+            transform_text(".tmp-20260101T000000Z-aaaaaaaa/"),
+            ".tmp-20260101T000000Z-aaaaaaaa/"
+        );
+        assert_eq!(transform_text(r"a,b&c\d"), r"a\,b\&c\\d");
+    }
+
+    #[test]
     fn survey_parsing() {
         let out = "@@now 100\n@@current releases/20231114T221320Z-3f2a9c1d\n@@free 5000\n@@cached yes\n@@release 20231114T221320Z-3f2a9c1d {\"id\":\"20231114T221320Z-3f2a9c1d\",\"app\":\"a\",\"version\":\"v\",\"commit\":null,\"artifact_sha256\":\"3f2a9c1d\",\"state\":\"live\",\"created_at\":1,\"deployed_by\":\"me\",\"config_sha256\":\"c\"}\n@@release 20231114T221319Z-00000000 \n@@release junk {}\n@@staging .tmp-x\nhook output\n";
         let s = parse_survey(out);

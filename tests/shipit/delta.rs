@@ -180,6 +180,20 @@ impl Host {
         out
     }
 
+    /// What a deploy's survey of `a` (asking for the live release's manifest) prints here.
+    fn survey(&self, a: &Artifact, cksum: &str, unchanged: Option<(&str, &str)>) -> String {
+        let script = release::survey(Some(&release::Wanted {
+            sha256: &a.sha256,
+            cksum,
+            manifest: true,
+            unchanged,
+        }))
+        .unwrap();
+        let o = self.run(&script, b"");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    }
+
     fn release(&self, id: &str) -> PathBuf {
         self.root().join("releases").join(id)
     }
@@ -518,18 +532,7 @@ fn a_no_op_survey_answers_unchanged_without_reading_the_cached_artifact() {
     .unwrap();
     symlink("releases/r1", host.root().join("current")).unwrap();
     let cksum = cksum(&a);
-    let survey = |unchanged: Option<(&str, &str)>| {
-        let script = release::survey(Some(&release::Wanted {
-            sha256: &a.sha256,
-            cksum: &cksum,
-            manifest: true,
-            unchanged,
-        }))
-        .unwrap();
-        let o = host.run(&script, b"");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8(o.stdout).unwrap()
-    };
+    let survey = |unchanged: Option<(&str, &str)>| host.survey(&a, &cksum, unchanged);
     let noop = survey(Some(("cfg", "token")));
     assert!(noop.lines().any(|l| l == "@@unchanged"), "{noop}");
     assert!(noop.lines().any(|l| l == "@@cached no"), "{noop}");
@@ -633,16 +636,7 @@ fn hardlink_releases_record_their_files_and_the_survey_says_so() {
     let survey = |live: &str| {
         let _ = std::fs::remove_file(host.root().join("current"));
         symlink(format!("releases/{live}"), host.root().join("current")).unwrap();
-        let script = release::survey(Some(&release::Wanted {
-            sha256: &other.sha256,
-            cksum: &cksum,
-            manifest: true,
-            unchanged: None,
-        }))
-        .unwrap();
-        let o = host.run(&script, b"");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        release::parse_survey(&String::from_utf8(o.stdout).unwrap())
+        release::parse_survey(&host.survey(&other, &cksum, None))
     };
     let s = survey("r1");
     assert!(s.base_manifest.is_some() && !s.base_verified);

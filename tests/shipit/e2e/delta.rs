@@ -85,6 +85,46 @@ fn sent(summary: &serde_json::Value, i: usize) -> (String, u64, u64) {
     )
 }
 
+/// Append a byte to an asset of host 2's live release `live`, then deploy version `v`:
+/// host 1 still gets a delta; host 2's is turned down (saying `why`) and the whole
+/// artifact follows. Every one of the first `hosts` hosts lands the same release, with
+/// nothing half-made left.
+fn tamper_then_deploy(tb: &Testbed, app: &App, live: &str, v: u32, hosts: usize, why: &str) {
+    tb.root(
+        1,
+        &format!(
+            "printf x >> /opt/hello/releases/{live}/bin/assets/a-{:03}.txt",
+            100 + v
+        ),
+    );
+    next_version(app, v, v as usize + 5);
+    let version = format!("{v}.0");
+    let (out, summary) = app.deploy(&version, &[], &[]);
+    out.code(0);
+    let release = summary["release"].as_str().unwrap().to_owned();
+    let size = std::fs::metadata(artifact(app, &version)).unwrap().len();
+    let expected = full_unpack(&artifact(app, &version));
+    assert_eq!(sent(&summary, 0).0, "delta");
+    assert_eq!(sent(&summary, 1).0, "full");
+    assert!(
+        sent(&summary, 1).1 > size,
+        "the delta, then the whole artifact"
+    );
+    assert!(
+        out.stderr.contains("the delta did not verify") && out.stderr.contains(why),
+        "{}",
+        out.stderr
+    );
+    for i in 0..hosts {
+        assert_eq!(on_host(tb, i, &release), expected, "host {i}");
+        assert_eq!(app.current(i), release);
+        assert!(
+            !tb.root(i, "ls -a /opt/hello/releases").contains(".tmp-"),
+            "nothing half-made left"
+        );
+    }
+}
+
 #[test]
 fn delta_deploys_send_what_changed_and_land_the_same_release() {
     let Some(tb) = Testbed::up("e2e-delta", 3) else {
@@ -126,34 +166,7 @@ fn delta_deploys_send_what_changed_and_land_the_same_release() {
 
     // Host 2's live release is edited in place: its delta does not verify, the release is
     // discarded and the whole artifact follows; host 1 still gets a delta.
-    let victim = format!("/opt/hello/releases/{v2}/bin/assets/a-100.txt");
-    tb.root(1, &format!("printf x >> {victim}"));
-    next_version(&app, 3, 8);
-    let (out, summary) = app.deploy("3.0", &[], &[]);
-    out.code(0);
-    let v3 = summary["release"].as_str().unwrap().to_owned();
-    let size = std::fs::metadata(artifact(&app, "3.0")).unwrap().len();
-    let expected = full_unpack(&artifact(&app, "3.0"));
-    assert_eq!(sent(&summary, 0).0, "delta");
-    assert_eq!(sent(&summary, 1).0, "full");
-    assert!(
-        sent(&summary, 1).1 > size,
-        "the delta, then the whole artifact"
-    );
-    assert!(
-        out.stderr.contains("the delta did not verify")
-            && out.stderr.contains("file contents differ"),
-        "{}",
-        out.stderr
-    );
-    for i in 0..2 {
-        assert_eq!(on_host(&tb, i, &v3), expected, "host {i}");
-        assert_eq!(app.current(i), v3);
-        assert!(
-            !tb.root(i, "ls -a /opt/hello/releases").contains(".tmp-"),
-            "nothing half-made left"
-        );
-    }
+    tamper_then_deploy(&tb, &app, &v2, 3, 2, "file contents differ");
 
     // delta: off sends everything.
     let yaml = app.p.read("deploy.yaml");
@@ -212,27 +225,7 @@ fn delta_deploys_send_what_changed_and_land_the_same_release() {
 
     // Host 2's live release is edited in place: what it would link is not the file that
     // was verified, so its delta is turned down and the whole artifact follows.
-    tb.root(
-        1,
-        &format!("printf x >> /opt/hello/releases/{v6}/bin/assets/a-200.txt"),
-    );
-    next_version(&app, 7, 12);
-    let (out, summary) = app.deploy("7.0", &[], &[]);
-    out.code(0);
-    let v7 = summary["release"].as_str().unwrap().to_owned();
-    let expected = full_unpack(&artifact(&app, "7.0"));
-    assert_eq!(sent(&summary, 0).0, "delta");
-    assert_eq!(sent(&summary, 1).0, "full");
-    assert!(
-        out.stderr.contains("the delta did not verify")
-            && out.stderr.contains("changed since it was made"),
-        "{}",
-        out.stderr
-    );
-    for i in 0..3 {
-        assert_eq!(on_host(&tb, i, &v7), expected, "host {i}");
-        assert_eq!(app.current(i), v7);
-    }
+    tamper_then_deploy(&tb, &app, &v6, 7, 3, "changed since it was made");
 
     // Rollback is unaffected: the previous release is complete on its own.
     let out = app.shipit(&["rollback", "--hosts", &format!("{a},{b}")]);
