@@ -7,8 +7,9 @@
 //! Two shapes, one per `delta` mode:
 //!
 //! - `copy`: with the archive travels the list of files to copy from the live release,
-//!   and two digests: of the tree a full unpack gives (names, types, modes, link targets)
-//!   and of every file's content as POSIX `cksum` prints it (CRC-32 and size). The host
+//!   and two digests: of the tree a full unpack gives (names, types, modes, file sizes,
+//!   link targets; see [`tree_find`]) and of every file's content as POSIX `cksum` prints
+//!   it (CRC-32 and size). The host
 //!   copies, unpacks, computes both with `find`, `sort`, `cksum` and `sha256sum`, and
 //!   turns the release down unless both match, before anything else.
 //! - `hardlink`: the archive itself holds a hard-link entry for every unchanged file
@@ -138,6 +139,16 @@ pub fn tree_find(linked: Option<&str>) -> String {
         "\\( -type f \\( -links 1 -printf 'f %m %s %P\\n' -o -printf 'h %m %s %P\\n'{also} \\) -o -printf '%y %m %P -> %l\\n' \\)"
     )
 }
+
+/// The host's command for the digest of a tree: `find` (its arguments built with
+/// [`tree_find`]), then `find:<its exit status>`, sorted, through `sha256sum`. A `find`
+/// that fails (an unreadable directory, an output it cannot write) changes the digest.
+pub fn tree_digest_command(find_args: &str) -> String {
+    format!("{{ find {find_args}; echo \"find:$?\"; }} | LC_ALL=C sort | sha256sum")
+}
+
+/// The line [`tree_digest_command`] adds for a `find` that succeeded.
+const FIND_OK: &str = "find:0\n";
 
 /// One line of the tree listing, as [`tree_find`] prints it: type letter, permission bits
 /// in octal, then for a file its size and path (`h` when `linked`), else the path and the
@@ -319,11 +330,11 @@ fn cut<R: Read>(
             .trim_end_matches('/')
             .trim_start_matches("./")
             .to_owned();
-        // A `hardlink` delta is unpacked in `releases/`, its names mapped from `N/` to the
-        // new release: the root entry (`./`) would be `N`, which no mapping matches. The
-        // release dir's own mode is not part of the tree check; the host makes it.
-        if link && path.is_empty() {
-            io::copy(&mut entry, &mut io::sink())?;
+        // The root entry (`./`, if any) is not in the host's listing (`-mindepth 1`). A
+        // `hardlink` delta is unpacked in `releases/`, its names mapped from `N/` to the new
+        // release: the root would be `N/.`, so it is left out (the host makes the dir).
+        let root = path.is_empty() || path == ".";
+        if root && link {
             continue;
         }
         let name = if link {
@@ -335,7 +346,9 @@ fn cut<R: Read>(
         let mode = header.mode()?;
         match header.entry_type() {
             tar::EntryType::Directory => {
-                tree.push(tree_line(EntryType::Dir, mode, 0, &path, "", false));
+                if !root {
+                    tree.push(tree_line(EntryType::Dir, mode, 0, &path, "", false));
+                }
                 out.append_data(&mut header, &name, io::empty())?;
             }
             tar::EntryType::Symlink => {
@@ -410,7 +423,10 @@ fn cut<R: Read>(
         reuse_gz: if link { Vec::new() } else { gzip(&reuse_list)? },
         link,
         archive,
-        tree_sha256: sorted_digest(tree),
+        tree_sha256: {
+            tree.push(FIND_OK.to_owned());
+            sorted_digest(tree)
+        },
         content_sha256,
     };
     Ok((delta, rest))

@@ -39,9 +39,12 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
         .build()?;
     // With a ready artifact, the hosts are connected to while it is checked. Not while a
     // build or a `local_before` hook runs: those can take minutes, and a connection idle
-    // that long may be dropped on the way.
-    let early = (opts.artifact.is_some() && config.hooks.local_before.is_empty())
-        .then(|| rollout::connect_early(runtime.handle(), &targets));
+    // that long may be dropped on the way. Not at a terminal either: a key's passphrase
+    // prompt would come before the verdict on the artifact (which may refuse it).
+    let early = (opts.artifact.is_some()
+        && config.hooks.local_before.is_empty()
+        && !std::io::IsTerminal::is_terminal(&std::io::stdin()))
+    .then(|| rollout::connect_early(runtime.handle(), &targets));
     let artifact: Artifact = match &opts.artifact {
         Some(path) => {
             // Deltas are cut from the tar stream the check inflates: kept, not inflated again.

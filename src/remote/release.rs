@@ -21,7 +21,7 @@ use super::layout::{
     self, ARTIFACTS, CURRENT, HISTORY, RELEASE_JSON, RELEASES, SHARED, STAGING_PREFIX, VERIFIED,
 };
 use super::{SH_FROM_ENV, q};
-use crate::artifact::delta::VERIFIED_LINE;
+use crate::artifact::delta::{self, VERIFIED_LINE};
 use crate::config::{RestartMode, ServiceManager};
 use crate::redact::{REDACTED, Text};
 use crate::ssh::quote::QuoteError;
@@ -181,7 +181,7 @@ pub fn survey(wanted: Option<&Wanted>) -> Result<String, QuoteError> {
   case $n in {STAGING_PREFIX}*) printf '@@staging %s\n' "$n"; continue ;; esac
   printf '@@release %s ' "$n"
   # One line, as shipit writes it: read by the shell (no process); else joined by `tr`.
-  if {{ IFS= read -r j && ! IFS= read -r x; }} < "$r/{RELEASE_JSON}" 2>/dev/null; then printf '%s\n' "$j"; else tr -d '\n' < "$r/{RELEASE_JSON}" 2>/dev/null; echo; fi
+  if {{ IFS= read -r j && ! IFS= read -r x; }} 2>/dev/null < "$r/{RELEASE_JSON}"; then printf '%s\n' "$j"; else tr -d '\n' 2>/dev/null < "$r/{RELEASE_JSON}"; echo; fi
 done
 "#
     ));
@@ -369,7 +369,7 @@ fn unpack(id: &str, sha256: &str, source: Source, record: bool) -> Result<String
     );
     s.push_str(UNTAR_FN);
     if !matches!(source, Source::Delta(d) if d.link) {
-        s.push_str("fresh \"$tmp\" || exit 1\n");
+        s.push_str("fresh \"$tmp\" || { rm -rf -- \"$tmp\"; exit 1; }\n");
     }
     // The record of a release unpacked whole: its files, as they are now.
     let record_now = format!(
@@ -407,7 +407,7 @@ fn unpack(id: &str, sha256: &str, source: Source, record: bool) -> Result<String
             // client sends the full artifact instead (`@@delta-mismatch`).
             s.push_str(&format!(
                 "W=\"$tmp.delta\"\nmismatch() {{ rm -rf -- \"$tmp\" \"$W\"; printf '@@delta-mismatch %s\\n' \"$(printf '%s' \"$1\" | tr '\\n' ' ' | cut -c1-300)\"; exit 0; }}\n\
-                 fresh \"$W\" || exit 1\n\
+                 fresh \"$W\" || {{ rm -rf -- \"$tmp\" \"$W\"; exit 1; }}\n\
                  printf '@@step upload\\n'\n\
                  head -c {reuse} > \"$W/reuse.gz\" || {{ rm -rf -- \"$tmp\" \"$W\"; exit 1; }}\n\
                  printf '@@step reuse\\n'\n\
@@ -419,13 +419,16 @@ fn unpack(id: &str, sha256: &str, source: Source, record: bool) -> Result<String
                  printf '@@step verify\\n'\n\
                  sum=$(cd -- \"$tmp\" && find . -type f -printf '%P\\0' | LC_ALL=C sort -z | xargs -0 -r cksum -- | sha256sum)\n\
                  [ \"${{sum%% *}}\" = {content} ] || mismatch \"file contents differ from the artifact (was a file of release \"{base}\" changed in place?)\"\n\
-                 tree=$(find \"$tmp\" -mindepth 1 {listing} | LC_ALL=C sort | sha256sum)\n\
+                 tree=$({listing})\n\
                  [ \"${{tree%% *}}\" = {tree} ] || mismatch 'the file tree (names, types, modes, links) differs from the artifact'\n\
                  rm -rf -- \"$W\"\n",
                 reuse = d.reuse_len,
                 tree = q(d.tree_sha256)?,
                 content = q(d.content_sha256)?,
-                listing = crate::artifact::delta::tree_find(None),
+                listing = delta::tree_digest_command(&format!(
+                    "\"$tmp\" -mindepth 1 {}",
+                    delta::tree_find(None)
+                )),
             ));
         }
     }
@@ -470,22 +473,25 @@ fn linked_delta(id: &str, d: DeltaSource) -> Result<String, QuoteError> {
     Ok(format!(
         "W=\"$tmp.delta\"\nb={base}\nB=\"{RELEASES}/$b\"\n\
          mismatch() {{ rm -rf -- \"$tmp\" \"$W\"; printf '@@delta-mismatch %s\\n' \"$(printf '%s' \"$1\" | tr '\\n' ' ' | cut -c1-300)\"; exit 0; }}\n\
-         fresh \"$tmp\" \"$W\" || exit 1\n\
+         fresh \"$tmp\" \"$W\" || {{ rm -rf -- \"$tmp\" \"$W\"; exit 1; }}\n\
          printf '@@step upload\\n'\n\
          [ -f \"$B/{VERIFIED}\" ] || mismatch \"release $b is gone, or has no record of its files\"\n\
          what=delta\n\
          untar -C {RELEASES} --transform={new_names} --transform={base_targets} 2>\"$W/err\" || {{ roomy || {{ cat -- \"$W/err\" >&2; unpack_failed \"$W\"; }}; mismatch \"making the release from release $b failed: $(cat -- \"$W/err\")\"; }}\n\
          printf '@@step verify\\n'\n\
-         {{ [ -d \"$tmp/.shipit\" ] || mkdir -- \"$tmp/.shipit\"; }} || exit 1\n\
-         tree=$(find \"$tmp\" -mindepth 1 ! -path \"$tmp/{VERIFIED}\" {listing} -type f -fprintf \"$tmp/{VERIFIED}\" '{VERIFIED_LINE}' | LC_ALL=C sort | sha256sum)\n\
+         {{ [ -d \"$tmp/.shipit\" ] || mkdir -- \"$tmp/.shipit\"; }} || {{ rm -rf -- \"$tmp\" \"$W\"; exit 1; }}\n\
+         tree=$({listing})\n\
          find \"$B/{MANIFEST}\" -printf '%i %s %T@ {MANIFEST}\\n' >> \"$W/linked\" || mismatch \"release $b has no manifest\"\n\
-         x=$(LC_ALL=C sort -- \"$W/linked\" | LC_ALL=C comm -23 - \"$B/{VERIFIED}\") && [ -z \"$x\" ] || mismatch \"files of release $b changed since it was made (edited in place?): $(printf '%s' \"$x\" | cut -d ' ' -f 4- | head -n 3)\"\n\
+         x=$( {{ LC_ALL=C sort -- \"$W/linked\" || echo 'the list of linked files is unreadable'; }} | LC_ALL=C comm -23 - \"$B/{VERIFIED}\") && [ -z \"$x\" ] || mismatch \"files of release $b changed since it was made (edited in place?): $(printf '%s' \"$x\" | cut -d ' ' -f 4- | head -n 3)\"\n\
          [ \"${{tree%% *}}\" = {tree} ] || mismatch 'the file tree (names, types, sizes, modes, links) differs from the artifact'\n\
          LC_ALL=C sort -o \"$tmp/{VERIFIED}\" -- \"$tmp/{VERIFIED}\" || {{ rm -rf -- \"$tmp\" \"$W\"; exit 1; }}\n\
          rm -rf -- \"$W\"\n",
         MANIFEST = crate::artifact::manifest::PATH,
         tree = q(d.tree_sha256)?,
-        listing = crate::artifact::delta::tree_find(Some("\"$W/linked\"")),
+        listing = delta::tree_digest_command(&format!(
+            "\"$tmp\" -mindepth 1 ! -path \"$tmp/{VERIFIED}\" {} -type f -fprintf \"$tmp/{VERIFIED}\" '{VERIFIED_LINE}'",
+            delta::tree_find(Some("\"$W/linked\""))
+        )),
     ))
 }
 
@@ -888,7 +894,7 @@ mod tests {
 
     #[test]
     fn survey_parsing() {
-        let out = "@@now 100\n@@current releases/20231114T221320Z-3f2a9c1d\n@@free 5000\n@@cached yes\n@@release 20231114T221320Z-3f2a9c1d {\"id\":\"20231114T221320Z-3f2a9c1d\",\"app\":\"a\",\"version\":\"v\",\"commit\":null,\"artifact_sha256\":\"3f2a9c1d\",\"state\":\"live\",\"created_at\":1,\"deployed_by\":\"me\",\"config_sha256\":\"c\"}\n@@release 20231114T221319Z-00000000 \n@@release junk {}\n@@staging .tmp-x\nhook output\n";
+        let out = "@@now 100\n@@current releases/20231114T221320Z-3f2a9c1d\n@@cached yes\n@@release 20231114T221320Z-3f2a9c1d {\"id\":\"20231114T221320Z-3f2a9c1d\",\"app\":\"a\",\"version\":\"v\",\"commit\":null,\"artifact_sha256\":\"3f2a9c1d\",\"state\":\"live\",\"created_at\":1,\"deployed_by\":\"me\",\"config_sha256\":\"c\"}\n@@release 20231114T221319Z-00000000 \n@@release junk {}\n@@staging .tmp-x\nhook output\n";
         let s = parse_survey(out);
         assert_eq!(s.now, 100);
         assert_eq!(s.current.as_deref(), Some("20231114T221320Z-3f2a9c1d"));

@@ -270,15 +270,36 @@ fn the_tree_digest_is_what_find_prints_for_a_full_unpack() {
     let unpacked = full_unpack(&a);
     let listing = Command::new("sh")
         .arg("-c")
-        .arg(format!(
-            "find . -mindepth 1 {} | LC_ALL=C sort | sha256sum",
+        .arg(delta::tree_digest_command(&format!(
+            ". -mindepth 1 {}",
             delta::tree_find(None)
-        ))
+        )))
         .current_dir(unpacked.path())
         .output()
         .unwrap();
     let host = String::from_utf8(listing.stdout).unwrap();
     assert_eq!(host.split_whitespace().next(), Some(d.tree_sha256.as_str()));
+
+    // `find`'s exit status is part of the digest: a listing cut short by an error (here:
+    // a start point that is not there) never matches.
+    let digest = |dir: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(delta::tree_digest_command(&format!(
+                "{dir} -mindepth 1 {}",
+                delta::tree_find(None)
+            )))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let empty = tempfile::tempdir().unwrap();
+    let gone = empty.path().join("gone");
+    assert_ne!(
+        digest(empty.path().to_str().unwrap()),
+        digest(gone.to_str().unwrap()),
+        "an empty tree and a failed find look the same"
+    );
 }
 
 /// `<inode> <size> <mtime> <path>` of every file of `dir` but the record itself, sorted:
