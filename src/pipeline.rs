@@ -325,6 +325,34 @@ impl Plan {
         run
     }
 
+    /// The stage script of this deploy from `source`; with `redact`, secrets shown as
+    /// `[redacted]` (for `--dry-run`).
+    pub fn stage_script(
+        &self,
+        d: &DeployPlan,
+        source: Source,
+        redact: bool,
+    ) -> Result<String, crate::ssh::quote::QuoteError> {
+        let json = |state| serde_json::to_string(&self.release_info(d, state)).unwrap_or_default();
+        release::stage(&Stage {
+            id: &d.release_id,
+            sha256: &d.sha256,
+            source,
+            shared_dirs: &d.shared_dirs,
+            shared_files: &d.shared_files,
+            env: if redact {
+                &d.env_file_redacted
+            } else {
+                &d.env_file
+            },
+            staged_json: &json(State::Staged),
+            failed_json: &json(State::Failed),
+            before_switch: &d.before_switch,
+            redact,
+            record: d.delta == DeltaMode::Hardlink,
+        })
+    }
+
     /// What release.json says about the release this deploy makes, in `state`.
     pub fn release_info(&self, d: &DeployPlan, state: State) -> ReleaseInfo {
         ReleaseInfo {
@@ -804,24 +832,7 @@ impl HostRun {
         data: Option<(R, u64)>,
     ) -> Option<String> {
         let d = plan.deploy.as_ref()?;
-        let staged =
-            serde_json::to_string(&plan.release_info(d, State::Staged)).unwrap_or_default();
-        let failed =
-            serde_json::to_string(&plan.release_info(d, State::Failed)).unwrap_or_default();
-        let script = release::stage(&Stage {
-            id: &d.release_id,
-            sha256: &d.sha256,
-            source,
-            shared_dirs: &d.shared_dirs,
-            shared_files: &d.shared_files,
-            env: &d.env_file,
-            staged_json: &staged,
-            failed_json: &failed,
-            before_switch: &d.before_switch,
-            redact: false,
-            record: d.delta == DeltaMode::Hardlink,
-        });
-        let script = match script {
+        let script = match plan.stage_script(d, source, false) {
             Ok(s) => s,
             Err(e) => {
                 self.fail("stage", e.to_string());

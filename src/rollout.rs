@@ -21,28 +21,27 @@ pub type Early = tokio::task::JoinHandle<Vec<Result<Session, crate::ssh::Error>>
 /// trips hide behind the check (a one-host deploy of the benchmark's artifact: 1.09 s ->
 /// 1.03 s). With many hosts both are CPU-bound and it gains little.
 pub fn connect_early(runtime: &tokio::runtime::Handle, targets: &[Target]) -> Early {
-    let targets = targets.to_vec();
+    let connector = Connector::default();
+    let tasks: Vec<_> = targets
+        .iter()
+        .map(|t| {
+            let (connector, target) = (connector.clone(), t.clone());
+            (
+                t.name.clone(),
+                runtime.spawn(async move { connector.connect(&target).await }),
+            )
+        })
+        .collect();
     runtime.spawn(async move {
-        let connector = Connector::default();
-        let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
-        let mut set = tokio::task::JoinSet::new();
-        for (i, target) in targets.into_iter().enumerate() {
-            let connector = connector.clone();
-            set.spawn(async move { (i, connector.connect(&target).await) });
-        }
-        let mut out: Vec<Option<Result<Session, crate::ssh::Error>>> = Vec::new();
-        out.resize_with(set.len(), || None);
-        while let Some(joined) = set.join_next().await {
-            if let Ok((i, r)) = joined {
-                out[i] = Some(r);
-            }
-        }
-        let mut sessions = Vec::with_capacity(out.len());
-        for (r, host) in out.into_iter().zip(names) {
-            sessions.push(r.unwrap_or(Err(crate::ssh::Error::ConnectionLost {
-                host,
-                what: "connecting".into(),
-            })));
+        let mut sessions = Vec::with_capacity(tasks.len());
+        for (host, task) in tasks {
+            sessions.push(match task.await {
+                Ok(session) => session,
+                Err(_) => Err(crate::ssh::Error::ConnectionLost {
+                    host,
+                    what: "connecting".into(),
+                }),
+            });
         }
         sessions
     })

@@ -46,7 +46,7 @@ pub struct Delta {
     /// The new and changed files, every directory and symlink (for `hardlink` also a
     /// link entry per unchanged file, every name under `N/`): a tar.gz.
     pub archive: Vec<u8>,
-    /// sha256 of the sorted tree listing a full unpack gives (see [`tree_line`]).
+    /// sha256 of the sorted tree listing a full unpack gives (see [`tree_find`]).
     pub tree_sha256: String,
     /// `copy`: sha256 of `<crc> <size> <path>\n` for every file, sorted by path: what
     /// `xargs -0 cksum --` prints for them sorted with `LC_ALL=C sort -z`. Empty for
@@ -127,7 +127,7 @@ pub fn reusable<'a>(old: &Manifest, new: &'a Manifest, shared: &[String]) -> Vec
 pub const VERIFIED_LINE: &str = "%i %s %T@ %P\\n";
 
 /// What of a release's tree the host lists, as `find <dir> -mindepth 1` arguments: per
-/// entry a line (see [`tree_line`]), files with their size, and told apart by their link
+/// entry a line (see [`file_line`]), files with their size, and told apart by their link
 /// count: `f` for a file of one link (unpacked or copied), `h` for one with more (a hard
 /// link into the live release). With `linked`, the lines of `.shipit/verified` for the
 /// `h` files also go to that file.
@@ -150,25 +150,21 @@ pub fn tree_digest_command(find_args: &str) -> String {
 /// The line [`tree_digest_command`] adds for a `find` that succeeded.
 const FIND_OK: &str = "find:0\n";
 
-/// One line of the tree listing, as [`tree_find`] prints it: type letter, permission bits
-/// in octal, then for a file its size and path (`h` when `linked`), else the path and the
-/// link target (empty unless a symlink). Symlinks always show 777.
-pub fn tree_line(
-    kind: EntryType,
-    mode: u32,
-    size: u64,
-    path: &str,
-    target: &str,
-    linked: bool,
-) -> String {
-    match kind {
-        EntryType::File => {
-            let y = if linked { 'h' } else { 'f' };
-            format!("{y} {:o} {size} {path}\n", mode & 0o7777)
-        }
-        EntryType::Dir => format!("d {:o} {path} -> \n", mode & 0o7777),
-        EntryType::Symlink => format!("l 777 {path} -> {target}\n"),
-    }
+/// A file's line of the tree listing, as [`tree_find`] prints it: `f` (or `h` when
+/// `linked`), permission bits in octal, size, path.
+pub fn file_line(mode: u32, size: u64, path: &str, linked: bool) -> String {
+    let y = if linked { 'h' } else { 'f' };
+    format!("{y} {:o} {size} {path}\n", mode & 0o7777)
+}
+
+/// A directory's line of the tree listing: `d`, permission bits in octal, path.
+pub fn dir_line(mode: u32, path: &str) -> String {
+    format!("d {:o} {path} -> \n", mode & 0o7777)
+}
+
+/// A symlink's line of the tree listing: `l`, always 777, path, target.
+pub fn symlink_line(path: &str, target: &str) -> String {
+    format!("l 777 {path} -> {target}\n")
 }
 
 /// The sha256 of lines sorted bytewise (`LC_ALL=C sort`), as hex.
@@ -347,7 +343,7 @@ fn cut<R: Read>(
         match header.entry_type() {
             tar::EntryType::Directory => {
                 if !root {
-                    tree.push(tree_line(EntryType::Dir, mode, 0, &path, "", false));
+                    tree.push(dir_line(mode, &path));
                 }
                 out.append_data(&mut header, &name, io::empty())?;
             }
@@ -356,27 +352,13 @@ fn cut<R: Read>(
                     .link_name()?
                     .and_then(|t| t.to_str().map(str::to_owned))
                     .ok_or_else(|| io::Error::other(format!("`{path}` has no UTF-8 target")))?;
-                tree.push(tree_line(
-                    EntryType::Symlink,
-                    mode,
-                    0,
-                    &path,
-                    &target,
-                    false,
-                ));
+                tree.push(symlink_line(&path, &target));
                 out.append_link(&mut header, &name, &target)?;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let reused = reuse.contains(path.as_str());
                 let size = header.size()?;
-                tree.push(tree_line(
-                    EntryType::File,
-                    mode,
-                    size,
-                    &path,
-                    "",
-                    link && reused,
-                ));
+                tree.push(file_line(mode, size, &path, link && reused));
                 if link && reused {
                     // Its data is skipped, unread: the host links the live release's copy.
                     header.set_entry_type(tar::EntryType::Link);
@@ -417,16 +399,14 @@ fn cut<R: Read>(
         }
         hex::encode(content.finalize())
     };
+    tree.push(FIND_OK.to_owned());
     let delta = Delta {
         reused: reuse.len(),
         sent,
         reuse_gz: if link { Vec::new() } else { gzip(&reuse_list)? },
         link,
         archive,
-        tree_sha256: {
-            tree.push(FIND_OK.to_owned());
-            sorted_digest(tree)
-        },
+        tree_sha256: sorted_digest(tree),
         content_sha256,
     };
     Ok((delta, rest))
@@ -537,21 +517,9 @@ mod tests {
 
     #[test]
     fn tree_lines_match_find_printf() {
-        assert_eq!(
-            tree_line(EntryType::File, 0o100644, 12, "a/b c", "", false),
-            "f 644 12 a/b c\n"
-        );
-        assert_eq!(
-            tree_line(EntryType::File, 0o100755, 0, "x", "", true),
-            "h 755 0 x\n"
-        );
-        assert_eq!(
-            tree_line(EntryType::Dir, 0o4755, 0, "d", "", false),
-            "d 4755 d -> \n"
-        );
-        assert_eq!(
-            tree_line(EntryType::Symlink, 0o644, 0, "l", "../x", false),
-            "l 777 l -> ../x\n"
-        );
+        assert_eq!(file_line(0o100644, 12, "a/b c", false), "f 644 12 a/b c\n");
+        assert_eq!(file_line(0o100755, 0, "x", true), "h 755 0 x\n");
+        assert_eq!(dir_line(0o4755, "d"), "d 4755 d -> \n");
+        assert_eq!(symlink_line("l", "../x"), "l 777 l -> ../x\n");
     }
 }

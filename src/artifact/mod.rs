@@ -80,19 +80,12 @@ impl HeldTar {
             pos: 0,
         }
     }
-
-    pub fn len(&self) -> u64 {
-        self.0.iter().map(|c| c.len() as u64).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl std::fmt::Debug for HeldTar {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HeldTar({} bytes)", self.len())
+        let len: usize = self.0.iter().map(Vec::len).sum();
+        write!(f, "HeldTar({len} bytes)")
     }
 }
 

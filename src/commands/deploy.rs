@@ -10,7 +10,7 @@ use anyhow::Result;
 use crate::artifact::{self, Artifact};
 use crate::exit::{Exit, Failure};
 use crate::pipeline::{DeployPlan, HostRun, Outcome, Plan, Shipment, each};
-use crate::remote::release::{self, Activate, Source, Stage, State};
+use crate::remote::release::{self, Activate, Source, State};
 use crate::remote::{layout, lock};
 use crate::rollout::{self, Cancel};
 use crate::settings::Settings;
@@ -421,10 +421,6 @@ async fn print_dry_run(plan: &Plan, runs: &[HostRun]) {
                 "LOCK HELD by {holder}: the deploy would wait or stop (exit 3)\n"
             ));
         }
-        let staged =
-            serde_json::to_string(&plan.release_info(d, State::Staged)).unwrap_or_default();
-        let failed =
-            serde_json::to_string(&plan.release_info(d, State::Failed)).unwrap_or_default();
         let shipment = d.shipment(&run.survey).await;
         let whole = crate::commands::human_bytes(d.artifact.size);
         let (source, what) = match &shipment {
@@ -463,20 +459,7 @@ async fn print_dry_run(plan: &Plan, runs: &[HostRun]) {
             ),
             (
                 format!("2. upload and stage: {what}"),
-                release::stage(&Stage {
-                    id: &d.release_id,
-                    sha256: &d.sha256,
-                    source,
-                    shared_dirs: &d.shared_dirs,
-                    shared_files: &d.shared_files,
-                    env: &d.env_file_redacted,
-                    staged_json: &staged,
-                    failed_json: &failed,
-                    before_switch: &d.before_switch,
-                    redact: true,
-                    record: d.delta == crate::config::DeltaMode::Hardlink,
-                })
-                .unwrap_or_default(),
+                plan.stage_script(d, source, true).unwrap_or_default(),
             ),
             (
                 "3. switch and restart".into(),

@@ -361,11 +361,15 @@ fn unpack(id: &str, sha256: &str, source: Source, record: bool) -> Result<String
     // short write are only `Wrote only 4096 of 10240 bytes`); checked before the partial
     // release is removed, which frees the space again.
     // `fresh` makes empty dirs, removing leftovers of a killed run first (and only then:
-    // each process start counts, at 20 hosts per 2 cores).
+    // each process start counts, at 20 hosts per 2 cores); `dotdir` makes `$tmp/.shipit`
+    // when the artifact has none; `mismatch` turns a delta down, which is not fatal: the
+    // release is discarded and the client sends the whole artifact (`@@delta-mismatch`).
     let mut s = String::from(
         "roomy() { set -- $(df -k --output=avail . 2>/dev/null); [ \"$2\" -ge 1024 ] 2>/dev/null; }\n\
          unpack_failed() { roomy || echo \"No space left on device in $D: the release does not fit on this host\" >&2; rm -rf -- \"$tmp\" \"$@\"; echo \"unpacking the $what failed\" >&2; exit 1; }\n\
-         fresh() { for x; do if [ -e \"$x\" ] || [ -L \"$x\" ]; then rm -rf -- \"$x\" || return 1; fi; done; mkdir -- \"$@\"; }\n",
+         fresh() { for x; do if [ -e \"$x\" ] || [ -L \"$x\" ]; then rm -rf -- \"$x\" || return 1; fi; done; mkdir -- \"$@\"; }\n\
+         dotdir() { [ -d \"$tmp/.shipit\" ] || mkdir -- \"$tmp/.shipit\"; }\n\
+         mismatch() { rm -rf -- \"$tmp\" \"$W\"; printf '@@delta-mismatch %s\\n' \"$(printf '%s' \"$1\" | tr '\\n' ' ' | cut -c1-300)\"; exit 0; }\n",
     );
     s.push_str(UNTAR_FN);
     if !matches!(source, Source::Delta(d) if d.link) {
@@ -373,7 +377,7 @@ fn unpack(id: &str, sha256: &str, source: Source, record: bool) -> Result<String
     }
     // The record of a release unpacked whole: its files, as they are now.
     let record_now = format!(
-        "{{ [ -d \"$tmp/.shipit\" ] || mkdir -- \"$tmp/.shipit\"; }} && ( cd -- \"$tmp\" && find . -type f ! -path ./{VERIFIED} -printf '{VERIFIED_LINE}' ) | LC_ALL=C sort > \"$tmp/{VERIFIED}\" || {{ rm -rf -- \"$tmp\"; exit 1; }}\n"
+        "dotdir && ( cd -- \"$tmp\" && find . -type f ! -path ./{VERIFIED} -printf '{VERIFIED_LINE}' ) | LC_ALL=C sort > \"$tmp/{VERIFIED}\" || {{ rm -rf -- \"$tmp\"; exit 1; }}\n"
     );
     match source {
         Source::Cached => {
@@ -403,10 +407,8 @@ fn unpack(id: &str, sha256: &str, source: Source, record: bool) -> Result<String
         Source::Delta(d) if d.link => s.push_str(&linked_delta(id, d)?),
         Source::Delta(d) => {
             let base = q(d.base)?;
-            // A failure to assemble is not fatal: the release is discarded and the
-            // client sends the full artifact instead (`@@delta-mismatch`).
             s.push_str(&format!(
-                "W=\"$tmp.delta\"\nmismatch() {{ rm -rf -- \"$tmp\" \"$W\"; printf '@@delta-mismatch %s\\n' \"$(printf '%s' \"$1\" | tr '\\n' ' ' | cut -c1-300)\"; exit 0; }}\n\
+                "W=\"$tmp.delta\"\n\
                  fresh \"$W\" || {{ rm -rf -- \"$tmp\" \"$W\"; exit 1; }}\n\
                  printf '@@step upload\\n'\n\
                  head -c {reuse} > \"$W/reuse.gz\" || {{ rm -rf -- \"$tmp\" \"$W\"; exit 1; }}\n\
@@ -472,14 +474,13 @@ fn linked_delta(id: &str, d: DeltaSource) -> Result<String, QuoteError> {
     let base = q(d.base)?;
     Ok(format!(
         "W=\"$tmp.delta\"\nb={base}\nB=\"{RELEASES}/$b\"\n\
-         mismatch() {{ rm -rf -- \"$tmp\" \"$W\"; printf '@@delta-mismatch %s\\n' \"$(printf '%s' \"$1\" | tr '\\n' ' ' | cut -c1-300)\"; exit 0; }}\n\
          fresh \"$tmp\" \"$W\" || {{ rm -rf -- \"$tmp\" \"$W\"; exit 1; }}\n\
          printf '@@step upload\\n'\n\
          [ -f \"$B/{VERIFIED}\" ] || mismatch \"release $b is gone, or has no record of its files\"\n\
          what=delta\n\
          untar -C {RELEASES} --transform={new_names} --transform={base_targets} 2>\"$W/err\" || {{ roomy || {{ cat -- \"$W/err\" >&2; unpack_failed \"$W\"; }}; mismatch \"making the release from release $b failed: $(cat -- \"$W/err\")\"; }}\n\
          printf '@@step verify\\n'\n\
-         {{ [ -d \"$tmp/.shipit\" ] || mkdir -- \"$tmp/.shipit\"; }} || {{ rm -rf -- \"$tmp\" \"$W\"; exit 1; }}\n\
+         dotdir || {{ rm -rf -- \"$tmp\" \"$W\"; exit 1; }}\n\
          tree=$({listing})\n\
          find \"$B/{MANIFEST}\" -printf '%i %s %T@ {MANIFEST}\\n' >> \"$W/linked\" || mismatch \"release $b has no manifest\"\n\
          x=$( {{ LC_ALL=C sort -- \"$W/linked\" || echo 'the list of linked files is unreadable'; }} | LC_ALL=C comm -23 - \"$B/{VERIFIED}\") && [ -z \"$x\" ] || mismatch \"files of release $b changed since it was made (edited in place?): $(printf '%s' \"$x\" | cut -d ' ' -f 4- | head -n 3)\"\n\
@@ -525,7 +526,7 @@ pub fn stage(p: &Stage) -> Result<String, QuoteError> {
         q(p.env)?
     ));
     s.push_str(&format!(
-        "{{ [ -d \"$tmp/.shipit\" ] || mkdir -- \"$tmp/.shipit\"; }} && printf '%s\\n' {} > \"$tmp/{RELEASE_JSON}\" && mv -T -- \"$tmp\" \"$rel\" || {{ rm -rf -- \"$tmp\"; exit 1; }}\n",
+        "dotdir && printf '%s\\n' {} > \"$tmp/{RELEASE_JSON}\" && mv -T -- \"$tmp\" \"$rel\" || {{ rm -rf -- \"$tmp\"; exit 1; }}\n",
         q(p.staged_json)?
     ));
     s.push_str("cd -- \"$rel\" || exit 1\n");

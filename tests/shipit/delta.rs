@@ -10,14 +10,17 @@ use std::process::{Command, Output, Stdio};
 use shipit::artifact::{self, Artifact, PackRequest, delta};
 use shipit::remote::release::{self, DeltaSource, Source, Stage};
 
+/// A package root, and where its artifacts go.
 struct Tree {
     dir: tempfile::TempDir,
+    out: tempfile::TempDir,
 }
 
 impl Tree {
     fn new() -> Tree {
         let t = Tree {
             dir: tempfile::tempdir().unwrap(),
+            out: tempfile::tempdir().unwrap(),
         };
         // Text that does not compress away, as real assets don't.
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -61,7 +64,7 @@ impl Tree {
         std::fs::set_permissions(self.path(rel), std::fs::Permissions::from_mode(mode)).unwrap();
     }
 
-    fn pack(&self, version: &str, out: &Path) -> Artifact {
+    fn pack(&self, version: &str) -> Artifact {
         artifact::pack(&PackRequest {
             root: self.dir.path(),
             include: &["**".to_owned()],
@@ -70,7 +73,7 @@ impl Tree {
             version,
             commit: None,
             mtime: 1_700_000_000,
-            out_dir: out,
+            out_dir: self.out.path(),
             progress: &|_| {},
         })
         .unwrap()
@@ -257,8 +260,7 @@ fn delta_bytes(d: &delta::Delta) -> Vec<u8> {
 #[test]
 fn the_tree_digest_is_what_find_prints_for_a_full_unpack() {
     let tree = Tree::new();
-    let out = tempfile::tempdir().unwrap();
-    let a = tree.pack("1", out.path());
+    let a = tree.pack("1");
     // A delta against an empty release sends everything; its tree digest must equal the
     // host's `find | sort | sha256sum` of a full unpack, or every delta would be refused.
     let empty = artifact::Manifest {
@@ -318,8 +320,7 @@ fn identities(dir: &Path) -> String {
 #[test]
 fn a_delta_release_is_identical_to_a_full_unpack_and_moves_only_what_changed() {
     let tree = Tree::new();
-    let out1 = tempfile::tempdir().unwrap();
-    let v1 = tree.pack("1", out1.path());
+    let v1 = tree.pack("1");
     let host = Host::new();
     let id1 = "20260101T000000Z-aaaaaaaa";
     host.stage_full(id1, &v1, true);
@@ -340,8 +341,7 @@ fn a_delta_release_is_identical_to_a_full_unpack_and_moves_only_what_changed() {
     tree.chmod("conf/with space.toml", 0o600);
     std::fs::remove_file(tree.path("link")).unwrap();
     symlink("static/a/file-002.txt", tree.path("link")).unwrap();
-    let out2 = tempfile::tempdir().unwrap();
-    let v2 = tree.pack("2", out2.path());
+    let v2 = tree.pack("2");
 
     for (i, link) in [false, true].into_iter().enumerate() {
         let d = delta::build(&v2, &v1.manifest, &[], link).unwrap();
@@ -408,11 +408,9 @@ fn turned_down(host: &Host, id: &str, v: &Artifact, base: &str, d: &delta::Delta
 #[test]
 fn a_tampered_base_release_is_caught_and_nothing_is_left_behind() {
     let tree = Tree::new();
-    let out1 = tempfile::tempdir().unwrap();
-    let v1 = tree.pack("1", out1.path());
+    let v1 = tree.pack("1");
     tree.write("static/new.txt", "new\n");
-    let out2 = tempfile::tempdir().unwrap();
-    let v2 = tree.pack("2", out2.path());
+    let v2 = tree.pack("2");
     let id1 = "20260101T000000Z-aaaaaaaa";
     let id2 = "20260101T000001Z-bbbbbbbb";
 
@@ -511,8 +509,7 @@ fn a_tampered_base_release_is_caught_and_nothing_is_left_behind() {
 #[test]
 fn a_truncated_full_upload_leaves_no_release_and_no_cached_artifact() {
     let tree = Tree::new();
-    let out1 = tempfile::tempdir().unwrap();
-    let v1 = tree.pack("1", out1.path());
+    let v1 = tree.pack("1");
     let host = Host::new();
     let mut bytes = std::fs::read(&v1.path).unwrap();
     bytes.truncate(bytes.len() - 10);
@@ -539,8 +536,7 @@ fn a_truncated_full_upload_leaves_no_release_and_no_cached_artifact() {
 #[test]
 fn a_no_op_survey_answers_unchanged_without_reading_the_cached_artifact() {
     let tree = Tree::new();
-    let out = tempfile::tempdir().unwrap();
-    let a = tree.pack("1", out.path());
+    let a = tree.pack("1");
     let host = Host::new();
     host.stage_full("r1", &a, false);
     std::fs::write(
@@ -575,10 +571,9 @@ fn a_no_op_survey_answers_unchanged_without_reading_the_cached_artifact() {
 #[test]
 fn a_delta_is_made_only_of_the_checked_bytes() {
     let tree = Tree::new();
-    let out = tempfile::tempdir().unwrap();
-    let v1 = tree.pack("1", out.path());
+    let v1 = tree.pack("1");
     tree.write("static/a/file-007.txt", "changed\n");
-    let v2 = tree.pack("2", out.path());
+    let v2 = tree.pack("2");
     let on_disk = std::fs::read(&v2.path).unwrap();
     assert_eq!(
         v2.bytes.as_deref(),
@@ -635,8 +630,7 @@ fn a_delta_is_made_only_of_the_checked_bytes() {
 #[test]
 fn hardlink_releases_record_their_files_and_the_survey_says_so() {
     let tree = Tree::new();
-    let out = tempfile::tempdir().unwrap();
-    let a = tree.pack("1", out.path());
+    let a = tree.pack("1");
     let host = Host::new();
     let record = |id: &str| std::fs::read_to_string(host.release(id).join(".shipit/verified"));
     host.stage_full("r1", &a, false);
@@ -652,7 +646,7 @@ fn hardlink_releases_record_their_files_and_the_survey_says_so() {
         a.manifest.files().count() + 1
     );
 
-    let other = tree.pack("2", out.path());
+    let other = tree.pack("2");
     let cksum = cksum(&other);
     let survey = |live: &str| {
         let _ = std::fs::remove_file(host.root().join("current"));
