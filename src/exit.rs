@@ -1,6 +1,8 @@
-//! The exit codes of SPEC.md, and the one place where an error becomes one.
+//! The exit codes (docs/operations.md), and the one place where an error or the hosts'
+//! outcomes become one.
 
 use crate::config::ConfigError;
+use crate::outcome::Outcome;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -73,6 +75,58 @@ pub fn code_for(err: &anyhow::Error) -> Exit {
     Exit::Failed
 }
 
+/// How far a deploy or rollback got: it decides between codes that the hosts' outcomes
+/// alone cannot tell apart (a host rolled back within `max_failures` while the others
+/// went on is exit 1; the same host when the rollout stopped is exit 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Before any host switched: connecting, locking, surveying, staging, a dry run.
+    Early,
+    /// Every batch ran; failures, if any, were within `max_failures`.
+    Completed,
+    /// The rollout stopped (too many failures, or a signal): hosts it switched were put
+    /// back (`on_failure: rollback`) or kept (`halt`).
+    Stopped,
+}
+
+/// The exit code of a run from where its hosts ended up: the one table.
+///
+/// | outcomes (first match wins) | early | completed | stopped |
+/// |---|---|---|---|
+/// | any `broken` | 6 | 6 | 6 |
+/// | any `done` | - | - | 6 (halted: mixed) |
+/// | any `rolled-back` | 5 | 1 | 5 |
+/// | any `unreachable` | 4 | 4 | 1 |
+/// | any `locked` | 3 | 3 | 1 |
+/// | any `failed` or `interrupted` | 1 | 1 | 1 |
+/// | otherwise | 0 | 0 | 1 |
+pub fn for_hosts<'a>(outcomes: impl IntoIterator<Item = &'a Outcome>, ending: Ending) -> Exit {
+    let outcomes: Vec<&Outcome> = outcomes.into_iter().collect();
+    let any = |f: fn(&Outcome) -> bool| outcomes.iter().any(|o| f(o));
+    if any(|o| matches!(o, Outcome::Broken { .. })) {
+        return Exit::Mixed;
+    }
+    let rolled_back = any(|o| matches!(o, Outcome::RolledBack { .. }));
+    match ending {
+        Ending::Stopped if any(|o| matches!(o, Outcome::Done)) => Exit::Mixed,
+        Ending::Stopped if rolled_back => Exit::RolledBack,
+        Ending::Stopped => Exit::Failed,
+        Ending::Completed if rolled_back => Exit::Failed,
+        Ending::Early if rolled_back => Exit::RolledBack,
+        Ending::Early | Ending::Completed => {
+            if any(|o| matches!(o, Outcome::Unreachable { .. })) {
+                Exit::Unreachable
+            } else if any(|o| matches!(o, Outcome::Locked { .. })) {
+                Exit::Locked
+            } else if any(|o| matches!(o, Outcome::Failed { .. } | Outcome::Interrupted { .. })) {
+                Exit::Failed
+            } else {
+                Exit::Ok
+            }
+        }
+    }
+}
+
 /// The hint to print after an error, from the first cause that carries one.
 pub fn hint_for(err: &anyhow::Error) -> Option<&str> {
     err.chain()
@@ -109,5 +163,41 @@ mod tests {
         });
         assert_eq!(code_for(&err), Exit::Invalid);
         assert_eq!(code_for(&anyhow::anyhow!("plain")), Exit::Failed);
+    }
+
+    #[test]
+    fn host_outcomes_follow_the_table() {
+        use Ending::*;
+        let rolled = Outcome::RolledBack { reason: "x".into() };
+        let broken = Outcome::Broken { reason: "x".into() };
+        let skipped = Outcome::Skipped {
+            reason: "same".into(),
+        };
+        let failed = Outcome::Failed {
+            step: "s".into(),
+            reason: "r".into(),
+        };
+        let locked = Outcome::Locked { holder: "h".into() };
+        let unreachable = Outcome::Unreachable { reason: "r".into() };
+        let cases: &[(&[&Outcome], Ending, Exit)] = &[
+            (&[&Outcome::Done, &skipped], Completed, Exit::Ok),
+            (&[&Outcome::Done, &rolled], Completed, Exit::Failed),
+            (&[&Outcome::Done, &rolled], Stopped, Exit::Mixed),
+            (&[&rolled, &rolled], Stopped, Exit::RolledBack),
+            (&[&rolled, &broken], Stopped, Exit::Mixed),
+            (&[&rolled, &broken], Completed, Exit::Mixed),
+            (&[&locked, &Outcome::Pending], Early, Exit::Locked),
+            (&[&unreachable, &locked], Early, Exit::Unreachable),
+            (&[&failed, &Outcome::Pending], Early, Exit::Failed),
+            (&[&Outcome::Pending], Stopped, Exit::Failed),
+            (&[&skipped], Early, Exit::Ok),
+        ];
+        for (outcomes, ending, exit) in cases {
+            assert_eq!(
+                for_hosts(outcomes.iter().copied(), *ending),
+                *exit,
+                "{outcomes:?} {ending:?}"
+            );
+        }
     }
 }

@@ -34,12 +34,10 @@ pub fn reached(step: &str, host: &str) {
     if !matches(&want.to_string_lossy(), step, host) || FIRED.swap(true, Ordering::SeqCst) {
         return;
     }
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr(),
+    crate::printer::test_protocol_line(&format!(
         "@@faultpoint {step}@{host} pid {}",
         std::process::id()
-    );
+    ));
     // SAFETY: raise(2) has no preconditions; SIGSTOP stops every thread of the process.
     unsafe {
         libc::raise(libc::SIGSTOP);

@@ -1,21 +1,26 @@
 //! shipit: build locally, ship a tar.gz over SSH, switch atomically, health-check, roll
-//! back by itself. See ../shared/SPEC.md for the contract and README.md for the tour.
+//! back by itself. docs/architecture.md walks one deploy through these modules.
 //!
-//! Data flows down: CLI + deploy.yaml + environment are resolved once (`settings`,
-//! `config`), commands orchestrate (`commands`), pure builders and I/O modules do the
-//! work (`artifact`), and every byte of output goes through `printer`.
+//! Decisions flow down, events flow up: CLI + deploy.yaml + environment are resolved once
+//! (`settings`, `config`); a command (`commands`) builds the `plan`; the `rollout` drives
+//! one `host` session per server (its phases send scripts that `remote` builds, over
+//! `ssh`; `health` judges the result); hosts and the rollout report `event`s, and every
+//! byte of output goes through `printer`.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod artifact;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod event;
 pub mod exit;
 pub mod faultpoint;
 pub mod git;
 pub mod health;
+pub mod host;
 mod logging;
-pub mod pipeline;
+pub mod outcome;
+pub mod plan;
 pub mod printer;
 pub mod redact;
 pub mod remote;
@@ -23,7 +28,6 @@ pub mod rollout;
 pub mod settings;
 pub mod ssh;
 pub mod targets;
-pub mod view;
 
 use clap::Parser;
 

@@ -2,6 +2,7 @@
 //! every command shares, and the action with its own options.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::cli::{Cli, Command, LogFormatArg};
 use crate::printer::{LogFormat, Printer, Verbosity};
@@ -13,9 +14,32 @@ pub struct Settings {
     pub environment: Option<String>,
 }
 
+/// `shipit deploy`'s own options.
+pub struct DeployOptions {
+    pub artifact: Option<PathBuf>,
+    pub hosts: Option<Vec<String>>,
+    pub dry_run: bool,
+    pub no_build: bool,
+    pub force: bool,
+    pub parallel: Option<u32>,
+    pub canary: Option<u32>,
+    pub wait_lock: Option<Duration>,
+    pub json: bool,
+    pub app_version: Option<String>,
+}
+
+/// `shipit rollback`'s own options.
+pub struct RollbackOptions {
+    pub to: Option<String>,
+    pub hosts: Option<Vec<String>>,
+    pub dry_run: bool,
+    pub wait_lock: Option<Duration>,
+    pub json: bool,
+}
+
 pub enum Action {
-    Deploy(crate::commands::DeployOptions),
-    Rollback(crate::commands::RollbackOptions),
+    Deploy(DeployOptions),
+    Rollback(RollbackOptions),
     Unlock {
         hosts: Option<Vec<String>>,
     },
@@ -67,7 +91,7 @@ impl Cli {
             Command::Init(a) => Action::Init { app: a.app },
             Command::Config(a) => Action::Config { json: a.json },
             Command::Check(a) => Action::Check { json: a.json },
-            Command::Deploy(a) => Action::Deploy(crate::commands::DeployOptions {
+            Command::Deploy(a) => Action::Deploy(DeployOptions {
                 artifact: a.artifact,
                 hosts: a.hosts,
                 dry_run: a.dry_run,
@@ -79,7 +103,7 @@ impl Cli {
                 json: a.json,
                 app_version: a.version.app_version,
             }),
-            Command::Rollback(a) => Action::Rollback(crate::commands::RollbackOptions {
+            Command::Rollback(a) => Action::Rollback(RollbackOptions {
                 to: a.to,
                 hosts: a.hosts,
                 dry_run: a.dry_run,

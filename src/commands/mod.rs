@@ -4,16 +4,12 @@ mod build;
 mod check;
 mod config;
 mod deploy;
+mod dry_run;
 mod init;
 mod package;
 mod rollback;
 mod status;
-mod summary;
 mod unlock;
-
-pub use deploy::Options as DeployOptions;
-pub use package::human_bytes;
-pub use rollback::Options as RollbackOptions;
 
 use anyhow::Result;
 use clap::CommandFactory;

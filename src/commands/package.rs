@@ -8,6 +8,7 @@ use crate::artifact::{self, Artifact, PackRequest, Progress};
 use crate::config::Config;
 use crate::exit::Exit;
 use crate::printer::Printer;
+use crate::printer::units::human_bytes;
 use crate::settings::Settings;
 
 pub fn run(settings: &Settings, no_build: bool, app_version: Option<&str>) -> Result<Exit> {
@@ -82,19 +83,4 @@ pub fn package(
         started.elapsed().as_secs_f64()
     ));
     Ok(artifact)
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }

@@ -1,16 +1,21 @@
 //! `shipit status`: what runs where. One read-only script per host, plus one health probe.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::event::Events;
 use crate::exit::Exit;
 use crate::health;
-use crate::pipeline::{HostRun, Outcome, Plan, each};
-use crate::remote::layout::HISTORY;
+use crate::host::{HostRun, Op};
+use crate::outcome::Outcome;
+use crate::plan::{Kind, Plan};
 use crate::remote::lock;
-use crate::remote::release::{self, LockAnswer, State};
+use crate::remote::release::{LockAnswer, State};
+use crate::remote::status;
+use crate::rollout::{ALL, each};
 use crate::settings::Settings;
 use crate::ssh::Connector;
 
@@ -49,33 +54,51 @@ pub fn run(settings: &Settings, json: bool, show_releases: bool, history: usize)
     let config = settings.load_config()?;
     let targets = crate::targets::resolve(&config, None)?;
     let printer = settings.printer;
-    let plan = Arc::new(Plan::new(&config, "shipit status", None, printer)?);
+    let plan = Arc::new(Plan::new(&config, Kind::Status, None, Events::none())?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let statuses: Vec<HostStatus> = runtime.block_on(async {
-        let connector = Connector::default();
+        let connector = Arc::new(Connector::default());
         let runs: Vec<HostRun> = targets.into_iter().map(HostRun::new).collect();
-        let runs = each(runs, &plan, crate::pipeline::ALL, move |mut run, _| {
-            let connector = connector.clone();
-            async move {
-                run.connect(&connector).await;
-                run
-            }
-        })
+        let runs = each(
+            runs,
+            &plan,
+            ALL,
+            |_| true,
+            move |mut run, plan| {
+                let connector = connector.clone();
+                async move {
+                    run.connect(&plan, &*connector).await;
+                    run
+                }
+            },
+        )
         .await;
+        let names: Vec<String> = runs.iter().map(|r| r.target.name.clone()).collect();
         let mut set = tokio::task::JoinSet::new();
-        for (i, run) in runs.into_iter().enumerate() {
+        for run in runs {
             let plan = plan.clone();
-            set.spawn(async move { (i, host_status(run, &plan, history).await) });
+            set.spawn(async move { host_status(run, &plan, history).await });
         }
-        let mut out: Vec<(usize, HostStatus)> = Vec::new();
-        while let Some(Ok(s)) = set.join_next().await {
-            out.push(s);
+        let mut found: HashMap<String, HostStatus> = HashMap::new();
+        while let Some(joined) = set.join_next().await {
+            if let Ok(s) = joined {
+                found.insert(s.name.clone(), s);
+            }
         }
-        out.sort_by_key(|(i, _)| *i);
-        out.into_iter().map(|(_, s)| s).collect()
+        // A task that panicked still has its row, saying so.
+        names
+            .into_iter()
+            .map(|name| {
+                found.remove(&name).unwrap_or_else(|| HostStatus {
+                    error: Some("internal error: reading this host's status panicked".into()),
+                    name,
+                    ..HostStatus::default()
+                })
+            })
+            .collect()
     });
     let currents: std::collections::BTreeSet<&str> = statuses
         .iter()
@@ -83,7 +106,11 @@ pub fn run(settings: &Settings, json: bool, show_releases: bool, history: usize)
         .collect();
     let mixed = currents.len() > 1;
     if json {
-        let doc = serde_json::json!({ "environment": config.environment, "mixed": mixed, "hosts": statuses });
+        let doc = serde_json::json!({
+            "environment": config.environment,
+            "mixed": mixed,
+            "hosts": statuses,
+        });
         printer.data(&serde_json::to_string_pretty(&doc)?);
     } else {
         printer.data(&table(&statuses, mixed, show_releases, history));
@@ -100,7 +127,7 @@ async fn host_status(run: HostRun, plan: &Plan, history: usize) -> HostStatus {
         name: run.target.name.clone(),
         ..HostStatus::default()
     };
-    let Some(session) = &run.session else {
+    let Some(remote) = &run.remote else {
         st.error = Some(match &run.outcome {
             Outcome::Unreachable { reason } | Outcome::Failed { reason, .. } => reason.clone(),
             _ => "not connected".into(),
@@ -108,36 +135,26 @@ async fn host_status(run: HostRun, plan: &Plan, history: usize) -> HostStatus {
         return st;
     };
     st.reachable = true;
-    let mut script = match release::enter(&plan.deploy_to, false) {
+    let script = match status::script(&plan.deploy_to, plan.manager, &plan.service, history) {
         Ok(s) => s,
         Err(e) => {
             st.error = Some(e.to_string());
             return st;
         }
     };
-    script.push_str(&lock::report());
-    script.push_str(&release::survey(None).unwrap_or_default());
-    if let Some(ctl) = release::systemctl(plan.manager, false) {
-        let unit = crate::remote::q(&plan.service).unwrap_or_default();
-        script.push_str(&format!("{ctl} show -p ActiveState -p SubState -p ActiveEnterTimestamp -- {unit} 2>/dev/null | sed 's/^/@@svc /'\n"));
-    }
-    if history > 0 {
-        script.push_str(&format!(
-            "tail -n {history} {HISTORY} 2>/dev/null | sed 's/^/@@history /'\n"
-        ));
-    }
-    let out = match session.exec(&script, |_, _| {}).await {
-        Ok(o) => o.stdout,
+    let out = match remote.run(Op::Other, &script, None, &mut |_| {}).await {
+        Ok(o) => o.out.stdout,
         Err(e) => {
             st.error = Some(e.to_string());
             return st;
         }
     };
-    if out.contains("@@missing") {
+    let found = status::parse(&out);
+    if found.missing {
         st.error = Some(format!("{} does not exist: never deployed", plan.deploy_to));
         return st;
     }
-    let survey = release::parse_survey(&out);
+    let survey = found.survey;
     st.deployed = true;
     st.current = survey.current.clone();
     st.release_count = survey.releases.len();
@@ -149,7 +166,8 @@ async fn host_status(run: HostRun, plan: &Plan, history: usize) -> HostStatus {
         let stale = owner.as_ref().is_some_and(lock::Owner::is_stale_here);
         st.lock = Some(match owner {
             Some(o) if stale => format!(
-                "{}; stale: that process no longer runs, the next deploy from this machine breaks the lock",
+                "{}; stale: that process no longer runs, the next deploy from this machine \
+                 breaks the lock",
                 o.describe(survey.now)
             ),
             Some(o) => o.describe(survey.now),
@@ -158,12 +176,7 @@ async fn host_status(run: HostRun, plan: &Plan, history: usize) -> HostStatus {
         st.lock_stale = Some(stale);
         st.lock_age_secs = since.map(|s| survey.now.saturating_sub(s));
     }
-    let mut svc = std::collections::BTreeMap::new();
-    for line in out.lines().filter_map(|l| l.strip_prefix("@@svc ")) {
-        if let Some((k, v)) = line.split_once('=') {
-            svc.insert(k.to_owned(), v.to_owned());
-        }
-    }
+    let svc = found.unit;
     if let Some(state) = svc.get("ActiveState") {
         st.service = Some(format!(
             "{state} ({})",
@@ -174,11 +187,7 @@ async fn host_status(run: HostRun, plan: &Plan, history: usize) -> HostStatus {
             .filter(|t| !t.is_empty())
             .cloned();
     }
-    st.history = out
-        .lines()
-        .filter_map(|l| l.strip_prefix("@@history "))
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    st.history = found.history;
     st.releases = survey
         .releases
         .iter()
@@ -202,18 +211,16 @@ async fn host_status(run: HostRun, plan: &Plan, history: usize) -> HostStatus {
         let release_dir = plan.release_dir(current);
         let command = plan.health.command.as_ref().map(|c| c.expose().to_owned());
         let spec = plan.health_spec(&release_dir, command.as_deref(), true);
-        match health::baseline(session, plan.manager, &plan.service).await {
-            Ok(baseline) => match health::wait_healthy(session, &spec, &baseline, |_| {}).await {
-                health::Outcome::Healthy { .. } => {
-                    st.healthy = Some(true);
-                    st.health = Some("ok".into());
-                }
-                health::Outcome::Unhealthy { reason, .. } => {
-                    st.healthy = Some(false);
-                    st.health = Some(reason);
-                }
-            },
-            Err(e) => st.health = Some(e.to_string()),
+        match remote.health(&spec, "").await {
+            Ok(health::Outcome::Healthy { .. }) => {
+                st.healthy = Some(true);
+                st.health = Some("ok".into());
+            }
+            Ok(health::Outcome::Unhealthy { reason, .. }) => {
+                st.healthy = Some(false);
+                st.health = Some(reason);
+            }
+            Err(e) => st.health = Some(e),
         }
     }
     st

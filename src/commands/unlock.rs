@@ -4,10 +4,15 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use crate::exit::Exit;
-use crate::pipeline::{HostRun, Outcome, Plan, each};
+use crate::event::Events;
+use crate::exit::{self, Ending, Exit};
+use crate::host::{HostRun, Op};
+use crate::outcome::Outcome;
+use crate::plan::{Kind, Plan};
 use crate::remote::lock;
+use crate::remote::markers;
 use crate::remote::release::{self, LockAnswer};
+use crate::rollout::{ALL, each};
 use crate::settings::Settings;
 use crate::ssh::Connector;
 
@@ -15,68 +20,75 @@ pub fn run(settings: &Settings, hosts: Option<Vec<String>>) -> Result<Exit> {
     let config = settings.load_config()?;
     let targets = crate::targets::resolve(&config, hosts.as_deref())?;
     let printer = settings.printer;
-    let plan = Arc::new(Plan::new(&config, "shipit unlock", None, printer)?);
+    let plan = Arc::new(Plan::new(&config, Kind::Unlock, None, Events::none())?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let runs = runtime.block_on(async {
-        let connector = Connector::default();
+        let connector = Arc::new(Connector::default());
         let runs: Vec<HostRun> = targets.into_iter().map(HostRun::new).collect();
-        each(runs, &plan, crate::pipeline::ALL, move |mut run, plan| {
-            let connector = connector.clone();
-            async move {
-                run.connect(&connector).await;
-                if let Some(session) = &run.session {
-                    let script = format!(
-                        "{}{}",
-                        release::enter(&plan.deploy_to, false).unwrap_or_default(),
-                        lock::force_release()
-                    );
-                    match session.exec(&script, |_, _| {}).await {
-                        Ok(out) if out.success() => {
-                            let text = match release::parse_survey(&out.stdout).lock {
-                                Some(LockAnswer::Held { owner, since })
-                                    if out.stdout.contains("@@unlocked\n") =>
-                                {
-                                    let now = crate::remote::layout::now();
-                                    match owner {
-                                        Some(o) => {
-                                            format!("removed the lock of {}", o.describe(now))
+        each(
+            runs,
+            &plan,
+            ALL,
+            |_| true,
+            move |mut run, plan| {
+                let connector = connector.clone();
+                async move {
+                    run.connect(&plan, &*connector).await;
+                    if let Some(remote) = &run.remote {
+                        let script = format!(
+                            "{}{}",
+                            release::enter(&plan.deploy_to, false).unwrap_or_default(),
+                            lock::force_release()
+                        );
+                        let ran = remote.run(Op::Other, &script, None, &mut |_| {}).await;
+                        match ran.map(|r| r.out) {
+                            Ok(out) if out.success() => {
+                                let text = match release::parse_survey(&out.stdout).lock {
+                                    Some(LockAnswer::Held { owner, since })
+                                        if markers::unlocked(&out.stdout) =>
+                                    {
+                                        let now = crate::remote::layout::now();
+                                        match owner {
+                                            Some(o) => {
+                                                format!("removed the lock of {}", o.describe(now))
+                                            }
+                                            None => format!(
+                                                "removed a lock without owner file{}",
+                                                since
+                                                    .map(|m| format!(
+                                                        ", taken {} ago",
+                                                        lock::age(now.saturating_sub(m))
+                                                    ))
+                                                    .unwrap_or_default()
+                                            ),
                                         }
-                                        None => format!(
-                                            "removed a lock without owner file{}",
-                                            since
-                                                .map(|m| format!(
-                                                    ", taken {} ago",
-                                                    lock::age(now.saturating_sub(m))
-                                                ))
-                                                .unwrap_or_default()
-                                        ),
                                     }
-                                }
-                                // No deploy_to (`@@missing`), or no lock dir (`@@unlocked none`).
-                                _ => "no lock".to_owned(),
-                            };
-                            run.outcome = Outcome::Skipped { reason: text };
-                        }
-                        Ok(out) => {
-                            run.outcome = Outcome::Failed {
-                                step: "unlock".into(),
-                                reason: out.stderr_tail,
+                                    // No deploy_to, or no lock dir.
+                                    _ => "no lock".to_owned(),
+                                };
+                                run.outcome = Outcome::Skipped { reason: text };
                             }
-                        }
-                        Err(e) => {
-                            run.outcome = Outcome::Failed {
-                                step: "unlock".into(),
-                                reason: e.to_string(),
+                            Ok(out) => {
+                                run.outcome = Outcome::Failed {
+                                    step: "unlock".into(),
+                                    reason: out.stderr_tail,
+                                }
+                            }
+                            Err(e) => {
+                                run.outcome = Outcome::Failed {
+                                    step: "unlock".into(),
+                                    reason: e.to_string(),
+                                }
                             }
                         }
                     }
+                    run
                 }
-                run
-            }
-        })
+            },
+        )
         .await
     });
     let mut lines = Vec::new();
@@ -90,7 +102,8 @@ pub fn run(settings: &Settings, hosts: Option<Vec<String>>) -> Result<Exit> {
         });
     }
     printer.data(&lines.join("\n"));
-    Ok(crate::rollout::exit_for(
-        &runs.iter().map(|r| r.outcome.clone()).collect::<Vec<_>>(),
+    Ok(exit::for_hosts(
+        runs.iter().map(|r| &r.outcome),
+        Ending::Early,
     ))
 }

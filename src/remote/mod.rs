@@ -5,7 +5,9 @@
 pub mod check;
 pub mod layout;
 pub mod lock;
+pub mod markers;
 pub mod release;
+pub mod status;
 
 use crate::ssh::quote::{QuoteError, sh_quote};
 

@@ -615,6 +615,16 @@ pub fn activate(a: &Activate) -> Result<String, QuoteError> {
     Ok(s)
 }
 
+/// Remove `current` and stop the service: how a host that had no release before a run
+/// switched it is put back.
+pub fn stop(manager: ServiceManager, sudo: bool, service: &str) -> Result<String, QuoteError> {
+    let stop = match systemctl(manager, sudo) {
+        Some(ctl) => format!("{ctl} stop -- {} || true\n", q(service)?),
+        None => String::new(),
+    };
+    Ok(format!("rm -f -- {CURRENT}\n{stop}"))
+}
+
 /// Write a release's release.json (state changes).
 pub fn set_release_json(id: &str, json: &str) -> Result<String, QuoteError> {
     Ok(format!(

@@ -770,7 +770,9 @@ async fn connecting_early_keeps_each_outcome_with_its_host() {
         .unwrap();
     assert_eq!(outcomes.len(), 3);
     assert!(outcomes[0].is_ok(), "{:?}", outcomes[0].as_ref().err());
-    let err = outcomes[1].as_ref().expect_err("nothing listens there");
+    let Err(err) = &outcomes[1] else {
+        panic!("nothing listens there")
+    };
     assert!(err.is_unreachable(), "{err}");
     assert_eq!(err.host(), "dead");
     assert!(outcomes[2].is_ok(), "{:?}", outcomes[2].as_ref().err());

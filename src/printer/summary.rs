@@ -4,8 +4,11 @@
 use serde::Serialize;
 
 use crate::exit::Exit;
-use crate::pipeline::{HostRun, Outcome, Transfer};
-use crate::printer::Printer;
+use crate::host::HostRun;
+use crate::outcome::{Outcome, Transfer};
+
+use super::Printer;
+use super::units::human_bytes;
 
 #[derive(Serialize)]
 struct HostJson<'a> {
@@ -53,28 +56,13 @@ fn where_now(run: &HostRun) -> Option<&str> {
 /// What went over the wire to the host: `75.2 MB`, `1.1 MB delta, 4990 reused`,
 /// `cached`, or `-`.
 fn sent(r: &HostRun) -> String {
-    let bytes = crate::commands::human_bytes(r.uploaded);
+    let bytes = human_bytes(r.uploaded);
     match r.transfer {
         Some(Transfer::Delta) => format!("{bytes} delta, {} reused", r.reused),
         Some(Transfer::Full) => bytes,
         Some(Transfer::Cached) => "cached".into(),
         None if r.uploaded > 0 => bytes,
         None => "-".into(),
-    }
-}
-
-fn result_word(o: &Outcome) -> &'static str {
-    match o {
-        Outcome::Pending => "not started",
-        Outcome::Skipped { .. } => "unchanged",
-        Outcome::Unreachable { .. } => "unreachable",
-        Outcome::Locked { .. } => "locked",
-        Outcome::Failed { .. } => "failed",
-        Outcome::Done => "done",
-        Outcome::RolledBack { .. } => "rolled back",
-        Outcome::Broken { .. } => "BROKEN",
-        Outcome::Interrupted { .. } => "interrupted",
-        Outcome::NotSwitched { .. } => "not switched",
     }
 }
 
@@ -138,7 +126,7 @@ pub fn print(printer: &Printer, runs: &[HostRun], exit: Exit, ctx: &Context, jso
             "\n{:<w$}  {:<25}  {:<12}  {:<7}  {}",
             r.name(),
             where_now(r).unwrap_or("-"),
-            result_word(&r.outcome),
+            r.outcome.word(),
             format!("{time:.1}s"),
             sent(r)
         ));
@@ -166,7 +154,7 @@ pub fn print(printer: &Printer, runs: &[HostRun], exit: Exit, ctx: &Context, jso
     }
     let mut counts: Vec<(&str, usize)> = Vec::new();
     for r in runs {
-        let word = result_word(&r.outcome);
+        let word = r.outcome.word();
         match counts.iter_mut().find(|(w, _)| *w == word) {
             Some((_, n)) => *n += 1,
             None => counts.push((word, 1)),
@@ -185,7 +173,7 @@ pub fn print(printer: &Printer, runs: &[HostRun], exit: Exit, ctx: &Context, jso
         format!("{} host(s)", runs.len()),
         counts.join(", "),
         format!("{:.1}s", total.as_secs_f64()),
-        crate::commands::human_bytes(uploaded)
+        human_bytes(uploaded)
     ));
     if !details.is_empty() {
         out.push_str("\n\n");

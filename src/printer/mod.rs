@@ -7,12 +7,22 @@
 //! `--no-progress` was not given.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod live;
+pub mod summary;
+pub mod units;
+
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::redact::scrub;
+
+/// A line of a test protocol (`@@faultpoint …`) on stderr, whatever the verbosity: a test
+/// waits for it.
+pub fn test_protocol_line(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Verbosity {

@@ -1,0 +1,453 @@
+//! A fake host for the tests of the phases and the rollout: an in-memory model of one
+//! server's `deploy_to` (releases and their states, `current`, the lock, the history,
+//! what the service runs) that answers each [`Op`] as a host running that script would,
+//! in the protocol the real parsers read. Faults are injected per op: a script that
+//! fails at a step, a connection lost before or after the script had its effect, a
+//! panic, a signal (the run's cancel flag set) at that moment, a release that is
+//! unhealthy.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::io::AsyncReadExt;
+
+use crate::config::ServiceManager;
+use crate::health;
+use crate::remote::release::{ReleaseInfo, State};
+use crate::rollout::Cancel;
+use crate::ssh::{self, ExecOutput, Target};
+
+use super::remote::{Dialer, OnLine, Op, Ran, Remote, Upload};
+
+/// Which op a fault strikes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum When {
+    Survey,
+    Stage,
+    /// The switch to this run's new release (or any release, with `None`).
+    Activate(Option<String>),
+    /// The switch back to the release the host ran before.
+    Revert,
+    Stop,
+    SetState,
+    History,
+    Finish,
+    Unlock,
+    /// The health check of whatever the service runs.
+    Health,
+}
+
+/// What the fault does.
+#[derive(Clone)]
+pub enum Effect {
+    /// The script exits with status 1 at `step`, having done nothing.
+    Exit(&'static str),
+    /// The script did its work up to `step` (a switch happened), then exited with 1 there.
+    ExitAfter(&'static str),
+    /// The connection drops before the script ran.
+    LostBefore,
+    /// The script ran (its effect is on the host), then the connection dropped.
+    LostAfter,
+    /// The task working on the host panics.
+    Panic,
+    /// SIGTERM arrives (the cancel flag is set) as the op starts; it then runs normally.
+    Signal(Arc<Cancel>),
+}
+
+#[derive(Clone)]
+struct Fault {
+    when: When,
+    effect: Effect,
+    /// How many more times it strikes.
+    left: usize,
+}
+
+/// One fake server.
+#[derive(Debug, Default, Clone)]
+pub struct Model {
+    pub current: Option<String>,
+    pub releases: BTreeMap<String, State>,
+    /// The token of whoever holds the lock.
+    pub lock: Option<String>,
+    /// The release the service runs (`None`: stopped).
+    pub running: Option<String>,
+    /// `action result release` of each history line.
+    pub history: Vec<String>,
+    /// Releases staged during the run.
+    pub made: Vec<String>,
+}
+
+pub struct FakeHost {
+    pub name: String,
+    pub model: Mutex<Model>,
+    faults: Mutex<Vec<Fault>>,
+    /// Releases whose health check fails.
+    unhealthy: Mutex<Vec<String>>,
+    /// Refuses connections.
+    pub down: bool,
+    /// The connection was lost: every later op fails the same way.
+    dead: std::sync::atomic::AtomicBool,
+    /// Every op it was asked to run, in order.
+    pub log: Mutex<Vec<Op>>,
+}
+
+impl FakeHost {
+    pub fn new(name: &str) -> Arc<FakeHost> {
+        Arc::new(FakeHost {
+            name: name.to_owned(),
+            model: Mutex::default(),
+            faults: Mutex::default(),
+            unhealthy: Mutex::default(),
+            down: false,
+            dead: Default::default(),
+            log: Mutex::default(),
+        })
+    }
+
+    pub fn down(name: &str) -> Arc<FakeHost> {
+        let mut host = FakeHost::new(name);
+        if let Some(h) = Arc::get_mut(&mut host) {
+            h.down = true;
+        }
+        host
+    }
+
+    /// A host that runs release `id` (live), with `older` live releases before it.
+    pub fn on(self: &Arc<Self>, id: &str, older: &[&str]) -> Arc<Self> {
+        let mut m = self.model();
+        for r in older.iter().chain([&id]) {
+            m.releases.insert((*r).to_owned(), State::Live);
+        }
+        m.current = Some(id.to_owned());
+        m.running = Some(id.to_owned());
+        drop(m);
+        self.clone()
+    }
+
+    pub fn fault(self: &Arc<Self>, when: When, effect: Effect) -> Arc<Self> {
+        self.faults.lock().unwrap().push(Fault {
+            when,
+            effect,
+            left: 1,
+        });
+        self.clone()
+    }
+
+    /// Release `release` fails its health check; `"new"`: any release staged in the run.
+    pub fn unhealthy(self: &Arc<Self>, release: &str) -> Arc<Self> {
+        self.unhealthy.lock().unwrap().push(release.to_owned());
+        self.clone()
+    }
+
+    pub fn model(&self) -> std::sync::MutexGuard<'_, Model> {
+        self.model.lock().unwrap()
+    }
+
+    pub fn current(&self) -> Option<String> {
+        self.model().current.clone()
+    }
+
+    pub fn state_of(&self, id: &str) -> Option<State> {
+        self.model().releases.get(id).copied()
+    }
+
+    fn is_dead(&self) -> bool {
+        self.dead.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn kill(&self) {
+        self.dead.store(true, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn strike(&self, op: &Op) -> Option<Effect> {
+        let previous = self.model().current.clone();
+        let mut faults = self.faults.lock().unwrap();
+        let hit = faults.iter_mut().find(|f| {
+            f.left > 0
+                && match (&f.when, op) {
+                    (When::Survey, Op::Survey { .. }) => true,
+                    (When::Stage, Op::Stage { .. }) => true,
+                    (When::Activate(None), Op::Activate { .. }) => true,
+                    (When::Activate(Some(id)), Op::Activate { release }) => id == release,
+                    // A revert switches to a release older than the one `current` names.
+                    (When::Revert, Op::Activate { release }) => {
+                        previous.as_ref().is_some_and(|p| release < p)
+                    }
+                    (When::Stop, Op::Stop) => true,
+                    (When::SetState, Op::SetState { .. }) => true,
+                    (When::History, Op::History) => true,
+                    (When::Finish, Op::Finish { .. }) => true,
+                    (When::Unlock, Op::Unlock) => true,
+                    (When::Health, Op::Other) => true,
+                    _ => false,
+                }
+        })?;
+        hit.left -= 1;
+        Some(hit.effect.clone())
+    }
+
+    /// The op's effect on the model, and what the script prints.
+    fn apply(&self, op: &Op, token: &str) -> Result<String, (&'static str, String)> {
+        let mut m = self.model();
+        let mut out = String::new();
+        match op {
+            Op::Survey { lock } => {
+                if *lock {
+                    match &m.lock {
+                        Some(holder) if holder != token => out.push_str("@@lock held\n@@now 100\n"),
+                        _ => {
+                            m.lock = Some(token.to_owned());
+                            out.push_str("@@lock acquired\n");
+                        }
+                    }
+                }
+                let current = m.current.clone().unwrap_or_default();
+                out.push_str(&format!("@@current releases/{current}\n@@cached no\n"));
+                for (id, state) in &m.releases {
+                    let info = release_info(id, *state);
+                    let json = serde_json::to_string(&info).unwrap_or_default();
+                    out.push_str(&format!("@@release {id} {json}\n"));
+                }
+            }
+            Op::Stage { release } => {
+                out.push_str("@@step unpack\n");
+                m.releases.insert(release.clone(), State::Staged);
+                m.made.push(release.clone());
+            }
+            Op::Activate { release } => {
+                if !m.releases.contains_key(release) {
+                    return Err(("prepare", format!("release {release} is not on this host")));
+                }
+                m.current = Some(release.clone());
+                out.push_str("@@step switch\n@@switched\n@@step restart\n");
+                m.running = Some(release.clone());
+                out.push_str("@@restarted\n");
+            }
+            Op::Stop => {
+                m.current = None;
+                m.running = None;
+            }
+            Op::SetState { release, state } => {
+                if let Some(s) = m.releases.get_mut(release) {
+                    *s = *state;
+                }
+            }
+            Op::History => m.history.push("history".into()),
+            Op::Finish { live } => {
+                out.push_str("@@step cleanup\n");
+                m.releases.insert(live.clone(), State::Live);
+                m.history.push(format!("ok {live}"));
+                if m.lock.as_deref() == Some(token) {
+                    m.lock = None;
+                }
+            }
+            Op::Unlock => {
+                if m.lock.as_deref() == Some(token) {
+                    m.lock = None;
+                }
+            }
+            Op::Other => {}
+        }
+        Ok(out)
+    }
+}
+
+/// What the fake writes in release.json.
+fn release_info(id: &str, state: State) -> ReleaseInfo {
+    ReleaseInfo {
+        id: id.to_owned(),
+        app: "hello".into(),
+        version: "1".into(),
+        commit: None,
+        artifact_sha256: format!("sha-of-{id}"),
+        state,
+        created_at: 0,
+        deployed_by: "test@here".into(),
+        config_sha256: None,
+    }
+}
+
+/// A connection to a fake host, for the run whose lock token is `token`.
+struct Link {
+    host: Arc<FakeHost>,
+    token: String,
+}
+
+fn lost(host: &str) -> ssh::Error {
+    ssh::Error::ConnectionLost {
+        host: host.to_owned(),
+        what: "running a script".into(),
+    }
+}
+
+#[async_trait]
+impl Remote for Link {
+    async fn run(
+        &self,
+        op: Op,
+        _script: &str,
+        upload: Option<Upload<'_>>,
+        on_line: OnLine<'_>,
+    ) -> Result<Ran, ssh::Error> {
+        self.host.log.lock().unwrap().push(op.clone());
+        // A host answers after a moment: other hosts' tasks get to run in between.
+        tokio::task::yield_now().await;
+        if self.host.is_dead() {
+            return Err(lost(&self.host.name));
+        }
+        let effect = self.host.strike(&op);
+        match &effect {
+            Some(Effect::LostBefore) => {
+                self.host.kill();
+                return Err(lost(&self.host.name));
+            }
+            Some(Effect::Panic) => panic!("{}: injected panic", self.host.name),
+            Some(Effect::Signal(cancel)) => cancel.set(),
+            Some(Effect::Exit(step)) => {
+                on_line(&format!("@@step {step}"));
+                return Ok(Ran {
+                    out: ExecOutput {
+                        status: Some(1),
+                        stderr_tail: format!("injected failure at {step}"),
+                        ..ExecOutput::default()
+                    },
+                    sent: None,
+                });
+            }
+            _ => {}
+        }
+        let sent = match upload {
+            Some(mut up) => {
+                let mut buf = Vec::new();
+                let n = up.data.read_to_end(&mut buf).await.unwrap_or(0) as u64;
+                (up.progress)(n);
+                Some((n, n == up.total))
+            }
+            None => None,
+        };
+        let (status, stdout, stderr_tail) = match (self.host.apply(&op, &self.token), &effect) {
+            (Ok(out), Some(Effect::ExitAfter(step))) => {
+                let out = match out.find(&format!("@@step {step}\n")) {
+                    Some(at) => out[..at].to_owned(),
+                    None => out,
+                };
+                (
+                    1,
+                    format!("{out}@@step {step}\n"),
+                    format!("injected failure at {step}"),
+                )
+            }
+            (Ok(out), _) => (0, out, String::new()),
+            (Err((step, why)), _) => (1, format!("@@step {step}\n"), why),
+        };
+        for line in stdout.lines() {
+            on_line(line);
+        }
+        if matches!(effect, Some(Effect::LostAfter)) {
+            self.host.kill();
+            return Err(lost(&self.host.name));
+        }
+        Ok(Ran {
+            out: ExecOutput {
+                status: Some(status),
+                stdout,
+                stderr_tail,
+                ..ExecOutput::default()
+            },
+            sent,
+        })
+    }
+
+    async fn health(&self, _: &health::Spec<'_>, _: &str) -> Result<health::Outcome, String> {
+        tokio::task::yield_now().await;
+        if self.host.is_dead() {
+            return Err(lost(&self.host.name).to_string());
+        }
+        match self.host.strike(&Op::Other) {
+            Some(Effect::LostBefore | Effect::LostAfter) => {
+                self.host.kill();
+                return Err(lost(&self.host.name).to_string());
+            }
+            Some(Effect::Panic) => panic!("{}: injected panic", self.host.name),
+            Some(Effect::Signal(cancel)) => cancel.set(),
+            Some(Effect::Exit(_) | Effect::ExitAfter(_)) | None => {}
+        }
+        let m = self.host.model().clone();
+        let running = m.running.unwrap_or_default();
+        let sick = self
+            .host
+            .unhealthy
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|u| *u == running || (u == "new" && m.made.contains(&running)));
+        Ok(if sick {
+            health::Outcome::Unhealthy {
+                reason: format!("{running} answers 500"),
+                attempts: 3,
+                elapsed: Duration::from_millis(30),
+            }
+        } else {
+            health::Outcome::Healthy {
+                attempts: 1,
+                elapsed: Duration::from_millis(10),
+            }
+        })
+    }
+
+    async fn journal(&self, _: ServiceManager, service: &str, _: bool, _: usize) -> String {
+        format!("{service}: last words")
+    }
+}
+
+/// Dials fake hosts by name, for the run whose lock token is `token`.
+pub struct Fleet {
+    pub hosts: Vec<Arc<FakeHost>>,
+    pub token: String,
+}
+
+impl Fleet {
+    pub fn host(&self, name: &str) -> &Arc<FakeHost> {
+        self.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no fake host {name}"))
+    }
+
+    pub fn targets(&self) -> Vec<Target> {
+        self.hosts.iter().map(|h| target(&h.name)).collect()
+    }
+}
+
+pub fn target(name: &str) -> Target {
+    Target {
+        name: name.to_owned(),
+        host: format!("{name}.test"),
+        port: 22,
+        user: "deploy".into(),
+        identity_files: Vec::new(),
+        known_hosts: ssh::KnownHostsPolicy::Strict,
+        known_hosts_files: Vec::new(),
+        proxy_jump: None,
+        connect_timeout: Duration::from_secs(1),
+    }
+}
+
+#[async_trait]
+impl Dialer for Fleet {
+    async fn dial(&self, target: &Target) -> Result<Box<dyn Remote>, ssh::Error> {
+        let host = self.host(&target.name).clone();
+        if host.down {
+            return Err(ssh::Error::Refused {
+                host: target.name.clone(),
+                addr: "127.0.0.1:22".parse().expect("an address"),
+            });
+        }
+        Ok(Box::new(Link {
+            host,
+            token: self.token.clone(),
+        }))
+    }
+}

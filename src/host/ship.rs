@@ -1,0 +1,132 @@
+//! The second phase: send the host what it lacks and stage the release, in one round
+//! trip (unpack, link, write `.env`, run `before_switch`). Nothing that serves traffic
+//! changes.
+
+use tokio::io::AsyncRead;
+
+use crate::config::DeltaMode;
+use crate::outcome::{Outcome, Transfer};
+use crate::plan::{Plan, Shipment};
+use crate::printer::units::human_bytes;
+use crate::remote::markers;
+use crate::remote::release::Source;
+
+use super::{HostRun, Op};
+
+impl HostRun {
+    /// What travels: nothing when the host has the artifact cached; a delta against its
+    /// live release when there is one with a manifest (unless `delta: off`); else the
+    /// whole artifact. A delta that does not verify on the host is discarded, and the
+    /// whole artifact follows, once.
+    pub async fn ship(&mut self, plan: &Plan) {
+        let Some(d) = &plan.deploy else { return };
+        match d.shipment(&self.survey).await {
+            Shipment::Cached => {
+                self.say(plan, "artifact already on the host, not uploaded");
+                self.transfer = Some(Transfer::Cached);
+                self.stage(plan, Source::Cached, None::<(&[u8], u64)>).await;
+                return;
+            }
+            Shipment::Delta { delta, base } => {
+                let data = tokio::io::AsyncReadExt::chain(&delta.reuse_gz[..], &delta.archive[..]);
+                self.transfer = Some(Transfer::Delta);
+                self.reused = delta.reused;
+                let source = d.delta_source(&delta, &base);
+                match self.stage(plan, source, Some((data, delta.len()))).await {
+                    Some(why) => {
+                        let text =
+                            format!("the delta did not verify ({why}); sending the whole artifact");
+                        self.warn(plan, &text);
+                        self.reused = 0;
+                    }
+                    None => return,
+                }
+            }
+            Shipment::Full {
+                why_not_delta: Some(why),
+            } if d.delta != DeltaMode::Off => {
+                self.say(plan, &format!("sending the whole artifact: {why}"));
+            }
+            Shipment::Full { .. } => {}
+        }
+        let a = &d.artifact;
+        let data: Box<dyn AsyncRead + Unpin + Send + '_> = match &a.bytes {
+            Some(bytes) => Box::new(&bytes[..]),
+            None => match tokio::fs::File::open(&a.path).await {
+                Ok(f) => Box::new(tokio::io::BufReader::with_capacity(1 << 20, f)),
+                Err(e) => {
+                    let reason = format!("cannot read {}: {e}", a.path.display());
+                    return self.fail(plan, "upload", reason);
+                }
+            },
+        };
+        self.transfer = Some(Transfer::Full);
+        if let Some(why) = self
+            .stage(plan, d.full_source(), Some((data, a.size)))
+            .await
+        {
+            let reason = format!("the release does not match the artifact: {why}");
+            self.fail(plan, "verify", reason);
+        }
+    }
+
+    /// The stage script from `source`, with its data. `Some(why)` when the host turned a
+    /// delta down; failures end the run.
+    async fn stage<R: AsyncRead + Unpin + Send>(
+        &mut self,
+        plan: &Plan,
+        source: Source<'_>,
+        data: Option<(R, u64)>,
+    ) -> Option<String> {
+        let d = plan.deploy.as_ref()?;
+        let id = self.goal.clone().unwrap_or_default();
+        let script = match plan.stage_script(d, &id, source, false) {
+            Ok(s) => s,
+            Err(e) => {
+                self.fail(plan, "stage", e.to_string());
+                return None;
+            }
+        };
+        let op = Op::Stage {
+            release: id.clone(),
+        };
+        match self.run_with(plan, op, &script, data).await {
+            Ok((out, sent)) => {
+                let (bytes, complete) = sent.unwrap_or((0, true));
+                self.uploaded += bytes;
+                if let Some(why) = markers::delta_mismatch(&out) {
+                    return Some(why);
+                }
+                if !complete {
+                    let reason = "the host stopped reading the upload before its end";
+                    self.fail(plan, "upload", reason);
+                    return None;
+                }
+                let what = match self.transfer {
+                    Some(Transfer::Delta) => format!(
+                        ", {} sent as a delta, {} files reused",
+                        human_bytes(bytes),
+                        self.reused
+                    ),
+                    Some(Transfer::Full) => format!(", {} sent", human_bytes(bytes)),
+                    _ => String::new(),
+                };
+                self.say(plan, &format!("staged release {id}{what}"));
+                None
+            }
+            Err((step, reason)) => {
+                self.fail(plan, &step, reason);
+                None
+            }
+        }
+    }
+
+    /// Interrupted while sending: the host discards what it got; nothing switched.
+    pub fn abandoned(&mut self, plan: &Plan) {
+        let state = format!(
+            "{}: interrupted during the upload; nothing switched",
+            self.name()
+        );
+        self.end(plan, Outcome::Interrupted { state });
+    }
+}

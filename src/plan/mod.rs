@@ -1,0 +1,316 @@
+//! What will happen on each host, built once before any host is touched and never
+//! changed afterwards: what every host of a run shares (the service, the health check,
+//! the hooks, the lock owner) and, for a deploy, the artifact and how a release is made
+//! from it. The scripts a run sends come from here, so `--dry-run` prints the very
+//! scripts the real run would send ([`steps`]).
+
+pub mod deltas;
+pub mod steps;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::artifact::{Artifact, delta::Delta};
+use crate::config::{Config, DeltaMode, HealthConfig, RestartMode, ServiceManager};
+use crate::event::Events;
+use crate::health;
+use crate::redact::Text;
+use crate::remote::lock::Owner;
+use crate::remote::release::{self, Activate, ReleaseInfo, Source, Stage, State, Survey};
+use crate::ssh::quote::QuoteError;
+
+pub use deltas::{Deltas, Shipment};
+
+/// What a run does to its hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Deploy,
+    Rollback,
+    Status,
+    Unlock,
+}
+
+impl Kind {
+    /// The command, as a lock's owner file names it.
+    pub fn command(self) -> &'static str {
+        match self {
+            Kind::Deploy => "shipit deploy",
+            Kind::Rollback => "shipit rollback",
+            Kind::Status => "shipit status",
+            Kind::Unlock => "shipit unlock",
+        }
+    }
+
+    /// The `action` of a history line and of the JSON summary.
+    pub fn action(self) -> &'static str {
+        match self {
+            Kind::Deploy => "deploy",
+            Kind::Rollback => "rollback",
+            Kind::Status => "status",
+            Kind::Unlock => "unlock",
+        }
+    }
+}
+
+/// What every host of one run shares.
+pub struct Plan {
+    pub kind: Kind,
+    pub deploy_to: String,
+    pub app: String,
+    pub owner: Owner,
+    pub deployed_by: String,
+    pub manager: ServiceManager,
+    pub service: String,
+    pub sudo: bool,
+    pub restart: RestartMode,
+    pub unit: Option<String>,
+    pub health: HealthConfig,
+    pub hooks_after_switch: Vec<Text>,
+    pub hooks_after_rollback: Vec<Text>,
+    pub keep_releases: usize,
+    pub deploy: Option<DeployPlan>,
+    /// Where hosts and the rollout report what they do.
+    pub events: Events,
+}
+
+/// What only a deploy has: the artifact and how to make the release.
+pub struct DeployPlan {
+    pub version: String,
+    pub commit: Option<String>,
+    pub sha256: String,
+    /// The artifact, as `pack` wrote it or `inspect` checked it; shared with `deltas`. Its
+    /// `bytes` (held up to [`crate::artifact::HELD_MAX`]) are what every host that gets it
+    /// whole is sent, so the file is not read again per host (`perf`: a fifth of the
+    /// client's CPU at 20 hosts went to reading and copying the same file; client CPU
+    /// 2.11 -> 1.65 s) and a file replaced since it was checked is never sent. Bigger
+    /// artifacts are read from the file per host, and the host's `cksum` check catches a
+    /// file replaced since.
+    pub artifact: Arc<Artifact>,
+    pub env_file: String,
+    pub env_file_redacted: String,
+    pub shared_dirs: Vec<String>,
+    pub shared_files: Vec<String>,
+    pub before_switch: Vec<Text>,
+    pub config_sha256: String,
+    pub delta: DeltaMode,
+    /// `--force`: deploy even where the host already runs this artifact and config.
+    pub force: bool,
+    /// The deltas for this artifact, built once per live release they start from.
+    pub deltas: Arc<Deltas>,
+}
+
+impl DeployPlan {
+    /// The deploy of `artifact` with `config` (`unit`: the unit file's content).
+    pub fn new(config: &Config, artifact: Artifact, unit: Option<&str>, force: bool) -> DeployPlan {
+        let env_file = release::env_file(&config.env, false);
+        let exposed = |list: &[Text]| list.iter().map(|t| t.expose().to_owned()).collect();
+        let shared_dirs: Vec<String> = exposed(&config.shared.dirs);
+        let shared_files: Vec<String> = exposed(&config.shared.files);
+        let config_sha256 = config_digest(
+            &env_file,
+            unit,
+            &shared_dirs,
+            &shared_files,
+            &config.hooks.before_switch,
+        );
+        let artifact = Arc::new(artifact);
+        let deltas = Arc::new(Deltas::new(
+            artifact.clone(),
+            shared_dirs.iter().chain(&shared_files).cloned().collect(),
+            config.delta,
+        ));
+        DeployPlan {
+            version: artifact.manifest.version.clone(),
+            commit: artifact.manifest.commit.clone(),
+            sha256: artifact.sha256.clone(),
+            artifact,
+            env_file,
+            env_file_redacted: release::env_file(&config.env, true),
+            shared_dirs,
+            shared_files,
+            before_switch: config.hooks.before_switch.clone(),
+            config_sha256,
+            delta: config.delta,
+            force,
+            deltas,
+        }
+    }
+
+    /// What to send a host whose survey is `survey`: one choice for a deploy and for its
+    /// dry run.
+    pub async fn shipment(&self, survey: &Survey) -> Shipment {
+        self.deltas.shipment(survey).await
+    }
+
+    /// The stage script's source for `delta` against release `base`.
+    pub fn delta_source<'a>(&self, delta: &'a Delta, base: &'a str) -> Source<'a> {
+        self.deltas.delta_source(delta, base)
+    }
+
+    pub fn full_source(&self) -> Source<'_> {
+        self.deltas.full_source()
+    }
+}
+
+/// The digest of everything a release gets from the config rather than the artifact.
+pub fn config_digest(
+    env_file: &str,
+    unit: Option<&str>,
+    shared_dirs: &[String],
+    shared_files: &[String],
+    before_switch: &[Text],
+) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for part in [env_file, unit.unwrap_or("")]
+        .into_iter()
+        .chain(shared_dirs.iter().map(String::as_str))
+        .chain(shared_files.iter().map(String::as_str))
+        .chain(before_switch.iter().map(Text::expose))
+    {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+impl Plan {
+    pub fn new(
+        config: &Config,
+        kind: Kind,
+        version: Option<&str>,
+        events: Events,
+    ) -> anyhow::Result<Plan> {
+        let unit = match &config.service.unit_file {
+            Some(f) => Some(
+                std::fs::read_to_string(config.dir.join(f.expose()))
+                    .map_err(|e| anyhow::anyhow!("cannot read the unit file `{f}`: {e}"))?,
+            ),
+            None => None,
+        };
+        let owner = Owner::here(kind.command(), version);
+        Ok(Plan {
+            kind,
+            deploy_to: config.deploy_to.expose().to_owned(),
+            app: config.app.clone(),
+            deployed_by: format!("{}@{}", owner.user, owner.machine),
+            owner,
+            manager: config.service.manager,
+            service: config.service.name.clone(),
+            sudo: config.service.sudo,
+            restart: config.service.restart,
+            unit,
+            health: config.health.clone(),
+            hooks_after_switch: config.hooks.after_switch.clone(),
+            hooks_after_rollback: config.hooks.after_rollback.clone(),
+            keep_releases: config.keep_releases as usize,
+            deploy: None,
+            events,
+        })
+    }
+
+    /// `{deploy_to}/releases/<id>` on the host.
+    pub fn release_dir(&self, id: &str) -> String {
+        format!("{}/releases/{id}", self.deploy_to.trim_end_matches('/'))
+    }
+
+    /// The health check of release `id`, as configured. `probe`: one short look (for
+    /// `status`), not a deploy's full wait with its settle window.
+    pub fn health_spec<'a>(
+        &'a self,
+        release_dir: &'a str,
+        command: Option<&'a str>,
+        probe: bool,
+    ) -> health::Spec<'a> {
+        let (timeout, settle) = if probe {
+            (
+                self.health.interval.0.max(Duration::from_secs(2)),
+                Duration::ZERO,
+            )
+        } else {
+            (self.health.timeout.0, self.health.settle.0)
+        };
+        health::Spec {
+            http: self.health.http.as_ref(),
+            command,
+            release_dir,
+            manager: self.manager,
+            service: &self.service,
+            timeout,
+            interval: self.health.interval.0,
+            settle,
+        }
+    }
+
+    /// The stage script of release `id` from `source`; with `redact`, secrets shown as
+    /// `[redacted]` (for `--dry-run`).
+    pub fn stage_script(
+        &self,
+        d: &DeployPlan,
+        id: &str,
+        source: Source,
+        redact: bool,
+    ) -> Result<String, QuoteError> {
+        let json =
+            |state| serde_json::to_string(&self.release_info(d, id, state)).unwrap_or_default();
+        release::stage(&Stage {
+            id,
+            sha256: &d.sha256,
+            source,
+            shared_dirs: &d.shared_dirs,
+            shared_files: &d.shared_files,
+            env: if redact {
+                &d.env_file_redacted
+            } else {
+                &d.env_file
+            },
+            staged_json: &json(State::Staged),
+            failed_json: &json(State::Failed),
+            before_switch: &d.before_switch,
+            redact,
+            record: d.delta == DeltaMode::Hardlink,
+        })
+    }
+
+    /// Switch to release `id` and restart the service.
+    pub fn activate_script(&self, id: &str) -> Result<String, QuoteError> {
+        release::activate(&Activate {
+            id,
+            manager: self.manager,
+            service: &self.service,
+            sudo: self.sudo,
+            restart: self.restart,
+            unit: self.unit.as_deref(),
+        })
+    }
+
+    /// Remove `current` and stop the service: a host that had no release before.
+    pub fn stop_script(&self) -> Result<String, QuoteError> {
+        release::stop(self.manager, self.sudo, &self.service)
+    }
+
+    /// The after hooks of this run's kind (`after_switch`, or `after_rollback`).
+    pub fn after_hooks_script(&self, redact: bool) -> Result<String, QuoteError> {
+        match self.kind {
+            Kind::Rollback => {
+                release::after_hooks("after_rollback", &self.hooks_after_rollback, redact)
+            }
+            _ => release::after_hooks("after_switch", &self.hooks_after_switch, redact),
+        }
+    }
+
+    /// What release.json says about release `id` of this deploy, in `state`.
+    pub fn release_info(&self, d: &DeployPlan, id: &str, state: State) -> ReleaseInfo {
+        ReleaseInfo {
+            id: id.to_owned(),
+            app: self.app.clone(),
+            version: d.version.clone(),
+            commit: d.commit.clone(),
+            artifact_sha256: d.sha256.clone(),
+            state,
+            created_at: self.owner.started_at,
+            deployed_by: self.deployed_by.clone(),
+            config_sha256: Some(d.config_sha256.clone()),
+        }
+    }
+}
