@@ -255,4 +255,41 @@ mod tests {
         assert_eq!(checks[1].status, Status::Fail);
         assert!(checks[1].detail.contains("did not report"));
     }
+
+    #[test]
+    fn snapshots() {
+        let input = |manager, unit_file, sudo| CheckInput {
+            deploy_to: "/srv/hello app",
+            needed_bytes: Some(150_000_000),
+            manager,
+            service: "hello",
+            unit_file,
+            sudo,
+        };
+        insta::assert_snapshot!(
+            "check_manager_none",
+            script(&CheckInput {
+                needed_bytes: None,
+                ..input(ServiceManager::None, None, false)
+            })
+            .unwrap()
+        );
+        insta::assert_snapshot!(
+            "check_systemd",
+            script(&input(ServiceManager::Systemd, None, false)).unwrap()
+        );
+        insta::assert_snapshot!(
+            "check_systemd_unit_file_sudo",
+            script(&input(
+                ServiceManager::Systemd,
+                Some("deploy/hello.service"),
+                true
+            ))
+            .unwrap()
+        );
+        insta::assert_snapshot!(
+            "check_systemd_user",
+            script(&input(ServiceManager::SystemdUser, None, false)).unwrap()
+        );
+    }
 }

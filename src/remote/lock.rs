@@ -252,4 +252,29 @@ mod tests {
         assert_eq!(age(7200), "2h");
         assert_eq!(age(200_000), "2d");
     }
+
+    fn owner() -> Owner {
+        Owner {
+            token: "00112233445566778899aabbccddeeff".into(),
+            user: "ann".into(),
+            machine: "laptop".into(),
+            pid: 4242,
+            started_at: 1_700_000_000,
+            command: "shipit deploy".into(),
+            version: Some("v1.2.0".into()),
+            ci_url: Some("https://ci.example/runs/7".into()),
+        }
+    }
+
+    #[test]
+    fn snapshots() {
+        insta::assert_snapshot!("lock_acquire", acquire(&owner(), None).unwrap());
+        insta::assert_snapshot!(
+            "lock_acquire_breaking",
+            acquire(&owner(), Some("ffeeddccbbaa99887766554433221100")).unwrap()
+        );
+        insta::assert_snapshot!("lock_release", release(&owner().token).unwrap());
+        insta::assert_snapshot!("lock_force_release", force_release());
+        insta::assert_snapshot!("lock_report", report());
+    }
 }

@@ -908,4 +908,239 @@ mod tests {
         );
         assert_eq!(s.staging, [".tmp-x"]);
     }
+
+    // Snapshots: the whole text of every script, as a host receives it.
+
+    const ID: &str = "20231114T221320Z-3f2a9c1d";
+    const OLDER: &str = "20231101T080000Z-0badc0de";
+    const SHA: &str = "3f2a9c1d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f809";
+    const CONFIG_SHA: &str = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00";
+    const TOKEN: &str = "00112233445566778899aabbccddeeff";
+    const UNIT: &str =
+        "[Unit]\nDescription=hello\n\n[Service]\nExecStart=/srv/hello/current/bin/app\n";
+
+    fn json(state: State) -> String {
+        serde_json::to_string(&ReleaseInfo {
+            id: ID.into(),
+            app: "hello".into(),
+            version: "v1.2.0".into(),
+            commit: Some("9f8e7d6".into()),
+            artifact_sha256: SHA.into(),
+            state,
+            created_at: 1_700_000_000,
+            deployed_by: "ann@laptop".into(),
+            config_sha256: Some(CONFIG_SHA.into()),
+        })
+        .unwrap()
+    }
+
+    fn env() -> BTreeMap<String, Text> {
+        let mut env = BTreeMap::new();
+        env.insert("PORT".to_owned(), Text::plain("8080"));
+        env.insert("GREETING".to_owned(), Text::plain("it's \"$HOME\""));
+        env.insert("DB_PASSWORD".to_owned(), Text::secret("hunter2-snapshot"));
+        env
+    }
+
+    fn before_switch() -> Vec<Text> {
+        vec![
+            Text::plain("bin/migrate --yes"),
+            Text::secret("curl -fsS -H 'Token: t0k3n-snapshot' https://hooks.example/deploy"),
+        ]
+    }
+
+    fn delta_source(link: bool) -> DeltaSource<'static> {
+        DeltaSource {
+            base: OLDER,
+            link,
+            reuse_len: 1234,
+            tree_sha256: "7ee0000000000000000000000000000000000000000000000000000000000001",
+            content_sha256: "c0de000000000000000000000000000000000000000000000000000000000002",
+        }
+    }
+
+    fn plain_stage(source: Source, record: bool) -> String {
+        stage(&Stage {
+            id: ID,
+            sha256: SHA,
+            source,
+            shared_dirs: &[],
+            shared_files: &[],
+            env: "PORT='8080'\n",
+            staged_json: &json(State::Staged),
+            failed_json: &json(State::Failed),
+            before_switch: &[],
+            redact: false,
+            record,
+        })
+        .unwrap()
+    }
+
+    fn full_stage(redact: bool) -> String {
+        stage(&Stage {
+            id: ID,
+            sha256: SHA,
+            source: Source::Cached,
+            shared_dirs: &["log".into(), "tmp/cache dir".into()],
+            shared_files: &["config/database.yml".into()],
+            env: &env_file(&env(), redact),
+            staged_json: &json(State::Staged),
+            failed_json: &json(State::Failed),
+            before_switch: &before_switch(),
+            redact,
+            record: false,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn stage_snapshots() {
+        let full = Source::Full {
+            cksum: "3735928559 75000000",
+        };
+        insta::assert_snapshot!("stage_full", plain_stage(full, false));
+        insta::assert_snapshot!("stage_full_recorded", plain_stage(full, true));
+        insta::assert_snapshot!(
+            "stage_delta_copy",
+            plain_stage(Source::Delta(delta_source(false)), false)
+        );
+        insta::assert_snapshot!(
+            "stage_delta_hardlink",
+            plain_stage(Source::Delta(delta_source(true)), true)
+        );
+        insta::assert_snapshot!("stage_cached", plain_stage(Source::Cached, false));
+        insta::assert_snapshot!("stage_cached_recorded", plain_stage(Source::Cached, true));
+        insta::assert_snapshot!("stage_shared_env_hooks", full_stage(false));
+        insta::assert_snapshot!("stage_shared_env_hooks_redacted", full_stage(true));
+    }
+
+    #[test]
+    fn env_file_snapshots() {
+        insta::assert_snapshot!("env_file", env_file(&env(), false));
+        insta::assert_snapshot!("env_file_redacted", env_file(&env(), true));
+    }
+
+    fn activation(id: &str, manager: ServiceManager, sudo: bool, unit: bool) -> String {
+        activate(&Activate {
+            id,
+            manager,
+            service: "hello",
+            sudo,
+            restart: RestartMode::Restart,
+            unit: unit.then_some(UNIT),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn activate_snapshots() {
+        use ServiceManager::{Systemd, SystemdUser};
+        insta::assert_snapshot!(
+            "activate_unit_install",
+            activation(ID, Systemd, false, true)
+        );
+        insta::assert_snapshot!("activate_no_unit", activation(ID, Systemd, false, false));
+        insta::assert_snapshot!("activate_sudo", activation(ID, Systemd, true, true));
+        insta::assert_snapshot!(
+            "activate_systemd_user",
+            activation(ID, SystemdUser, false, true)
+        );
+        insta::assert_snapshot!(
+            "activate_manager_none",
+            activation(ID, ServiceManager::None, false, true)
+        );
+        // A rollback activates an older release with the same builder.
+        insta::assert_snapshot!("activate_rollback", activation(OLDER, Systemd, false, true));
+        insta::assert_snapshot!(
+            "activate_reload",
+            activate(&Activate {
+                id: ID,
+                manager: Systemd,
+                service: "hello.socket",
+                sudo: true,
+                restart: RestartMode::Reload,
+                unit: Some(UNIT),
+            })
+            .unwrap()
+        );
+    }
+
+    #[test]
+    fn survey_snapshots() {
+        let wanted = |manifest, unchanged| Wanted {
+            sha256: SHA,
+            cksum: "3735928559 75000000",
+            manifest,
+            unchanged,
+        };
+        insta::assert_snapshot!("survey", survey(None).unwrap());
+        insta::assert_snapshot!("survey_wanted", survey(Some(&wanted(false, None))).unwrap());
+        insta::assert_snapshot!(
+            "survey_wanted_manifest",
+            survey(Some(&wanted(true, None))).unwrap()
+        );
+        insta::assert_snapshot!(
+            "survey_wanted_manifest_unchanged",
+            survey(Some(&wanted(true, Some((CONFIG_SHA, TOKEN))))).unwrap()
+        );
+    }
+
+    #[test]
+    fn enter_snapshots() {
+        insta::assert_snapshot!("enter_create", enter("/srv/hello app", true).unwrap());
+        insta::assert_snapshot!("enter_existing", enter("/srv/hello app", false).unwrap());
+    }
+
+    #[test]
+    fn finish_snapshots() {
+        insta::assert_snapshot!(
+            "set_release_json",
+            set_release_json(ID, &json(State::Live)).unwrap()
+        );
+        insta::assert_snapshot!(
+            "history",
+            history(r#"{"time":"2023-11-14T22:13:20Z","action":"deploy","result":"ok"}"#).unwrap()
+        );
+        insta::assert_snapshot!(
+            "after_hooks_switch",
+            after_hooks("after_switch", &before_switch(), false).unwrap()
+        );
+        insta::assert_snapshot!(
+            "after_hooks_switch_redacted",
+            after_hooks("after_switch", &before_switch(), true).unwrap()
+        );
+        insta::assert_snapshot!(
+            "after_hooks_rollback",
+            after_hooks(
+                "after_rollback",
+                &[Text::plain("bin/notify rollback")],
+                false
+            )
+            .unwrap()
+        );
+        assert_eq!(after_hooks("after_switch", &[], false).unwrap(), "");
+        insta::assert_snapshot!(
+            "cleanup",
+            cleanup(&CleanupPlan {
+                releases: vec![
+                    format!(".tmp-{ID}"),
+                    "20231001T000000Z-00000000".into(),
+                    OLDER.into()
+                ],
+                keep_artifacts: vec![SHA.into(), CONFIG_SHA.into()],
+                prune_artifacts: true,
+            })
+            .unwrap()
+        );
+        insta::assert_snapshot!(
+            "cleanup_nothing_kept",
+            cleanup(&CleanupPlan {
+                releases: vec![],
+                keep_artifacts: vec![],
+                prune_artifacts: true,
+            })
+            .unwrap()
+        );
+        assert_eq!(cleanup(&CleanupPlan::default()).unwrap(), "");
+    }
 }
