@@ -22,10 +22,13 @@ use crate::config::{Config, DeltaMode, HealthConfig, RestartMode, ServiceManager
 use crate::health;
 use crate::printer::Printer;
 use crate::redact::Text;
+use crate::remote::activate::{self, Activate};
+use crate::remote::finish;
 use crate::remote::lock::{self, Owner};
-use crate::remote::release::{
-    self, Activate, DeltaSource, LockAnswer, ReleaseInfo, Source, Stage, State, Survey,
-};
+use crate::remote::markers;
+use crate::remote::release::{Found, ReleaseInfo, State};
+use crate::remote::stage::{self, DeltaSource, Source, Stage};
+use crate::remote::survey::{self, LockAnswer, Survey};
 use crate::ssh::{Connector, Session, Target};
 
 /// What every host of one run shares.
@@ -334,7 +337,7 @@ impl Plan {
         redact: bool,
     ) -> Result<String, crate::ssh::quote::QuoteError> {
         let json = |state| serde_json::to_string(&self.release_info(d, state)).unwrap_or_default();
-        release::stage(&Stage {
+        stage::stage(&Stage {
             id: &d.release_id,
             sha256: &d.sha256,
             source,
@@ -548,7 +551,7 @@ impl HostRun {
     }
 
     /// Run a script in deploy_to, streaming non-protocol lines as the host's output.
-    /// Returns stdout and the last `@@step` seen, or the failure as (step, reason).
+    /// Returns stdout and the last step marker seen, or the failure as (step, reason).
     async fn run(&self, plan: &Plan, script: &str) -> Result<String, (String, String)> {
         self.run_with(plan, script, None::<(&[u8], u64)>)
             .await
@@ -572,14 +575,14 @@ impl HostRun {
         let mut step = String::from("prepare");
         let full = format!(
             "{}{script}",
-            release::enter(&plan.deploy_to, true)
+            crate::remote::enter(&plan.deploy_to, true)
                 .map_err(|e| ("prepare".to_owned(), e.to_string()))?
         );
         let on_line = |_: crate::ssh::Stream, line: &str| {
-            if let Some(s) = line.strip_prefix("@@step ") {
+            if let Some(s) = markers::step(line) {
                 step = s.to_owned();
                 crate::faultpoint::reached(s, &name);
-            } else if !line.starts_with("@@") {
+            } else if !markers::is_protocol(line) {
                 match &view {
                     Some(view) => view.println(&format!("{name}: {line}")),
                     None => printer.child_line(&name, &format!("{name}: {line}")),
@@ -674,7 +677,7 @@ impl HostRun {
         if !read_only {
             crate::faultpoint::reached("lock", &self.target.name);
         }
-        let wanted = plan.deploy.as_ref().map(|d| release::Wanted {
+        let wanted = plan.deploy.as_ref().map(|d| survey::Wanted {
             sha256: &d.sha256,
             cksum: &d.artifact.cksum,
             manifest: d.delta != DeltaMode::Off,
@@ -686,7 +689,7 @@ impl HostRun {
             if !read_only {
                 s.push_str(&lock::acquire(&plan.owner, break_token).map_err(|e| e.to_string())?);
             }
-            s.push_str(&release::survey(wanted.as_ref()).map_err(|e| e.to_string())?);
+            s.push_str(&survey::survey(wanted.as_ref()).map_err(|e| e.to_string())?);
             Ok(s)
         };
         let mut attempt = script(None);
@@ -698,7 +701,7 @@ impl HostRun {
             match self.run(plan, &text).await {
                 Err((step, reason)) => return self.fail(&step, reason),
                 Ok(out) => {
-                    self.survey = release::parse_survey(&out);
+                    self.survey = survey::parse_survey(&out);
                     self.previous = self.survey.current.clone();
                     match &self.survey.lock {
                         // Already on this artifact and config: the lock went back at once.
@@ -824,7 +827,7 @@ impl HostRun {
     }
 
     /// The stage script from `source`, with its data. `Some(why)` when the host turned a
-    /// delta down (`@@delta-mismatch`); failures end the run.
+    /// delta down (`markers::DELTA_MISMATCH`); failures end the run.
     async fn stage<R: AsyncRead + Unpin>(
         &mut self,
         plan: &Plan,
@@ -843,11 +846,8 @@ impl HostRun {
             Ok((out, sent)) => {
                 let (bytes, complete) = sent.unwrap_or((0, true));
                 self.uploaded += bytes;
-                if let Some(why) = out
-                    .lines()
-                    .find_map(|l| l.strip_prefix("@@delta-mismatch "))
-                {
-                    return Some(why.trim().to_owned());
+                if let Some(why) = stage::delta_mismatch(&out) {
+                    return Some(why);
                 }
                 if !complete {
                     self.fail(
@@ -880,7 +880,7 @@ impl HostRun {
     /// Switch to `id`, restart, and wait until healthy. `Err` holds why it is not.
     pub async fn activate(&mut self, plan: &Plan, id: &str) -> Result<(), String> {
         self.say(plan, &format!("switching to {id}"));
-        let script = release::activate(&Activate {
+        let script = activate::activate(&Activate {
             id,
             manager: plan.manager,
             service: &plan.service,
@@ -892,7 +892,7 @@ impl HostRun {
         let out = self.run(plan, &script).await;
         // Whatever happened after the switch, `current` may have moved.
         if let Ok(o) = &out
-            && o.contains("@@switched")
+            && activate::switched(o)
         {
             self.switched_to = Some(id.to_owned());
         }
@@ -963,7 +963,7 @@ impl HostRun {
         let result = match self.previous.clone() {
             Some(prev) => self.activate(plan, &prev).await.map(|()| prev),
             None => {
-                let stop = release::systemctl(plan.manager, plan.sudo)
+                let stop = activate::systemctl(plan.manager, plan.sudo)
                     .map(|ctl| {
                         format!(
                             "{ctl} stop -- {} || true\n",
@@ -1018,7 +1018,7 @@ impl HostRun {
         };
         let info = ReleaseInfo { state, ..found };
         let json = serde_json::to_string(&info).unwrap_or_default();
-        if let Ok(script) = release::set_release_json(id, &json)
+        if let Ok(script) = finish::set_release_json(id, &json)
             && let Err((_, e)) = self.run(plan, &script).await
         {
             self.warnings
@@ -1063,7 +1063,7 @@ impl HostRun {
         reason: &str,
     ) {
         let line = self.history_line(plan, action, release, result, reason);
-        if let Ok(script) = release::history(&line)
+        if let Ok(script) = finish::history(&line)
             && let Err((_, e)) = self.run(plan, &script).await
         {
             self.warnings
@@ -1086,12 +1086,12 @@ impl HostRun {
         } else {
             "after_switch"
         };
-        let mut script = release::after_hooks(kind, hooks, false).unwrap_or_default();
+        let mut script = finish::after_hooks(kind, hooks, false).unwrap_or_default();
         let mut releases = self.survey.releases.clone();
         if let Some(d) = &plan.deploy
             && !releases.iter().any(|r| r.id == d.release_id)
         {
-            releases.push(release::Found {
+            releases.push(Found {
                 id: d.release_id.clone(),
                 info: Some(plan.release_info(d, State::Live)),
             });
@@ -1109,7 +1109,7 @@ impl HostRun {
             r.id == now_on || (action == "rollback" && Some(&r.id) == self.previous.as_ref())
         }) {
             if let Some(info) = &r.info
-                && let Ok(s) = release::set_release_json(
+                && let Ok(s) = finish::set_release_json(
                     &r.id,
                     &serde_json::to_string(info).unwrap_or_default(),
                 )
@@ -1118,26 +1118,14 @@ impl HostRun {
             }
         }
         let plan_cleanup =
-            release::plan_cleanup(&releases, &self.survey.staging, &now_on, plan.keep_releases);
-        script.push_str("printf '@@step cleanup\\n'\n");
-        script.push_str(&release::cleanup(&plan_cleanup).unwrap_or_default());
-        // History and unlock ride in the same round trip.
+            finish::plan_cleanup(&releases, &self.survey.staging, &now_on, plan.keep_releases);
+        // Cleanup, history and unlock ride in the same round trip.
         let line = self.history_line(plan, action, Some(&now_on), "ok", "");
-        if let Ok(h) = release::history(&line) {
-            script.push_str(&format!(
-                "{{ {}; }} 2>/dev/null || echo '@@warn could not append to the history'\n",
-                h.trim_end()
-            ));
-        }
-        if let Ok(unlock) = lock::release(&plan.owner.token) {
-            script.push_str(&unlock);
-        }
+        script.push_str(&finish::closing(&plan_cleanup, &line, &plan.owner.token));
         match self.run(plan, &script).await {
             Ok(out) => {
                 self.locked = false;
-                for w in out.lines().filter_map(|l| l.strip_prefix("@@warn ")) {
-                    self.warnings.push(w.to_owned());
-                }
+                self.warnings.extend(finish::warnings(&out));
             }
             Err((step, e)) => self.warnings.push(format!("{step}: {e}")),
         }

@@ -10,8 +10,10 @@ use anyhow::Result;
 use crate::artifact::{self, Artifact};
 use crate::exit::{Exit, Failure};
 use crate::pipeline::{DeployPlan, HostRun, Outcome, Plan, Shipment, each};
-use crate::remote::release::{self, Activate, Source, State};
-use crate::remote::{layout, lock};
+use crate::remote::activate::{self, Activate};
+use crate::remote::release::State;
+use crate::remote::stage::{self, Source};
+use crate::remote::{finish, layout, lock};
 use crate::rollout::{self, Cancel};
 use crate::settings::Settings;
 use crate::ssh::Target;
@@ -76,7 +78,7 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
     };
     let version = artifact.manifest.version.clone();
     let mut plan = Plan::new(&config, "shipit deploy", Some(&version), printer)?;
-    let env_file = release::env_file(&config.env, false);
+    let env_file = stage::env_file(&config.env, false);
     let shared_dirs: Vec<String> = config
         .shared
         .dirs
@@ -110,7 +112,7 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
         artifact: artifact.clone(),
         release_id: release_id.clone(),
         env_file,
-        env_file_redacted: release::env_file(&config.env, true),
+        env_file_redacted: stage::env_file(&config.env, true),
         shared_dirs,
         shared_files,
         before_switch: config.hooks.before_switch.clone(),
@@ -463,7 +465,7 @@ async fn print_dry_run(plan: &Plan, runs: &[HostRun]) {
             ),
             (
                 "3. switch and restart".into(),
-                release::activate(&Activate {
+                activate::activate(&Activate {
                     id: &d.release_id,
                     manager: plan.manager,
                     service: &plan.service,
@@ -482,7 +484,7 @@ async fn print_dry_run(plan: &Plan, runs: &[HostRun]) {
             ),
             (
                 "5. after_switch hooks, history line, cleanup, unlock".into(),
-                release::after_hooks("after_switch", &plan.hooks_after_switch, true)
+                finish::after_hooks("after_switch", &plan.hooks_after_switch, true)
                     .unwrap_or_default(),
             ),
         ];

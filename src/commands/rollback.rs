@@ -9,7 +9,8 @@ use anyhow::Result;
 
 use crate::exit::Exit;
 use crate::pipeline::{HostRun, Outcome, Plan};
-use crate::remote::release::{self, Activate, State};
+use crate::remote::activate::{self, Activate};
+use crate::remote::release::State;
 use crate::rollout::{self, Cancel};
 use crate::settings::Settings;
 
@@ -59,7 +60,7 @@ pub fn run(settings: &Settings, opts: Options) -> Result<Exit> {
                 match chosen.iter().find(|(n, _)| n == &run.target.name) {
                     Some((_, id)) => {
                         out.push_str(&format!("would switch {} -> {id}, restart, health-check, then mark {} rolled-back\n", run.survey.current.clone().unwrap_or_default(), run.survey.current.clone().unwrap_or_default()));
-                        let script = release::activate(&Activate { id, manager: plan.manager, service: &plan.service, sudo: plan.sudo, restart: plan.restart, unit: plan.unit.as_deref() }).unwrap_or_default();
+                        let script = activate::activate(&Activate { id, manager: plan.manager, service: &plan.service, sudo: plan.sudo, restart: plan.restart, unit: plan.unit.as_deref() }).unwrap_or_default();
                         for line in script.lines() {
                             out.push_str(&format!("   {line}\n"));
                         }

@@ -8,9 +8,9 @@ use serde::Serialize;
 use crate::exit::Exit;
 use crate::health;
 use crate::pipeline::{HostRun, Outcome, Plan, each};
-use crate::remote::layout::HISTORY;
 use crate::remote::lock;
-use crate::remote::release::{self, LockAnswer, State};
+use crate::remote::release::State;
+use crate::remote::survey::{self, LockAnswer};
 use crate::settings::Settings;
 use crate::ssh::Connector;
 
@@ -108,24 +108,18 @@ async fn host_status(run: HostRun, plan: &Plan, history: usize) -> HostStatus {
         return st;
     };
     st.reachable = true;
-    let mut script = match release::enter(&plan.deploy_to, false) {
+    let script = match crate::remote::status::script(
+        &plan.deploy_to,
+        plan.manager,
+        &plan.service,
+        history,
+    ) {
         Ok(s) => s,
         Err(e) => {
             st.error = Some(e.to_string());
             return st;
         }
     };
-    script.push_str(&lock::report());
-    script.push_str(&release::survey(None).unwrap_or_default());
-    if let Some(ctl) = release::systemctl(plan.manager, false) {
-        let unit = crate::remote::q(&plan.service).unwrap_or_default();
-        script.push_str(&format!("{ctl} show -p ActiveState -p SubState -p ActiveEnterTimestamp -- {unit} 2>/dev/null | sed 's/^/@@svc /'\n"));
-    }
-    if history > 0 {
-        script.push_str(&format!(
-            "tail -n {history} {HISTORY} 2>/dev/null | sed 's/^/@@history /'\n"
-        ));
-    }
     let out = match session.exec(&script, |_, _| {}).await {
         Ok(o) => o.stdout,
         Err(e) => {
@@ -133,11 +127,11 @@ async fn host_status(run: HostRun, plan: &Plan, history: usize) -> HostStatus {
             return st;
         }
     };
-    if out.contains("@@missing") {
+    if crate::remote::is_missing(&out) {
         st.error = Some(format!("{} does not exist: never deployed", plan.deploy_to));
         return st;
     }
-    let survey = release::parse_survey(&out);
+    let survey = survey::parse_survey(&out);
     st.deployed = true;
     st.current = survey.current.clone();
     st.release_count = survey.releases.len();
@@ -158,12 +152,7 @@ async fn host_status(run: HostRun, plan: &Plan, history: usize) -> HostStatus {
         st.lock_stale = Some(stale);
         st.lock_age_secs = since.map(|s| survey.now.saturating_sub(s));
     }
-    let mut svc = std::collections::BTreeMap::new();
-    for line in out.lines().filter_map(|l| l.strip_prefix("@@svc ")) {
-        if let Some((k, v)) = line.split_once('=') {
-            svc.insert(k.to_owned(), v.to_owned());
-        }
-    }
+    let svc = crate::remote::status::service(&out);
     if let Some(state) = svc.get("ActiveState") {
         st.service = Some(format!(
             "{state} ({})",
@@ -174,11 +163,7 @@ async fn host_status(run: HostRun, plan: &Plan, history: usize) -> HostStatus {
             .filter(|t| !t.is_empty())
             .cloned();
     }
-    st.history = out
-        .lines()
-        .filter_map(|l| l.strip_prefix("@@history "))
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    st.history = crate::remote::status::history(&out);
     st.releases = survey
         .releases
         .iter()

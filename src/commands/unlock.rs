@@ -7,7 +7,7 @@ use anyhow::Result;
 use crate::exit::Exit;
 use crate::pipeline::{HostRun, Outcome, Plan, each};
 use crate::remote::lock;
-use crate::remote::release::{self, LockAnswer};
+use crate::remote::survey::{self, LockAnswer};
 use crate::settings::Settings;
 use crate::ssh::Connector;
 
@@ -30,14 +30,14 @@ pub fn run(settings: &Settings, hosts: Option<Vec<String>>) -> Result<Exit> {
                 if let Some(session) = &run.session {
                     let script = format!(
                         "{}{}",
-                        release::enter(&plan.deploy_to, false).unwrap_or_default(),
+                        crate::remote::enter(&plan.deploy_to, false).unwrap_or_default(),
                         lock::force_release()
                     );
                     match session.exec(&script, |_, _| {}).await {
                         Ok(out) if out.success() => {
-                            let text = match release::parse_survey(&out.stdout).lock {
+                            let text = match survey::parse_survey(&out.stdout).lock {
                                 Some(LockAnswer::Held { owner, since })
-                                    if out.stdout.contains("@@unlocked\n") =>
+                                    if lock::unlocked(&out.stdout) =>
                                 {
                                     let now = crate::remote::layout::now();
                                     match owner {
@@ -55,7 +55,7 @@ pub fn run(settings: &Settings, hosts: Option<Vec<String>>) -> Result<Exit> {
                                         ),
                                     }
                                 }
-                                // No deploy_to (`@@missing`), or no lock dir (`@@unlocked none`).
+                                // No deploy_to (`MISSING`), or no lock dir (`NO_LOCK`).
                                 _ => "no lock".to_owned(),
                             };
                             run.outcome = Outcome::Skipped { reason: text };
