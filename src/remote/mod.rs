@@ -7,7 +7,7 @@
 //!
 //! - [`survey`]: the host's state (current release, every release and its state, whether
 //!   the artifact is cached), after taking the [`lock`] unless read-only;
-//! - [`stage`]: the artifact (or a delta) on stdin, [`unpack`]ed into
+//! - [`stage`]: the artifact (or a delta) on stdin, unpacked (`unpack.rs`) into
 //!   `releases/.tmp-<id>` and verified; shared paths linked, `.env` written, the release
 //!   recorded as staged ([`release`]), renamed into place, `before_switch` run;
 //! - [`activate`]: switch `current` atomically, install the unit file if it changed,
@@ -30,7 +30,7 @@ pub mod release;
 pub mod stage;
 pub mod status;
 pub mod survey;
-pub mod unpack;
+mod unpack;
 
 #[cfg(test)]
 mod fixtures;

@@ -1,5 +1,5 @@
 //! The stage script: the release's files made in `releases/.tmp-<id>` (see
-//! [`super::unpack`]), shared paths linked, `.env` written, the release recorded as
+//! `unpack.rs`), shared paths linked, `.env` written, the release recorded as
 //! staged and renamed into place, then its `before_switch` hooks run in it. Nothing that
 //! serves traffic changes.
 
