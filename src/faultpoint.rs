@@ -2,14 +2,16 @@
 //! fault (SIGKILL, SIGTERM, a cut link) deterministically. See RELIABILITY.md.
 //!
 //! `SHIPIT_TEST_STOP_AT=STEP` (or `STEP@HOST`, HOST as named in deploy.yaml) makes the
-//! process print `@@faultpoint STEP@HOST pid PID` on stderr and stop itself with SIGSTOP
-//! the first time it reaches STEP (on HOST). It only ever stops the process, once; a
-//! SIGCONT resumes it exactly where it was. Unset, it costs one environment lookup.
+//! process print `<FAULTPOINT> STEP@HOST pid PID` (`remote::markers::FAULTPOINT`) on
+//! stderr and stop itself with SIGSTOP the first time it reaches STEP (on HOST). It only
+//! ever stops the process, once; a SIGCONT resumes it exactly where it was. Unset, it
+//! costs one environment lookup.
 //!
 //! Steps: `lock`, `upload`, `health` (client side, before the step begins), and every
-//! `@@step` marker a host script prints (`unpack`, `link`, `env`, `before_switch:N`,
-//! `switch`, `unit`, `restart`, `after_switch:N`, `after_rollback:N`, `cleanup`), as the
-//! marker line arrives; the host's script keeps running while the client is stopped.
+//! step a host script announces (`remote::markers::STEP`: `unpack`, `link`, `env`,
+//! `before_switch:N`, `switch`, `unit`, `restart`, `after_switch:N`, `after_rollback:N`,
+//! `cleanup`), as the marker line arrives; the host's script keeps running while the
+//! client is stopped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -35,7 +37,8 @@ pub fn reached(step: &str, host: &str) {
         return;
     }
     crate::printer::test_protocol_line(&format!(
-        "@@faultpoint {step}@{host} pid {}",
+        "{} {step}@{host} pid {}",
+        crate::remote::markers::FAULTPOINT,
         std::process::id()
     ));
     // SAFETY: raise(2) has no preconditions; SIGSTOP stops every thread of the process.

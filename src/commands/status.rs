@@ -13,8 +13,9 @@ use crate::host::{HostRun, Op};
 use crate::outcome::Outcome;
 use crate::plan::{Kind, Plan};
 use crate::remote::lock;
-use crate::remote::release::{LockAnswer, State};
+use crate::remote::release::State;
 use crate::remote::status;
+use crate::remote::survey::{self, LockAnswer};
 use crate::rollout::{ALL, each};
 use crate::settings::Settings;
 use crate::ssh::Connector;
@@ -149,12 +150,11 @@ async fn host_status(run: HostRun, plan: &Plan, history: usize) -> HostStatus {
             return st;
         }
     };
-    let found = status::parse(&out);
-    if found.missing {
+    if crate::remote::is_missing(&out) {
         st.error = Some(format!("{} does not exist: never deployed", plan.deploy_to));
         return st;
     }
-    let survey = found.survey;
+    let survey = survey::parse_survey(&out);
     st.deployed = true;
     st.current = survey.current.clone();
     st.release_count = survey.releases.len();
@@ -176,7 +176,7 @@ async fn host_status(run: HostRun, plan: &Plan, history: usize) -> HostStatus {
         st.lock_stale = Some(stale);
         st.lock_age_secs = since.map(|s| survey.now.saturating_sub(s));
     }
-    let svc = found.unit;
+    let svc = status::service(&out);
     if let Some(state) = svc.get("ActiveState") {
         st.service = Some(format!(
             "{state} ({})",
@@ -187,7 +187,7 @@ async fn host_status(run: HostRun, plan: &Plan, history: usize) -> HostStatus {
             .filter(|t| !t.is_empty())
             .cloned();
     }
-    st.history = found.history;
+    st.history = status::history(&out);
     st.releases = survey
         .releases
         .iter()

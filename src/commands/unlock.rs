@@ -10,8 +10,7 @@ use crate::host::{HostRun, Op};
 use crate::outcome::Outcome;
 use crate::plan::{Kind, Plan};
 use crate::remote::lock;
-use crate::remote::markers;
-use crate::remote::release::{self, LockAnswer};
+use crate::remote::survey::{self, LockAnswer};
 use crate::rollout::{ALL, each};
 use crate::settings::Settings;
 use crate::ssh::Connector;
@@ -40,15 +39,15 @@ pub fn run(settings: &Settings, hosts: Option<Vec<String>>) -> Result<Exit> {
                     if let Some(remote) = &run.remote {
                         let script = format!(
                             "{}{}",
-                            release::enter(&plan.deploy_to, false).unwrap_or_default(),
+                            crate::remote::enter(&plan.deploy_to, false).unwrap_or_default(),
                             lock::force_release()
                         );
                         let ran = remote.run(Op::Other, &script, None, &mut |_| {}).await;
                         match ran.map(|r| r.out) {
                             Ok(out) if out.success() => {
-                                let text = match release::parse_survey(&out.stdout).lock {
+                                let text = match survey::parse_survey(&out.stdout).lock {
                                     Some(LockAnswer::Held { owner, since })
-                                        if markers::unlocked(&out.stdout) =>
+                                        if lock::unlocked(&out.stdout) =>
                                     {
                                         let now = crate::remote::layout::now();
                                         match owner {

@@ -4,7 +4,7 @@
 use crate::config::ServiceManager;
 use crate::health;
 use crate::plan::Plan;
-use crate::remote::markers;
+use crate::remote::activate::switched;
 
 use super::{HostRun, Op};
 
@@ -19,7 +19,7 @@ impl HostRun {
         let out = self.run(plan, op, &script).await;
         // Whatever happened after the switch, `current` may have moved.
         if let Ok(o) = &out
-            && markers::switched(o)
+            && switched(o)
         {
             self.switched_to = Some(id.to_owned());
         }

@@ -3,9 +3,8 @@
 
 use crate::outcome::Outcome;
 use crate::plan::{Kind, Plan};
-use crate::remote::lock;
-use crate::remote::markers;
-use crate::remote::release::{self, State};
+use crate::remote::finish;
+use crate::remote::release::{Found, State};
 
 use super::{HostRun, Op};
 
@@ -20,7 +19,7 @@ impl HostRun {
         if let (Some(d), Some(goal)) = (&plan.deploy, &self.goal)
             && !releases.iter().any(|r| &r.id == goal)
         {
-            releases.push(release::Found {
+            releases.push(Found {
                 id: goal.clone(),
                 info: Some(plan.release_info(d, goal, State::Live)),
             });
@@ -39,7 +38,7 @@ impl HostRun {
             .filter(|r| r.id == now_on || (rollback && Some(&r.id) == self.previous.as_ref()))
         {
             if let Some(info) = &r.info
-                && let Ok(s) = release::set_release_json(
+                && let Ok(s) = finish::set_release_json(
                     &r.id,
                     &serde_json::to_string(info).unwrap_or_default(),
                 )
@@ -47,28 +46,18 @@ impl HostRun {
                 script.push_str(&s);
             }
         }
-        let plan_cleanup =
-            release::plan_cleanup(&releases, &self.survey.staging, &now_on, plan.keep_releases);
-        script.push_str("printf '@@step cleanup\\n'\n");
-        script.push_str(&release::cleanup(&plan_cleanup).unwrap_or_default());
+        let cleanup =
+            finish::plan_cleanup(&releases, &self.survey.staging, &now_on, plan.keep_releases);
         // History and unlock ride in the same round trip.
         let line = self.history_line(plan, Some(&now_on), "ok", "");
-        if let Ok(h) = release::history(&line) {
-            script.push_str(&format!(
-                "{{ {}; }} 2>/dev/null || echo '@@warn could not append to the history'\n",
-                h.trim_end()
-            ));
-        }
-        if let Ok(unlock) = lock::release(&plan.owner.token) {
-            script.push_str(&unlock);
-        }
+        script.push_str(&finish::closing(&cleanup, &line, &plan.owner.token));
         let op = Op::Finish {
             live: now_on.clone(),
         };
         match self.run(plan, op, &script).await {
             Ok(out) => {
                 self.locked = false;
-                self.warnings.extend(markers::warnings(&out));
+                self.warnings.extend(finish::warnings(&out));
             }
             Err((step, e)) => self.warnings.push(format!("{step}: {e}")),
         }

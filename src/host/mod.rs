@@ -33,7 +33,7 @@ use crate::event::Event;
 use crate::outcome::{Outcome, Transfer};
 use crate::plan::Plan;
 use crate::remote::markers;
-use crate::remote::release::{self, Survey};
+use crate::remote::survey::Survey;
 use crate::ssh::Target;
 
 pub use remote::{Dialer, Op, Remote, Upload};
@@ -161,7 +161,7 @@ impl HostRun {
         let mut step = String::from("prepare");
         let full = format!(
             "{}{script}",
-            release::enter(&plan.deploy_to, true)
+            crate::remote::enter(&plan.deploy_to, true)
                 .map_err(|e| ("prepare".to_owned(), e.to_string()))?
         );
         let mut on_line = |line: &str| {

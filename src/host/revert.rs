@@ -3,7 +3,8 @@
 
 use crate::outcome::Outcome;
 use crate::plan::{Kind, Plan};
-use crate::remote::release::{self, ReleaseInfo, State};
+use crate::remote::finish;
+use crate::remote::release::{ReleaseInfo, State};
 
 use super::{HostRun, Op};
 
@@ -69,7 +70,7 @@ impl HostRun {
             release: id.to_owned(),
             state,
         };
-        if let Ok(script) = release::set_release_json(id, &json)
+        if let Ok(script) = finish::set_release_json(id, &json)
             && let Err((_, e)) = self.run(plan, op, &script).await
         {
             self.warnings
@@ -86,7 +87,7 @@ impl HostRun {
         reason: &str,
     ) {
         let line = self.history_line(plan, release, result, reason);
-        if let Ok(script) = release::history(&line)
+        if let Ok(script) = finish::history(&line)
             && let Err((_, e)) = self.run(plan, Op::History, &script).await
         {
             self.warnings

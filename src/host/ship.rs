@@ -8,8 +8,7 @@ use crate::config::DeltaMode;
 use crate::outcome::{Outcome, Transfer};
 use crate::plan::{Plan, Shipment};
 use crate::printer::units::human_bytes;
-use crate::remote::markers;
-use crate::remote::release::Source;
+use crate::remote::stage::{self as remote_stage, Source};
 
 use super::{HostRun, Op};
 
@@ -94,7 +93,7 @@ impl HostRun {
             Ok((out, sent)) => {
                 let (bytes, complete) = sent.unwrap_or((0, true));
                 self.uploaded += bytes;
-                if let Some(why) = markers::delta_mismatch(&out) {
+                if let Some(why) = remote_stage::delta_mismatch(&out) {
                     return Some(why);
                 }
                 if !complete {

@@ -5,7 +5,7 @@ use crate::config::DeltaMode;
 use crate::outcome::Outcome;
 use crate::plan::Plan;
 use crate::remote::lock;
-use crate::remote::release::{self, LockAnswer};
+use crate::remote::survey::{self, LockAnswer};
 use crate::ssh;
 
 use super::{Dialer, HostRun, Op, Remote};
@@ -37,7 +37,7 @@ impl HostRun {
         if !read_only {
             crate::faultpoint::reached("lock", &self.target.name);
         }
-        let wanted = plan.deploy.as_ref().map(|d| release::Wanted {
+        let wanted = plan.deploy.as_ref().map(|d| survey::Wanted {
             sha256: &d.sha256,
             cksum: &d.artifact.cksum,
             manifest: d.delta != DeltaMode::Off,
@@ -49,7 +49,7 @@ impl HostRun {
             if !read_only {
                 s.push_str(&lock::acquire(&plan.owner, break_token).map_err(|e| e.to_string())?);
             }
-            s.push_str(&release::survey(wanted.as_ref()).map_err(|e| e.to_string())?);
+            s.push_str(&survey::survey(wanted.as_ref()).map_err(|e| e.to_string())?);
             Ok(s)
         };
         let mut attempt = script(None);
@@ -62,7 +62,7 @@ impl HostRun {
             match self.run(plan, op, &text).await {
                 Err((step, reason)) => return self.fail(plan, &step, reason),
                 Ok(out) => {
-                    self.survey = release::parse_survey(&out);
+                    self.survey = survey::parse_survey(&out);
                     self.previous = self.survey.current.clone();
                     match &self.survey.lock {
                         // Already on this artifact and config: the lock went back at once.

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use crate::artifact::delta::{self, Delta};
 use crate::artifact::{Artifact, Manifest};
 use crate::config::DeltaMode;
-use crate::remote::release::{DeltaSource, Source, Survey};
+use crate::remote::stage::{DeltaSource, Source};
+use crate::remote::survey::Survey;
 
 const NO_RECORD: &str = concat!(
     "the live release has no record of its files to link them safely ",

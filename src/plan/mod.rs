@@ -15,8 +15,12 @@ use crate::config::{Config, DeltaMode, HealthConfig, RestartMode, ServiceManager
 use crate::event::Events;
 use crate::health;
 use crate::redact::Text;
+use crate::remote::activate::{self, Activate};
+use crate::remote::finish;
 use crate::remote::lock::Owner;
-use crate::remote::release::{self, Activate, ReleaseInfo, Source, Stage, State, Survey};
+use crate::remote::release::{ReleaseInfo, State};
+use crate::remote::stage::{self, Source, Stage};
+use crate::remote::survey::Survey;
 use crate::ssh::quote::QuoteError;
 
 pub use deltas::{Deltas, Shipment};
@@ -102,7 +106,7 @@ pub struct DeployPlan {
 impl DeployPlan {
     /// The deploy of `artifact` with `config` (`unit`: the unit file's content).
     pub fn new(config: &Config, artifact: Artifact, unit: Option<&str>, force: bool) -> DeployPlan {
-        let env_file = release::env_file(&config.env, false);
+        let env_file = stage::env_file(&config.env, false);
         let exposed = |list: &[Text]| list.iter().map(|t| t.expose().to_owned()).collect();
         let shared_dirs: Vec<String> = exposed(&config.shared.dirs);
         let shared_files: Vec<String> = exposed(&config.shared.files);
@@ -125,7 +129,7 @@ impl DeployPlan {
             sha256: artifact.sha256.clone(),
             artifact,
             env_file,
-            env_file_redacted: release::env_file(&config.env, true),
+            env_file_redacted: stage::env_file(&config.env, true),
             shared_dirs,
             shared_files,
             before_switch: config.hooks.before_switch.clone(),
@@ -253,7 +257,7 @@ impl Plan {
     ) -> Result<String, QuoteError> {
         let json =
             |state| serde_json::to_string(&self.release_info(d, id, state)).unwrap_or_default();
-        release::stage(&Stage {
+        stage::stage(&Stage {
             id,
             sha256: &d.sha256,
             source,
@@ -274,7 +278,7 @@ impl Plan {
 
     /// Switch to release `id` and restart the service.
     pub fn activate_script(&self, id: &str) -> Result<String, QuoteError> {
-        release::activate(&Activate {
+        activate::activate(&Activate {
             id,
             manager: self.manager,
             service: &self.service,
@@ -286,16 +290,16 @@ impl Plan {
 
     /// Remove `current` and stop the service: a host that had no release before.
     pub fn stop_script(&self) -> Result<String, QuoteError> {
-        release::stop(self.manager, self.sudo, &self.service)
+        activate::stop(self.manager, self.sudo, &self.service)
     }
 
     /// The after hooks of this run's kind (`after_switch`, or `after_rollback`).
     pub fn after_hooks_script(&self, redact: bool) -> Result<String, QuoteError> {
         match self.kind {
             Kind::Rollback => {
-                release::after_hooks("after_rollback", &self.hooks_after_rollback, redact)
+                finish::after_hooks("after_rollback", &self.hooks_after_rollback, redact)
             }
-            _ => release::after_hooks("after_switch", &self.hooks_after_switch, redact),
+            _ => finish::after_hooks("after_switch", &self.hooks_after_switch, redact),
         }
     }
 

@@ -4,7 +4,8 @@
 
 use crate::printer::units::human_bytes;
 use crate::remote::lock;
-use crate::remote::release::{Source, Survey};
+use crate::remote::stage::Source;
+use crate::remote::survey::Survey;
 
 use super::{DeployPlan, Plan, Shipment};
 

@@ -28,7 +28,7 @@ pub fn script(input: &CheckInput) -> Result<String, QuoteError> {
         "need={}\n",
         input.needed_bytes.map_or(String::new(), |n| n.to_string())
     ));
-    s.push_str(
+    s.push_str(concat!(
         r#"r() { printf '%s\t%s\t%s\n' "$1" "$2" "$3"; }
 me=$(id -un)
 p=$d
@@ -47,29 +47,38 @@ case $free in
      else r disk fail "only $(h "$free") free at $p, $(h "$need") needed"; fi ;;
 esac
 missing=
-for t in sh tar gzip sha256sum cksum head tee df ln mv mkdir; do command -v "$t" >/dev/null 2>&1 || missing="$missing $t"; done
-t=$(mktemp -d 2>/dev/null) && : > "$t/a" && mv -T -- "$t/a" "$t/b" 2>/dev/null || missing="$missing mv-T"
+for t in sh tar gzip sha256sum cksum head tee df ln mv mkdir; do "#,
+        r#"command -v "$t" >/dev/null 2>&1 || missing="$missing $t"; done
+t=$(mktemp -d 2>/dev/null) && : > "$t/a" && "#,
+        r#"mv -T -- "$t/a" "$t/b" 2>/dev/null || missing="$missing mv-T"
 [ -n "$t" ] && rm -rf -- "$t"
 delta=
-command -v find >/dev/null 2>&1 && command -v xargs >/dev/null 2>&1 || delta=" (no find/xargs: delta deploys fall back to full uploads)"
+command -v find >/dev/null 2>&1 && command -v xargs >/dev/null 2>&1 || "#,
+        r#"delta=" (no find/xargs: delta deploys fall back to full uploads)"
 if [ -z "$missing" ]; then r tools ok "tar gzip sha256sum cksum mv -T$delta"
 else r tools fail "missing:$missing"; fi
 "#,
-    );
+    ));
     // Read-only queries: never through sudo.
-    let systemctl = super::release::systemctl(input.manager, false);
+    let systemctl = super::activate::systemctl(input.manager, false);
     match systemctl {
         None => {
-            s.push_str("r systemctl skip \"service.manager is none\"\nr unit skip \"service.manager is none\"\n");
+            s.push_str(
+                "r systemctl skip \"service.manager is none\"\n\
+                 r unit skip \"service.manager is none\"\n",
+            );
         }
         Some(ctl) => {
             s.push_str(&format!("u={}\n", q(input.service)?));
             let install = match input.unit_file {
                 Some(f) => {
                     s.push_str(&format!("uf={}\n", q(f)?));
-                    "r unit ok \"$u is not on the host yet; it will be installed from $uf\"".to_owned()
+                    "r unit ok \"$u is not on the host yet; it will be installed from $uf\""
                 }
-                None => "r unit fail \"$u is not known to systemd and no service.unit_file is configured\"".to_owned(),
+                None => {
+                    "r unit fail \"$u is not known to systemd \
+                     and no service.unit_file is configured\""
+                }
             };
             s.push_str(&format!(
                 r#"if command -v systemctl >/dev/null 2>&1; then
@@ -254,5 +263,42 @@ mod tests {
         assert_eq!(checks[0].status, Status::Ok);
         assert_eq!(checks[1].status, Status::Fail);
         assert!(checks[1].detail.contains("did not report"));
+    }
+
+    #[test]
+    fn snapshots() {
+        let input = |manager, unit_file, sudo| CheckInput {
+            deploy_to: "/srv/hello app",
+            needed_bytes: Some(150_000_000),
+            manager,
+            service: "hello",
+            unit_file,
+            sudo,
+        };
+        insta::assert_snapshot!(
+            "check_manager_none",
+            script(&CheckInput {
+                needed_bytes: None,
+                ..input(ServiceManager::None, None, false)
+            })
+            .unwrap()
+        );
+        insta::assert_snapshot!(
+            "check_systemd",
+            script(&input(ServiceManager::Systemd, None, false)).unwrap()
+        );
+        insta::assert_snapshot!(
+            "check_systemd_unit_file_sudo",
+            script(&input(
+                ServiceManager::Systemd,
+                Some("deploy/hello.service"),
+                true
+            ))
+            .unwrap()
+        );
+        insta::assert_snapshot!(
+            "check_systemd_user",
+            script(&input(ServiceManager::SystemdUser, None, false)).unwrap()
+        );
     }
 }

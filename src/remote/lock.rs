@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::layout::LOCK;
+use super::markers::{self, LOCK_ACQUIRED, LOCK_HELD, LOCK_MTIME, NO_LOCK, NOW, OWNER, UNLOCKED};
 use super::q;
 use crate::ssh::quote::QuoteError;
 
@@ -120,12 +121,17 @@ fn ci_url() -> Option<String> {
     .find_map(|k| var(k))
 }
 
-/// Shell that reports a held lock: `@@lock held`, `@@owner <json>` (empty when the owner
-/// file is missing), `@@lock_mtime <secs>`, and the host's clock (`@@now`), which the
-/// lock's age is counted by. `release::parse_survey` reads it.
+/// Shell that reports a held lock: `LOCK_HELD`, `OWNER <json>` (empty when the owner
+/// file is missing), `LOCK_MTIME <secs>`, and the host's clock (`NOW`), which the lock's
+/// age is counted by. `survey::parse_survey` reads it.
 fn held_report() -> String {
     format!(
-        "echo '@@lock held'\nprintf '@@now %s\\n' \"$(date +%s)\"\n# A lock just taken may not have its owner file yet: give it a second.\nn=0; while [ ! -s {LOCK}/owner.json ] && [ -d {LOCK} ] && [ $n -lt 10 ]; do sleep 0.1; n=$((n+1)); done\nprintf '@@owner %s\\n' \"$(tr -d '\\n' < {LOCK}/owner.json 2>/dev/null)\"\nprintf '@@lock_mtime %s\\n' \"$(stat -c %Y {LOCK} 2>/dev/null)\"\n"
+        "echo '{LOCK_HELD}'\nprintf '{NOW} %s\\n' \"$(date +%s)\"\n\
+         # A lock just taken may not have its owner file yet: give it a second.\n\
+         n=0; while [ ! -s {LOCK}/owner.json ] && [ -d {LOCK} ] && [ $n -lt 10 ]; \
+         do sleep 0.1; n=$((n+1)); done\n\
+         printf '{OWNER} %s\\n' \"$(tr -d '\\n' < {LOCK}/owner.json 2>/dev/null)\"\n\
+         printf '{LOCK_MTIME} %s\\n' \"$(stat -c %Y {LOCK} 2>/dev/null)\"\n"
     )
 }
 
@@ -135,21 +141,22 @@ pub fn report() -> String {
 }
 
 /// Shell that tries to take the lock (in the current directory, `deploy_to`) and prints
-/// `@@lock acquired`, or `@@lock held` with `@@owner <json>` and `@@lock_mtime <secs>`.
+/// `LOCK_ACQUIRED`, or `LOCK_HELD` with `OWNER <json>` and `LOCK_MTIME <secs>`.
 /// When `break_token` is given, a lock whose owner has that token is removed first.
 pub fn acquire(owner: &Owner, break_token: Option<&str>) -> Result<String, QuoteError> {
     let json = serde_json::to_string(owner).unwrap_or_default();
     let mut s = String::new();
     if let Some(t) = break_token {
         s.push_str(&format!(
-            "o=\n{{ read -r o < {LOCK}/owner.json; }} 2>/dev/null\ncase \"$o\" in *{}*) rm -rf -- {LOCK} ;; esac\n",
+            "o=\n{{ read -r o < {LOCK}/owner.json; }} 2>/dev/null\n\
+             case \"$o\" in *{}*) rm -rf -- {LOCK} ;; esac\n",
             q(&format!("\"token\":\"{t}\""))?
         ));
     }
     s.push_str(&format!(
         r#"if mkdir {LOCK} 2>/dev/null; then
   printf '%s\n' {json} > {LOCK}/owner.json
-  echo '@@lock acquired'
+  echo '{LOCK_ACQUIRED}'
 else
 {held}fi
 "#,
@@ -162,17 +169,25 @@ else
 /// Shell that removes the lock if (and only if) `token` holds it.
 pub fn release(token: &str) -> Result<String, QuoteError> {
     Ok(format!(
-        "o=\n{{ read -r o < {LOCK}/owner.json; }} 2>/dev/null\ncase \"$o\" in *{}*) rm -rf -- {LOCK} ;; esac\n",
+        "o=\n{{ read -r o < {LOCK}/owner.json; }} 2>/dev/null\n\
+         case \"$o\" in *{}*) rm -rf -- {LOCK} ;; esac\n",
         q(&format!("\"token\":\"{token}\""))?
     ))
 }
 
-/// Shell that removes the lock whoever holds it, printing the owner first.
+/// Shell that removes the lock whoever holds it, printing the owner first (as
+/// `held_report` does), then `UNLOCKED`, or `NO_LOCK` when there was none.
 pub fn force_release() -> String {
     format!(
-        "if [ -d {LOCK} ]; then\n{}rm -rf -- {LOCK} && echo '@@unlocked'\nelse echo '@@unlocked none'; fi\n",
+        "if [ -d {LOCK} ]; then\n{}rm -rf -- {LOCK} && echo '{UNLOCKED}'\n\
+         else echo '{NO_LOCK}'; fi\n",
         held_report()
     )
+}
+
+/// Whether a `force_release` script removed a lock (`UNLOCKED`).
+pub fn unlocked(stdout: &str) -> bool {
+    markers::has(stdout, UNLOCKED)
 }
 
 #[cfg(test)]
@@ -251,5 +266,42 @@ mod tests {
         assert_eq!(age(59), "59s");
         assert_eq!(age(7200), "2h");
         assert_eq!(age(200_000), "2d");
+    }
+
+    fn owner() -> Owner {
+        Owner {
+            token: "00112233445566778899aabbccddeeff".into(),
+            user: "ann".into(),
+            machine: "laptop".into(),
+            pid: 4242,
+            started_at: 1_700_000_000,
+            command: "shipit deploy".into(),
+            version: Some("v1.2.0".into()),
+            ci_url: Some("https://ci.example/runs/7".into()),
+        }
+    }
+
+    #[test]
+    fn snapshots() {
+        insta::assert_snapshot!("lock_acquire", acquire(&owner(), None).unwrap());
+        insta::assert_snapshot!(
+            "lock_acquire_breaking",
+            acquire(&owner(), Some("ffeeddccbbaa99887766554433221100")).unwrap()
+        );
+        insta::assert_snapshot!("lock_release", release(&owner().token).unwrap());
+        insta::assert_snapshot!("lock_force_release", force_release());
+        insta::assert_snapshot!("lock_report", report());
+    }
+
+    #[test]
+    fn force_release_says_whether_there_was_a_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(".shipit")).unwrap();
+        let none = sh(dir.path(), &force_release());
+        assert!(!unlocked(&none) && markers::has(&none, NO_LOCK), "{none}");
+        sh(dir.path(), &acquire(&owner(), None).unwrap());
+        let removed = sh(dir.path(), &force_release());
+        assert!(unlocked(&removed), "{removed}");
+        assert!(!dir.path().join(LOCK).exists());
     }
 }

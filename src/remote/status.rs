@@ -1,77 +1,58 @@
-//! `shipit status`'s one read-only script per host: the lock, the survey, the unit's
-//! state and the last history lines; and the parser of what it prints.
+//! What `shipit status` asks a host, read-only, in one round trip: the lock, the survey,
+//! the service's state and the last lines of the history.
 
 use std::collections::BTreeMap;
 
+use super::activate::systemctl;
 use super::layout::HISTORY;
-use super::release::{self, Survey};
-use super::{lock, q};
+use super::markers::{self, SVC};
+use super::{enter, lock, q, survey};
 use crate::config::ServiceManager;
 use crate::ssh::quote::QuoteError;
 
-/// What the status script found on a host.
-#[derive(Debug, Default)]
-pub struct Status {
-    /// `deploy_to` does not exist: never deployed.
-    pub missing: bool,
-    pub survey: Survey,
-    /// The unit's `ActiveState`, `SubState` and `ActiveEnterTimestamp`.
-    pub unit: BTreeMap<String, String>,
-    /// The last history lines, oldest first.
-    pub history: Vec<serde_json::Value>,
-}
-
-/// The status script: in `deploy_to` (reporting `@@missing` when it is not there), the
-/// lock, the survey, the unit's state (`@@svc`) and the last `history` lines
-/// (`@@history`).
+/// The status script: nothing when `deploy_to` is missing ([`super::is_missing`]), else
+/// the lock's report and the survey (read by [`survey::parse_survey`]), the service's
+/// state ([`service`]) and the last `history` lines of the history ([`history`]).
 pub fn script(
     deploy_to: &str,
     manager: ServiceManager,
     service: &str,
     history: usize,
 ) -> Result<String, QuoteError> {
-    let mut s = release::enter(deploy_to, false)?;
+    let mut s = enter(deploy_to, false)?;
     s.push_str(&lock::report());
-    s.push_str(&release::survey(None)?);
-    if let Some(ctl) = release::systemctl(manager, false) {
+    s.push_str(&survey::survey(None)?);
+    if let Some(ctl) = systemctl(manager, false) {
         s.push_str(&format!(
-            "{ctl} show -p ActiveState -p SubState -p ActiveEnterTimestamp -- {} 2>/dev/null \
-             | sed 's/^/@@svc /'\n",
-            q(service)?
+            "{ctl} show -p ActiveState -p SubState -p ActiveEnterTimestamp -- {unit} \
+             2>/dev/null | sed 's/^/{SVC} /'\n",
+            unit = q(service)?
         ));
     }
     if history > 0 {
         s.push_str(&format!(
-            "tail -n {history} {HISTORY} 2>/dev/null | sed 's/^/@@history /'\n"
+            "tail -n {history} {HISTORY} 2>/dev/null | sed 's/^/{marker} /'\n",
+            marker = markers::HISTORY
         ));
     }
     Ok(s)
 }
 
-pub fn parse(stdout: &str) -> Status {
-    if stdout.contains("@@missing") {
-        return Status {
-            missing: true,
-            ..Status::default()
-        };
-    }
-    let unit = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("@@svc "))
-        .filter_map(|l| l.split_once('='))
+/// The service's properties (`ActiveState`, `SubState`, `ActiveEnterTimestamp`) as the
+/// status script printed them.
+pub fn service(stdout: &str) -> BTreeMap<String, String> {
+    markers::values(stdout, SVC)
+        .filter_map(|line| line.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    let history = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("@@history "))
+        .collect()
+}
+
+/// The history lines the status script printed, oldest first; a line that is not JSON
+/// is left out.
+pub fn history(stdout: &str) -> Vec<serde_json::Value> {
+    markers::values(stdout, markers::HISTORY)
         .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    Status {
-        missing: false,
-        survey: release::parse_survey(stdout),
-        unit,
-        history,
-    }
+        .collect()
 }
 
 #[cfg(test)]
@@ -79,22 +60,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_script_reads_state_and_history() {
-        let s = script("/opt/hello", ServiceManager::Systemd, "hello", 3).unwrap();
-        insta::assert_snapshot!(s);
+    fn snapshots() {
+        insta::assert_snapshot!(
+            "status_systemd",
+            script("/srv/hello app", ServiceManager::Systemd, "hello", 5).unwrap()
+        );
+        insta::assert_snapshot!(
+            "status_manager_none_no_history",
+            script("/srv/hello app", ServiceManager::None, "hello", 0).unwrap()
+        );
     }
 
     #[test]
-    fn parse_reads_unit_and_history_lines() {
-        let out = "@@current releases/20260101T000000Z-abc\n@@svc ActiveState=active\n\
-                   @@svc SubState=running\n@@history {\"action\":\"deploy\"}\n";
-        let st = parse(out);
-        assert!(!st.missing);
-        assert_eq!(
-            st.unit.get("ActiveState").map(String::as_str),
-            Some("active")
+    fn service_and_history_lines() {
+        let out = concat!(
+            "@@svc ActiveState=active\n",
+            "@@svc SubState=running\n",
+            "@@svc ActiveEnterTimestamp=\n",
+            "@@svc junk\n",
+            "@@history {\"action\":\"deploy\"}\n",
+            "@@history not json\n",
+            "ActiveState=failed\n",
         );
-        assert_eq!(st.history.len(), 1);
-        assert!(parse("@@missing\n").missing);
+        let svc = service(out);
+        assert_eq!(svc.len(), 3);
+        assert_eq!(svc["ActiveState"], "active");
+        assert_eq!(svc["ActiveEnterTimestamp"], "");
+        assert_eq!(history(out), [serde_json::json!({"action": "deploy"})]);
     }
 }

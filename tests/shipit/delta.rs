@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use shipit::artifact::{self, Artifact, PackRequest, delta};
-use shipit::remote::release::{self, DeltaSource, Source, Stage};
+use shipit::remote::stage::{self, DeltaSource, Source, Stage};
+use shipit::remote::survey;
 
 /// A package root, and where its artifacts go.
 struct Tree {
@@ -139,7 +140,7 @@ impl Host {
         record: bool,
     ) -> Output {
         self.run(
-            &release::stage(&Stage {
+            &stage::stage(&Stage {
                 id,
                 sha256: &a.sha256,
                 source,
@@ -161,7 +162,7 @@ impl Host {
     fn run(&self, script: &str, data: &[u8]) -> Output {
         let script = format!(
             "{}{script}",
-            release::enter(self.root().to_str().unwrap(), true).unwrap(),
+            shipit::remote::enter(self.root().to_str().unwrap(), true).unwrap(),
         );
         let mut child = Command::new("sh")
             .arg("-c")
@@ -185,7 +186,7 @@ impl Host {
 
     /// What a deploy's survey of `a` (asking for the live release's manifest) prints here.
     fn survey(&self, a: &Artifact, cksum: &str, unchanged: Option<(&str, &str)>) -> String {
-        let script = release::survey(Some(&release::Wanted {
+        let script = survey::survey(Some(&survey::Wanted {
             sha256: &a.sha256,
             cksum,
             manifest: true,
@@ -651,7 +652,7 @@ fn hardlink_releases_record_their_files_and_the_survey_says_so() {
     let survey = |live: &str| {
         let _ = std::fs::remove_file(host.root().join("current"));
         symlink(format!("releases/{live}"), host.root().join("current")).unwrap();
-        release::parse_survey(&host.survey(&other, &cksum, None))
+        survey::parse_survey(&host.survey(&other, &cksum, None))
     };
     let s = survey("r1");
     assert!(s.base_manifest.is_some() && !s.base_verified);

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use proptest::prelude::*;
 use shipit::config::{self, interpolate::valid_name};
-use shipit::remote::release::env_file;
+use shipit::remote::stage::env_file;
 use shipit::ssh::quote::sh_quote;
 
 /// Strings built from the pieces that break naive quoting, plus any other characters.
