@@ -126,6 +126,9 @@ pub struct RolloutConfig {
     pub canary: u32,
     pub max_failures: u32,
     pub on_failure: OnFailure,
+    /// How long a switched host waits for the deployer's confirmation before its guard
+    /// puts the previous release back.
+    pub confirm_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -503,7 +506,10 @@ impl Ctx<'_> {
             Some(s) => s.value,
             None => 10,
         };
+        let confirm_timeout =
+            self.positive(&rollout.confirm_timeout, "rollout.confirm_timeout", 60_000);
         let rollout = RolloutConfig {
+            confirm_timeout,
             parallel,
             canary: rollout.canary.map_or(1, |s| s.value),
             max_failures: rollout.max_failures.map_or(0, |s| s.value),

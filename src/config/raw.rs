@@ -106,6 +106,7 @@ pub struct Rollout {
     pub canary: Option<S<u32>>,
     pub max_failures: Option<S<u32>>,
     pub on_failure: Option<S<OnFailure>>,
+    pub confirm_timeout: Option<S<Duration>>,
 }
 
 /// A host as written: `[user@]host[:port]`, or an object.
@@ -283,7 +284,8 @@ merge_struct!(Rollout {
     parallel,
     canary,
     max_failures,
-    on_failure
+    on_failure,
+    confirm_timeout
 });
 
 impl Merge for Layer {
@@ -354,6 +356,7 @@ pub const ALL_KEYS: &[&str] = &[
     "rollout.canary",
     "rollout.max_failures",
     "rollout.on_failure",
+    "rollout.confirm_timeout",
     "hosts",
     "environments",
 ];

@@ -3,18 +3,19 @@
 
 use crate::config::ServiceManager;
 use crate::health;
-use crate::plan::Plan;
+use crate::plan::{Plan, Switch};
 use crate::remote::activate::switched;
 
 use super::{HostRun, Op};
 
 impl HostRun {
     /// Switch to `id`, restart, and wait until healthy. `Err` holds why it is not.
-    pub async fn activate(&mut self, plan: &Plan, id: &str) -> Result<(), String> {
+    pub async fn activate(&mut self, plan: &Plan, id: &str, switch: Switch) -> Result<(), String> {
         self.say(plan, &format!("switching to {id}"));
-        let script = plan.activate_script(id).map_err(|e| e.to_string())?;
+        let script = plan.activate_script(id, switch).map_err(|e| e.to_string())?;
         let op = Op::Activate {
             release: id.to_owned(),
+            forward: switch == Switch::Forward,
         };
         let out = self.run(plan, op, &script).await;
         // Whatever happened after the switch, `current` may have moved.

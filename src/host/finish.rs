@@ -4,17 +4,49 @@
 use crate::outcome::Outcome;
 use crate::plan::{Kind, Plan};
 use crate::remote::finish;
+use crate::remote::guard::{self, Confirmed};
 use crate::remote::release::{Found, State};
 
 use super::{HostRun, Op};
 
 impl HostRun {
+    /// Confirm the switch: the host's guard will not put the old release back. `Fired`:
+    /// too late, the host went back by itself (this run lost touch with it for longer
+    /// than `rollout.confirm_timeout`); a host that cannot be asked says `NoGuard`.
+    pub async fn confirm(&mut self, plan: &Plan) -> Confirmed {
+        let Ok(script) = plan.confirm_script() else {
+            return Confirmed::NoGuard;
+        };
+        match self.run(plan, Op::Confirm, &script).await {
+            Ok(out) => guard::confirmed(&out),
+            Err((_, e)) => {
+                self.warnings.push(format!("could not confirm the switch: {e}"));
+                Confirmed::NoGuard
+            }
+        }
+    }
+
+    /// The host's guard fired before this run confirmed: the host is back on the
+    /// release it ran before, by itself.
+    pub fn went_back_by_itself(&mut self, plan: &Plan) {
+        self.switched_to = None;
+        let reason = format!(
+            "its guard put the previous release back before the switch was confirmed (no \
+             word from this run for rollout.confirm_timeout, {}s)",
+            plan.confirm_timeout.as_secs()
+        );
+        self.end(plan, Outcome::RolledBack { reason });
+    }
+
+    /// After a healthy switch: confirm it (a no-op when the rollout confirmed it already),
+    /// then the after hooks, the release states, cleanup, history and unlock.
     pub async fn finish(&mut self, plan: &Plan) {
         let Some(now_on) = self.switched_to.clone() else {
             return;
         };
         let rollback = plan.kind == Kind::Rollback;
-        let mut script = plan.after_hooks_script(false).unwrap_or_default();
+        let mut script = plan.confirm_script().unwrap_or_default();
+        script.push_str(&plan.after_hooks_script(false).unwrap_or_default());
         let mut releases = self.survey.releases.clone();
         if let (Some(d), Some(goal)) = (&plan.deploy, &self.goal)
             && !releases.iter().any(|r| &r.id == goal)

@@ -40,7 +40,7 @@ pub use remote::{Dialer, Op, Remote, Upload};
 
 pub struct HostRun {
     pub target: Target,
-    pub remote: Option<Box<dyn Remote>>,
+    pub remote: Option<Arc<dyn Remote>>,
     pub survey: Survey,
     pub locked: bool,
     /// `current` before this run switched it.

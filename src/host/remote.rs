@@ -23,8 +23,13 @@ pub enum Op {
     Survey { lock: bool },
     /// Unpack (from the upload, the delta or the cache) and stage `release`.
     Stage { release: String },
-    /// Switch `current` to `release` and restart the service.
-    Activate { release: String },
+    /// Switch `current` to `release` and restart the service; `forward`: arming the
+    /// guard (else disarming it: a revert).
+    Activate { release: String, forward: bool },
+    /// Confirm (or disarm) this run's guard.
+    Confirm,
+    /// Push this run's guard's deadline back.
+    Renew,
     /// Remove `current` and stop the service (a host that had no release before).
     Stop,
     /// Write a release's `release.json` with `state`.

@@ -2,7 +2,7 @@
 //! restart, health-check), with the release states and the history line that say so.
 
 use crate::outcome::Outcome;
-use crate::plan::{Kind, Plan};
+use crate::plan::{Kind, Plan, Switch};
 use crate::remote::finish;
 use crate::remote::release::{ReleaseInfo, State};
 
@@ -19,7 +19,7 @@ impl HostRun {
             return;
         };
         let result = match self.previous.clone() {
-            Some(prev) => self.activate(plan, &prev).await.map(|()| prev),
+            Some(prev) => self.activate(plan, &prev, Switch::Back).await.map(|()| prev),
             None => match plan.stop_script() {
                 Ok(script) => self
                     .run(plan, Op::Stop, &script)

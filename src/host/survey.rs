@@ -19,7 +19,7 @@ impl HostRun {
     /// The outcome of connecting, here or ahead of time ([`crate::rollout::connect_early`]).
     pub fn connected(&mut self, plan: &Plan, remote: Result<Box<dyn Remote>, ssh::Error>) {
         match remote {
-            Ok(r) => self.remote = Some(r),
+            Ok(r) => self.remote = Some(r.into()),
             Err(e) => {
                 let reason = e.to_string();
                 if e.is_unreachable() {

@@ -17,6 +17,7 @@ use crate::health;
 use crate::redact::Text;
 use crate::remote::activate::{self, Activate};
 use crate::remote::finish;
+use crate::remote::guard::{self, Guard};
 use crate::remote::lock::Owner;
 use crate::remote::release::{ReleaseInfo, State};
 use crate::remote::stage::{self, Source, Stage};
@@ -72,9 +73,21 @@ pub struct Plan {
     pub hooks_after_switch: Vec<Text>,
     pub hooks_after_rollback: Vec<Text>,
     pub keep_releases: usize,
+    /// How long a switched host waits for the deployer's confirmation before its guard
+    /// puts the previous release back (`rollout.confirm_timeout`).
+    pub confirm_timeout: Duration,
     pub deploy: Option<DeployPlan>,
     /// Where hosts and the rollout report what they do.
     pub events: Events,
+}
+
+/// Which way a switch goes, for the host's guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Switch {
+    /// To the run's goal: the guard is armed first.
+    Forward,
+    /// Back to the release the host ran before: this run's guard is disarmed first.
+    Back,
 }
 
 /// What only a deploy has: the artifact and how to make the release.
@@ -208,6 +221,7 @@ impl Plan {
             hooks_after_switch: config.hooks.after_switch.clone(),
             hooks_after_rollback: config.hooks.after_rollback.clone(),
             keep_releases: config.keep_releases as usize,
+            confirm_timeout: config.rollout.confirm_timeout.0,
             deploy: None,
             events,
         })
@@ -276,8 +290,13 @@ impl Plan {
         })
     }
 
-    /// Switch to release `id` and restart the service.
-    pub fn activate_script(&self, id: &str) -> Result<String, QuoteError> {
+    /// Switch to release `id` and restart the service, arming the host's guard first
+    /// (forward) or disarming it (back).
+    pub fn activate_script(&self, id: &str, switch: Switch) -> Result<String, QuoteError> {
+        let guard = match switch {
+            Switch::Forward => guard::arm(&self.guard(id))?,
+            Switch::Back => guard::confirm(&self.owner.token)?,
+        };
         activate::activate(&Activate {
             id,
             manager: self.manager,
@@ -285,12 +304,42 @@ impl Plan {
             sudo: self.sudo,
             restart: self.restart,
             unit: self.unit.as_deref(),
+            guard: Some(&guard),
         })
     }
 
-    /// Remove `current` and stop the service: a host that had no release before.
+    /// The guard a forward switch to `target` arms.
+    fn guard<'a>(&'a self, target: &'a str) -> Guard<'a> {
+        let timeout = self.confirm_timeout.as_secs().max(1);
+        Guard {
+            token: &self.owner.token,
+            target,
+            mark_failed: self.kind == Kind::Deploy,
+            timeout,
+            // It looks often enough to fire within a tenth of the timeout (1-5 s).
+            every: (timeout / 10).clamp(1, 5),
+            manager: self.manager,
+            sudo: self.sudo,
+            service: &self.service,
+            action: self.kind.action(),
+        }
+    }
+
+    /// Remove `current` and stop the service (a host that had no release before),
+    /// disarming this run's guard first.
     pub fn stop_script(&self) -> Result<String, QuoteError> {
-        activate::stop(self.manager, self.sudo, &self.service)
+        let disarm = guard::confirm(&self.owner.token)?;
+        Ok(disarm + &activate::stop(self.manager, self.sudo, &self.service)?)
+    }
+
+    /// Confirm this run's guard on a host: the switch stays.
+    pub fn confirm_script(&self) -> Result<String, QuoteError> {
+        guard::confirm(&self.owner.token)
+    }
+
+    /// Push this run's guard's deadline back while the rollout goes on.
+    pub fn renew_script(&self) -> Result<String, QuoteError> {
+        Ok(crate::remote::enter(&self.deploy_to, false)? + &guard::renew(&self.owner.token)?)
     }
 
     /// The after hooks of this run's kind (`after_switch`, or `after_rollback`).

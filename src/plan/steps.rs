@@ -7,7 +7,7 @@ use crate::remote::lock;
 use crate::remote::stage::Source;
 use crate::remote::survey::Survey;
 
-use super::{DeployPlan, Plan, Shipment};
+use super::{DeployPlan, Plan, Shipment, Switch};
 
 /// One step: what it does, and the script it sends (empty when it sends none).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +63,7 @@ impl Plan {
             },
             Step {
                 title: "3. switch and restart".into(),
-                script: self.activate_script(id).unwrap_or_default(),
+                script: self.activate_script(id, Switch::Forward).unwrap_or_default(),
             },
             Step {
                 title: format!(
@@ -86,7 +86,7 @@ impl Plan {
                 "would switch {current} -> {to}, restart, health-check, then mark {current} \
                  rolled-back"
             ),
-            script: self.activate_script(to).unwrap_or_default(),
+            script: self.activate_script(to, Switch::Forward).unwrap_or_default(),
         }]
     }
 }

@@ -17,6 +17,9 @@ pub struct Activate<'a> {
     pub restart: RestartMode,
     /// The unit file's content, installed when it differs from the host's.
     pub unit: Option<&'a str>,
+    /// Run right before the switch: arming the guard (a forward switch) or disarming it
+    /// (a revert), see [`super::guard`].
+    pub guard: Option<&'a str>,
 }
 
 /// `systemctl` for the manager, through `sudo -n` when configured.
@@ -40,6 +43,9 @@ pub fn activate(a: &Activate) -> Result<String, QuoteError> {
         "[ -d {RELEASES}/{id} ] || {{ echo \"release {} is not on this host\" >&2; exit 1; }}\n",
         a.id
     ));
+    if let Some(guard) = a.guard {
+        s.push_str(guard);
+    }
     s.push_str(&format!("printf '{STEP} switch\\n'\n"));
     // Never `ln -sfn` alone: that unlinks, then links, leaving a moment without `current`.
     s.push_str(&format!(
@@ -122,6 +128,7 @@ mod tests {
             sudo,
             restart: RestartMode::Restart,
             unit: unit.then_some(UNIT),
+            guard: None,
         })
         .unwrap()
     }
@@ -154,6 +161,22 @@ mod tests {
                 sudo: true,
                 restart: RestartMode::Reload,
                 unit: Some(UNIT),
+                guard: None,
+            })
+            .unwrap()
+        );
+        // With the guard armed before the switch.
+        let armed = "echo guard-arming-text\n";
+        insta::assert_snapshot!(
+            "activate_guarded",
+            activate(&Activate {
+                id: ID,
+                manager: Systemd,
+                service: "hello",
+                sudo: true,
+                restart: RestartMode::Restart,
+                unit: None,
+                guard: Some(armed),
             })
             .unwrap()
         );

@@ -55,6 +55,9 @@ pub const UNLOCKED: &str = "@@unlocked";
 /// There was no lock to remove.
 pub const NO_LOCK: &str = "@@unlocked none";
 
+/// The guard (`remote::guard`): `armed`, `confirmed`, `fired`, `removed`, or `state ...`.
+pub const GUARD: &str = "@@guard";
+
 // The stage.
 
 /// `@@delta-mismatch <why>`: the host turned a delta down; the whole artifact follows.

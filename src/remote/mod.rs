@@ -23,6 +23,7 @@
 pub mod activate;
 pub mod check;
 pub mod finish;
+pub mod guard;
 pub mod layout;
 pub mod lock;
 pub mod markers;

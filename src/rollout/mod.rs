@@ -24,7 +24,7 @@ use crate::config::OnFailure;
 use crate::exit::{self, Ending, Exit};
 use crate::host::HostRun;
 use crate::outcome::Outcome;
-use crate::plan::{Kind, Plan};
+use crate::plan::{Kind, Plan, Switch};
 use crate::remote::release::State;
 
 pub use fleet::{ALL, Cancel, each, on_signals};
@@ -91,7 +91,7 @@ pub async fn activate(
             is_in_batch,
             |mut run, plan| async move {
                 let goal = run.goal.clone().unwrap_or_default();
-                if let Err(reason) = run.activate(&plan, &goal).await {
+                if let Err(reason) = run.activate(&plan, &goal, Switch::Forward).await {
                     run.revert(&plan, &reason).await;
                     run.unlock(&plan).await;
                 }

@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod delta;
 mod docs;
+mod guard;
 mod e2e;
 mod hostile;
 mod init;
