@@ -31,7 +31,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::{HttpCheck, ServiceManager};
-use crate::ssh::quote::sh_quote;
+use crate::remote::unit::{
+    self, UnitState, command_script, journal_script, show_script, unit_name,
+};
 use crate::ssh::{self, Session};
 
 /// Per-attempt bound of the HTTP request and the state read: `2 × interval`, clamped.
@@ -41,9 +43,6 @@ pub const ATTEMPT_TIMEOUT_MAX: Duration = Duration::from_secs(5);
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on the baseline read and on [`journal_tail`].
 const ONE_SHOT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Properties read per attempt (by name: `--value` prints them in systemd's own order,
-/// not the order asked for).
-const PROPERTIES: &str = "Id,LoadState,ActiveState,SubState,Result,Type,NRestarts,ExecMainStartTimestampMonotonic,ExecMainCode,ExecMainStatus";
 
 /// What to check on one host.
 #[derive(Debug, Clone, Copy)]
@@ -155,34 +154,13 @@ pub async fn baseline(
     })
 }
 
-/// The shell text that prints what [`baseline_from`] reads, for a script that restarts
-/// the service and wants the baseline in the same round trip. Empty for `none`.
-pub fn baseline_script(
-    manager: ServiceManager,
-    service: &str,
-) -> Result<String, ssh::quote::QuoteError> {
-    if manager == ServiceManager::None {
-        return Ok(String::new());
-    }
-    // Every line marked as protocol (`@@show`), so none is printed as the host's output;
-    // `true` last: a failing `show` leaves the baseline to a second look, not the script.
-    Ok(format!(
-        "{{ {}}} 2>/dev/null | while IFS= read -r l; do printf '@@show %s\\n' \"$l\"; done\ntrue\n",
-        show_script(manager, service)?
-    ))
-}
-
-/// The baseline from the output of a script that ran [`baseline_script`] last. `None`
+/// The baseline from the output of a script that ran [`unit::baseline_script`] last. `None`
 /// when the output holds no readable state (then ask with [`baseline`]).
 pub fn baseline_from(manager: ServiceManager, stdout: &str) -> Option<Baseline> {
     if manager == ServiceManager::None {
         return Some(Baseline::default());
     }
-    let shown: Vec<&str> = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("@@show "))
-        .collect();
-    let state = UnitState::parse(&shown.join("\n"));
+    let state = unit::shown_state(stdout);
     (!state.active_state.is_empty()).then_some(Baseline {
         n_restarts: state.n_restarts,
         main_start: state.main_start,
@@ -301,34 +279,6 @@ fn with_output(head: String, output: &str, hint: &str) -> String {
     s
 }
 
-fn journal_script(
-    manager: ServiceManager,
-    service: &str,
-    sudo: bool,
-    lines: usize,
-) -> Result<Option<String>, ssh::quote::QuoteError> {
-    let n = lines.max(1);
-    Ok(match manager {
-        ServiceManager::None => None,
-        ServiceManager::Systemd => {
-            let sudo = if sudo { "sudo -n " } else { "" };
-            Some(format!(
-                "{sudo}journalctl --no-pager -n {n} -u {}",
-                sh_quote(service)?
-            ))
-        }
-        ServiceManager::SystemdUser if sudo => Some(format!(
-            "sudo -n journalctl --no-pager -n {n} {} _UID=\"$(id -u)\"",
-            sh_quote(&format!("_SYSTEMD_USER_UNIT={}", unit_name(service)))?
-        )),
-        ServiceManager::SystemdUser => Some(format!(
-            "{}journalctl --user --no-pager -n {n} -u {}",
-            USER_ENV,
-            sh_quote(service)?
-        )),
-    })
-}
-
 /// Text kept from a command's output, bounded.
 #[derive(Default)]
 struct Bounded {
@@ -344,21 +294,6 @@ impl Bounded {
             self.text.push('\n');
         }
     }
-}
-
-/// `systemctl --user` over SSH needs the user's runtime dir; PAM usually sets it.
-const USER_ENV: &str =
-    "[ -n \"${XDG_RUNTIME_DIR:-}\" ] || export XDG_RUNTIME_DIR=\"/run/user/$(id -u)\"\n";
-
-fn show_script(manager: ServiceManager, service: &str) -> Result<String, ssh::quote::QuoteError> {
-    let (env, ctl) = match manager {
-        ServiceManager::SystemdUser => (USER_ENV, "systemctl --user"),
-        _ => ("", "systemctl"),
-    };
-    Ok(format!(
-        "{env}t=\ncommand -v timeout >/dev/null 2>&1 && t='timeout 10'\n$t {ctl} show -p {PROPERTIES} -- {}\n",
-        sh_quote(service)?
-    ))
 }
 
 fn show_failure(out: &ssh::ExecOutput) -> String {
@@ -378,77 +313,14 @@ fn ssh_status(out: &ssh::ExecOutput) -> String {
     }
 }
 
-/// `hello` -> `hello.service`; names with a unit suffix stay as they are.
-fn unit_name(service: &str) -> String {
-    const SUFFIXES: &[&str] = &[
-        ".service", ".socket", ".target", ".timer", ".mount", ".path", ".scope", ".slice",
-    ];
-    if SUFFIXES.iter().any(|s| service.ends_with(s)) {
-        service.to_owned()
-    } else {
-        format!("{service}.service")
-    }
-}
-
-/// What `systemctl show` said about the unit.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct UnitState {
-    id: String,
-    load_state: String,
-    active_state: String,
-    sub_state: String,
-    result: String,
-    unit_type: String,
-    n_restarts: u64,
-    main_start: Option<u64>,
-    main_code: Option<i64>,
-    main_status: Option<i64>,
-}
-
-impl UnitState {
-    fn parse(stdout: &str) -> UnitState {
-        let mut s = UnitState::default();
-        for line in stdout.lines() {
-            let Some((key, value)) = line.split_once('=') else {
-                continue;
-            };
-            let value = value.trim();
-            match key {
-                "Id" => s.id = value.to_owned(),
-                "LoadState" => s.load_state = value.to_owned(),
-                "ActiveState" => s.active_state = value.to_owned(),
-                "SubState" => s.sub_state = value.to_owned(),
-                "Result" => s.result = value.to_owned(),
-                "Type" => s.unit_type = value.to_owned(),
-                "NRestarts" => s.n_restarts = value.parse().unwrap_or(0),
-                "ExecMainStartTimestampMonotonic" => {
-                    s.main_start = value.parse().ok().filter(|&t| t != 0);
-                }
-                "ExecMainCode" => s.main_code = value.parse().ok(),
-                "ExecMainStatus" => s.main_status = value.parse().ok(),
-                _ => {}
-            }
-        }
-        s
-    }
-
-    fn name(&self, service: &str) -> String {
-        if self.id.is_empty() {
-            unit_name(service)
-        } else {
-            self.id.clone()
-        }
-    }
-
-    /// How the last main process ended, e.g. `exited with status 3`.
-    fn main_exit(&self) -> Option<String> {
-        let status = self.main_status.unwrap_or(0);
-        match self.main_code? {
-            1 => Some(format!("exited with status {status}")),
-            2 => Some(format!("was killed by {}", signal_name(status))),
-            3 => Some(format!("dumped core ({})", signal_name(status))),
-            _ => None,
-        }
+/// How the last main process ended, e.g. `exited with status 3`.
+fn main_exit(s: &UnitState) -> Option<String> {
+    let status = s.main_status.unwrap_or(0);
+    match s.main_code? {
+        1 => Some(format!("exited with status {status}")),
+        2 => Some(format!("was killed by {}", signal_name(status))),
+        3 => Some(format!("dumped core ({})", signal_name(status))),
+        _ => None,
     }
 }
 
@@ -497,7 +369,7 @@ enum Verdict {
 
 fn judge(s: &UnitState, baseline: &Baseline, service: &str) -> Verdict {
     let name = s.name(service);
-    let exit = s.main_exit();
+    let exit = main_exit(s);
     let because = |what: &str| match &exit {
         Some(how) => format!("{what}: its main process {how}"),
         None => what.to_owned(),
@@ -855,24 +727,6 @@ fn judge_response(
     Ok(())
 }
 
-fn command_script(
-    release_dir: &str,
-    command: &str,
-    limit: Duration,
-) -> Result<String, ssh::quote::QuoteError> {
-    // coreutils and busybox `timeout` both take fractional seconds.
-    let secs = format!("{:.3}", limit.as_secs_f64().max(0.001));
-    Ok(format!(
-        "cd -- {dir} || exit 125\n\
-         if [ -f ./.env ]; then set -a; . ./.env || exit 125; set +a; fi\n\
-         SHIPIT_CMD={cmd}; export SHIPIT_CMD\n\
-         if command -v timeout >/dev/null 2>&1; then timeout -k 1 {secs} {run}; else {run}; fi\n",
-        run = crate::remote::SH_FROM_ENV,
-        dir = sh_quote(release_dir)?,
-        cmd = sh_quote(command)?,
-    ))
-}
-
 async fn check_command(
     session: &Session,
     release_dir: &str,
@@ -945,15 +799,13 @@ impl fmt::Display for Outcome {
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
-    use std::process::Command;
 
     use super::*;
+    use crate::remote::unit::RUNNING;
 
     fn state(text: &str) -> UnitState {
         UnitState::parse(text)
     }
-
-    const RUNNING: &str = "Type=simple\nNRestarts=0\nExecMainStartTimestampMonotonic=100\nExecMainCode=0\nExecMainStatus=0\nResult=success\nId=hello.service\nLoadState=loaded\nActiveState=active\nSubState=running\n";
 
     fn with(base: &str, changes: &[(&str, &str)]) -> UnitState {
         let mut text = String::new();
@@ -972,20 +824,6 @@ mod tests {
             n_restarts: 0,
             main_start: Some(100),
         }
-    }
-
-    #[test]
-    fn show_output_is_read_by_name_in_any_order() {
-        let s = state(RUNNING);
-        assert_eq!(s.id, "hello.service");
-        assert_eq!(s.active_state, "active");
-        assert_eq!(s.sub_state, "running");
-        assert_eq!(s.unit_type, "simple");
-        assert_eq!(s.n_restarts, 0);
-        assert_eq!(s.main_start, Some(100));
-        let s = state("ExecMainStartTimestampMonotonic=0\nNRestarts=7\nbogus line\n");
-        assert_eq!(s.main_start, None);
-        assert_eq!(s.n_restarts, 7);
     }
 
     #[test]
@@ -1181,14 +1019,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn unit_names() {
-        assert_eq!(unit_name("hello"), "hello.service");
-        assert_eq!(unit_name("hello.service"), "hello.service");
-        assert_eq!(unit_name("web@1.service"), "web@1.service");
-        assert_eq!(unit_name("my.app"), "my.app.service");
-    }
-
     fn response(status: u16, reason: &str, body: &str) -> http::Response {
         http::Response {
             status,
@@ -1261,108 +1091,6 @@ mod tests {
         assert_eq!(human(Duration::from_millis(250)), "250ms");
         assert_eq!(human(Duration::from_secs(30)), "30s");
         assert_eq!(human(Duration::from_millis(1540)), "1.5s");
-    }
-
-    /// Runs a script locally the way `Session::exec` runs it on a host.
-    fn sh(script: &str) -> (i32, String) {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(format!("{{\n{script}\n}} </dev/null 2>&1"))
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    }
-
-    #[test]
-    fn command_runs_in_the_release_with_its_env() {
-        let dir = tempfile::tempdir().unwrap();
-        let release = dir.path().join("it's a $(release)");
-        std::fs::create_dir(&release).unwrap();
-        std::fs::write(
-            release.join(".env"),
-            "GREETING='hello world'\nexport_me=1\n",
-        )
-        .unwrap();
-        let release = release.to_str().unwrap();
-        let limit = Duration::from_secs(5);
-        let script = command_script(
-            release,
-            r#"test "$GREETING" = "hello world" && sh -c 'echo "$export_me"' && pwd"#,
-            limit,
-        )
-        .unwrap();
-        let (code, out) = sh(&script);
-        assert_eq!(code, 0, "{out}");
-        assert_eq!(out, format!("1\n{release}\n"));
-        let script = command_script(
-            release,
-            "echo checking; echo \"db down: $GREETING\" >&2; exit 2",
-            limit,
-        )
-        .unwrap();
-        assert_eq!(sh(&script), (2, "checking\ndb down: hello world\n".into()));
-        let (code, _) = sh(&command_script("/nonexistent/x", "true", limit).unwrap());
-        assert_eq!(code, 125);
-        let started = std::time::Instant::now();
-        let (code, _) =
-            sh(&command_script(release, "sleep 30", Duration::from_millis(10)).unwrap());
-        assert_eq!(code, 124);
-        assert!(started.elapsed() < Duration::from_secs(5));
-    }
-
-    /// Regression: the command ran as `sh -c <command>`, so a secret interpolated into it
-    /// with `${VAR}` was in the argv every user of the host sees with `ps`.
-    #[test]
-    fn the_command_text_never_appears_in_an_argv() {
-        let dir = tempfile::tempdir().unwrap();
-        let release = dir.path().to_str().unwrap();
-        let command =
-            "echo \"${SHIPIT_CMD-unset}\"; tr '\\0' ' ' </proc/$$/cmdline; : check-secret-2b7a";
-        let (code, out) = sh(&command_script(release, command, Duration::from_secs(5)).unwrap());
-        assert_eq!(code, 0, "{out}");
-        assert!(out.starts_with("unset\nsh -c "), "{out}");
-        assert!(
-            !out.contains("check-secret-2b7a"),
-            "the command is in its argv: {out}"
-        );
-    }
-
-    #[test]
-    fn scripts_quote_the_unit() {
-        let s = show_script(ServiceManager::Systemd, "a b'$(x)").unwrap();
-        assert!(s.contains("systemctl show -p Id,LoadState,"), "{s}");
-        assert!(s.ends_with("-- 'a b'\\''$(x)'\n"), "{s}");
-        let s = show_script(ServiceManager::SystemdUser, "hello").unwrap();
-        assert!(
-            s.contains("systemctl --user show") && s.contains("XDG_RUNTIME_DIR"),
-            "{s}"
-        );
-        assert_eq!(
-            journal_script(ServiceManager::Systemd, "hello", true, 20)
-                .unwrap()
-                .unwrap(),
-            "sudo -n journalctl --no-pager -n 20 -u hello"
-        );
-        assert_eq!(
-            journal_script(ServiceManager::SystemdUser, "hello", true, 5)
-                .unwrap()
-                .unwrap(),
-            "sudo -n journalctl --no-pager -n 5 '_SYSTEMD_USER_UNIT=hello.service' _UID=\"$(id -u)\""
-        );
-        assert!(
-            journal_script(ServiceManager::SystemdUser, "hello", false, 5)
-                .unwrap()
-                .unwrap()
-                .contains("journalctl --user --no-pager -n 5 -u hello")
-        );
-        assert_eq!(
-            journal_script(ServiceManager::None, "hello", true, 5).unwrap(),
-            None
-        );
-        assert!(show_script(ServiceManager::Systemd, "a\0b").is_err());
     }
 
     /// A probe that replays scripted steps, each after a delay.

@@ -6,6 +6,7 @@ pub mod check;
 pub mod layout;
 pub mod lock;
 pub mod release;
+pub mod unit;
 
 use crate::ssh::quote::{QuoteError, sh_quote};
 

@@ -611,7 +611,7 @@ pub fn activate(a: &Activate) -> Result<String, QuoteError> {
         "{ctl} reset-failed -- {unit} 2>/dev/null\n{ctl} {verb} -- {unit} || exit 1\necho '@@restarted'\n"
     ));
     // The health check's baseline, read in the same round trip.
-    s.push_str(&crate::health::baseline_script(a.manager, a.service)?);
+    s.push_str(&super::unit::baseline_script(a.manager, a.service)?);
     Ok(s)
 }
 
