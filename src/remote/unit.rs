@@ -322,4 +322,74 @@ mod tests {
         );
         assert!(show_script(ServiceManager::Systemd, "a\0b").is_err());
     }
+
+    // The full text of every builder, per variant: review a change to one in its diff.
+    // insta ignores a trailing newline, so the scripts that end in one also say so.
+
+    #[test]
+    fn show_script_snapshots() {
+        use ServiceManager::{Systemd, SystemdUser};
+        for manager in [Systemd, SystemdUser] {
+            assert!(show_script(manager, "hello").unwrap().ends_with('\n'));
+            assert!(baseline_script(manager, "hello").unwrap().ends_with('\n'));
+        }
+        insta::assert_snapshot!("show_systemd", show_script(Systemd, "hello").unwrap());
+        insta::assert_snapshot!(
+            "show_systemd_user",
+            show_script(SystemdUser, "hello").unwrap()
+        );
+    }
+
+    #[test]
+    fn baseline_script_snapshots() {
+        use ServiceManager::{Systemd, SystemdUser};
+        insta::assert_snapshot!(
+            "baseline_systemd",
+            baseline_script(Systemd, "hello").unwrap()
+        );
+        insta::assert_snapshot!(
+            "baseline_systemd_user",
+            baseline_script(SystemdUser, "hello").unwrap()
+        );
+        assert_eq!(baseline_script(ServiceManager::None, "hello").unwrap(), "");
+    }
+
+    #[test]
+    fn journal_script_snapshots() {
+        use ServiceManager::{Systemd, SystemdUser};
+        insta::assert_snapshot!(
+            "journal_systemd",
+            journal_script(Systemd, "hello", false, 20)
+                .unwrap()
+                .unwrap()
+        );
+        insta::assert_snapshot!(
+            "journal_systemd_sudo",
+            journal_script(Systemd, "hello", true, 20).unwrap().unwrap()
+        );
+        insta::assert_snapshot!(
+            "journal_systemd_user",
+            journal_script(SystemdUser, "hello", false, 20)
+                .unwrap()
+                .unwrap()
+        );
+        insta::assert_snapshot!(
+            "journal_systemd_user_sudo",
+            journal_script(SystemdUser, "hello", true, 20)
+                .unwrap()
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn command_script_snapshot() {
+        let script = command_script(
+            "/srv/hello/releases/20240101T000000Z",
+            "curl -fsS http://127.0.0.1:8080/healthz | grep -q ok",
+            Duration::from_millis(2500),
+        )
+        .unwrap();
+        assert!(script.ends_with('\n'));
+        insta::assert_snapshot!("command", script);
+    }
 }
