@@ -39,6 +39,9 @@ pub fn show_script(manager: ServiceManager, service: &str) -> Result<String, Quo
     ))
 }
 
+/// Marks each line [`baseline_script`] prints: protocol for shipit, not the host's output.
+pub const SHOW_MARKER: &str = "@@show ";
+
 /// The shell text that prints what [`shown_state`] reads, for a script that restarts
 /// the service and wants the baseline in the same round trip. Empty for `none`.
 pub fn baseline_script(manager: ServiceManager, service: &str) -> Result<String, QuoteError> {
@@ -48,7 +51,7 @@ pub fn baseline_script(manager: ServiceManager, service: &str) -> Result<String,
     // Every line marked as protocol (`@@show`), so none is printed as the host's output;
     // `true` last: a failing `show` leaves the baseline to a second look, not the script.
     Ok(format!(
-        "{{ {}}} 2>/dev/null | while IFS= read -r l; do printf '@@show %s\\n' \"$l\"; done\n\
+        "{{ {}}} 2>/dev/null | while IFS= read -r l; do printf '{SHOW_MARKER}%s\\n' \"$l\"; done\n\
          true\n",
         show_script(manager, service)?
     ))
@@ -59,7 +62,7 @@ pub fn baseline_script(manager: ServiceManager, service: &str) -> Result<String,
 pub fn shown_state(stdout: &str) -> UnitState {
     let shown: Vec<&str> = stdout
         .lines()
-        .filter_map(|l| l.strip_prefix("@@show "))
+        .filter_map(|l| l.strip_prefix(SHOW_MARKER))
         .collect();
     UnitState::parse(&shown.join("\n"))
 }
