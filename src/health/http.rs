@@ -73,7 +73,8 @@ pub fn request(host: &str, port: u16, path: &str) -> String {
         format!("{host}:{port}")
     };
     format!(
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: shipit/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: shipit/{}\r\n\
+         Accept: */*\r\nConnection: close\r\n\r\n",
         env!("CARGO_PKG_VERSION")
     )
 }
@@ -452,7 +453,10 @@ mod tests {
 
     #[test]
     fn chunked_body() {
-        let raw = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n7;ext=1\r\n, fine!\r\n0\r\nTrailer: x\r\n\r\n";
+        let raw = concat!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "2\r\nok\r\n7;ext=1\r\n, fine!\r\n0\r\nTrailer: x\r\n\r\n"
+        );
         let r = done(raw);
         assert_eq!(r.body, b"ok, fine!");
         assert!(!r.truncated);
@@ -481,9 +485,10 @@ mod tests {
 
     #[test]
     fn chunked_wins_over_content_length() {
-        let r = done(
-            "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
-        );
+        let r = done(concat!(
+            "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "2\r\nok\r\n0\r\n\r\n"
+        ));
         assert_eq!(r.body, b"ok");
     }
 
@@ -557,9 +562,11 @@ mod tests {
 
     #[test]
     fn interim_responses_are_skipped() {
-        let r = done(
-            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
-        );
+        let r = done(concat!(
+            "HTTP/1.1 100 Continue\r\n\r\n",
+            "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+            "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"
+        ));
         assert_eq!(r.status, 201);
     }
 
