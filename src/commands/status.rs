@@ -38,9 +38,23 @@ struct HostStatus {
     /// The lock's holder is a process of this machine that no longer runs (the next
     /// deploy from here breaks the lock). `None` when there is no lock.
     lock_stale: Option<bool>,
+    /// A guard armed by a run that switched this host and has not confirmed yet: what
+    /// it puts back, and when.
+    guard: Option<GuardStatus>,
     release_count: usize,
     releases: Vec<ReleaseRow>,
     history: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+struct GuardStatus {
+    /// The release it puts back (`null`: none, `current` is removed).
+    previous: Option<String>,
+    /// The release the unconfirmed run switched to.
+    target: String,
+    /// Seconds until it fires; negative when overdue (its watcher is gone, e.g. after a
+    /// reboot: `shipit unlock` removes it).
+    fires_in_secs: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -155,6 +169,11 @@ async fn host_status(run: HostRun, plan: &Plan, history: usize) -> HostStatus {
         return st;
     }
     let survey = survey::parse_survey(&out);
+    st.guard = survey.guard.as_ref().map(|g| GuardStatus {
+        previous: g.previous.clone(),
+        target: g.target.clone(),
+        fires_in_secs: g.fires_in,
+    });
     st.deployed = true;
     st.current = survey.current.clone();
     st.release_count = survey.releases.len();
@@ -280,6 +299,21 @@ fn table(statuses: &[HostStatus], mixed: bool, show_releases: bool, history: usi
         ));
         if let Some(l) = &s.lock {
             notes.push(format!("{}: locked by {l}", s.name));
+        }
+        if let Some(g) = &s.guard {
+            let back = g.previous.as_deref().unwrap_or("no release");
+            notes.push(if g.fires_in_secs >= 0 {
+                format!(
+                    "{}: guard armed: puts {back} back in {}s unless the run that switched \
+                     to {} confirms",
+                    s.name, g.fires_in_secs, g.target
+                )
+            } else {
+                format!(
+                    "{}: guard overdue by {}s (its watcher is gone; `shipit unlock` removes it)",
+                    s.name, -g.fires_in_secs
+                )
+            });
         }
         if let (Some(false), Some(reason)) = (s.healthy, &s.health) {
             notes.push(format!("{}: health: {reason}", s.name));

@@ -9,6 +9,7 @@ use crate::exit::{self, Ending, Exit};
 use crate::host::{HostRun, Op};
 use crate::outcome::Outcome;
 use crate::plan::{Kind, Plan};
+use crate::remote::guard;
 use crate::remote::lock;
 use crate::remote::survey::{self, LockAnswer};
 use crate::rollout::{ALL, each};
@@ -37,9 +38,11 @@ pub fn run(settings: &Settings, hosts: Option<Vec<String>>) -> Result<Exit> {
                 async move {
                     run.connect(&plan, &*connector).await;
                     if let Some(remote) = &run.remote {
+                        // An unconfirmed run's guard goes with its lock.
                         let script = format!(
-                            "{}{}",
+                            "{}{}{}",
                             crate::remote::enter(&plan.deploy_to, false).unwrap_or_default(),
+                            guard::force_disarm(),
                             lock::force_release()
                         );
                         let ran = remote.run(Op::Other, &script, None, &mut |_| {}).await;
@@ -67,6 +70,10 @@ pub fn run(settings: &Settings, hosts: Option<Vec<String>>) -> Result<Exit> {
                                     }
                                     // No deploy_to, or no lock dir.
                                     _ => "no lock".to_owned(),
+                                };
+                                let text = match guard::removed(&out.stdout) {
+                                    true => format!("{text}; removed an unconfirmed run's guard"),
+                                    false => text,
                                 };
                                 run.outcome = Outcome::Skipped { reason: text };
                             }

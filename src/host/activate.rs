@@ -12,7 +12,9 @@ impl HostRun {
     /// Switch to `id`, restart, and wait until healthy. `Err` holds why it is not.
     pub async fn activate(&mut self, plan: &Plan, id: &str, switch: Switch) -> Result<(), String> {
         self.say(plan, &format!("switching to {id}"));
-        let script = plan.activate_script(id, switch).map_err(|e| e.to_string())?;
+        let script = plan
+            .activate_script(id, switch)
+            .map_err(|e| e.to_string())?;
         let op = Op::Activate {
             release: id.to_owned(),
             forward: switch == Switch::Forward,

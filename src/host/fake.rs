@@ -77,6 +77,10 @@ pub struct Model {
     pub history: Vec<String>,
     /// Releases staged during the run.
     pub made: Vec<String>,
+    /// The armed guard: the release it puts back (`None`: none before), its target.
+    pub guard: Option<(Option<String>, String)>,
+    /// The guard fired (the host went back by itself).
+    pub guard_fired: bool,
 }
 
 pub struct FakeHost {
@@ -153,6 +157,23 @@ impl FakeHost {
         self.model().releases.get(id).copied()
     }
 
+    /// The deployer is gone and the timeout passed: an armed guard puts the release it
+    /// replaced back, marks a release of this run failed, and frees the lock.
+    pub fn fire_guard(&self) {
+        let mut m = self.model();
+        let Some((previous, target)) = m.guard.take() else {
+            return;
+        };
+        m.current = previous.clone();
+        m.running = previous;
+        if m.made.contains(&target) {
+            m.releases.insert(target.clone(), State::Failed);
+        }
+        m.history.push(format!("reverted-by-guard {target}"));
+        m.lock = None;
+        m.guard_fired = true;
+    }
+
     fn is_dead(&self) -> bool {
         self.dead.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -170,9 +191,9 @@ impl FakeHost {
                     (When::Survey, Op::Survey { .. }) => true,
                     (When::Stage, Op::Stage { .. }) => true,
                     (When::Activate(None), Op::Activate { .. }) => true,
-                    (When::Activate(Some(id)), Op::Activate { release }) => id == release,
+                    (When::Activate(Some(id)), Op::Activate { release, .. }) => id == release,
                     // A revert switches to a release older than the one `current` names.
-                    (When::Revert, Op::Activate { release }) => {
+                    (When::Revert, Op::Activate { release, .. }) => {
                         previous.as_ref().is_some_and(|p| release < p)
                     }
                     (When::Stop, Op::Stop) => true,
@@ -216,9 +237,13 @@ impl FakeHost {
                 m.releases.insert(release.clone(), State::Staged);
                 m.made.push(release.clone());
             }
-            Op::Activate { release } => {
+            Op::Activate { release, forward } => {
                 if !m.releases.contains_key(release) {
                     return Err(("prepare", format!("release {release} is not on this host")));
+                }
+                m.guard = forward.then(|| (m.current.clone(), release.clone()));
+                if *forward {
+                    out.push_str("@@guard armed\n");
                 }
                 m.current = Some(release.clone());
                 out.push_str("@@step switch\n@@switched\n@@step restart\n");
@@ -226,6 +251,7 @@ impl FakeHost {
                 out.push_str("@@restarted\n");
             }
             Op::Stop => {
+                m.guard = None;
                 m.current = None;
                 m.running = None;
             }
@@ -235,7 +261,16 @@ impl FakeHost {
                 }
             }
             Op::History => m.history.push("history".into()),
+            Op::Confirm => {
+                if m.guard.take().is_some() {
+                    out.push_str("@@guard confirmed\n");
+                } else if m.guard_fired {
+                    out.push_str("@@guard fired\n");
+                }
+            }
+            Op::Renew => {}
             Op::Finish { live } => {
+                m.guard = None;
                 out.push_str("@@step cleanup\n");
                 m.releases.insert(live.clone(), State::Live);
                 m.history.push(format!("ok {live}"));

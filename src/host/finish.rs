@@ -20,7 +20,8 @@ impl HostRun {
         match self.run(plan, Op::Confirm, &script).await {
             Ok(out) => guard::confirmed(&out),
             Err((_, e)) => {
-                self.warnings.push(format!("could not confirm the switch: {e}"));
+                self.warnings
+                    .push(format!("could not confirm the switch: {e}"));
                 Confirmed::NoGuard
             }
         }

@@ -19,7 +19,10 @@ impl HostRun {
             return;
         };
         let result = match self.previous.clone() {
-            Some(prev) => self.activate(plan, &prev, Switch::Back).await.map(|()| prev),
+            Some(prev) => self
+                .activate(plan, &prev, Switch::Back)
+                .await
+                .map(|()| prev),
             None => match plan.stop_script() {
                 Ok(script) => self
                     .run(plan, Op::Stop, &script)

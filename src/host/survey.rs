@@ -4,6 +4,7 @@
 use crate::config::DeltaMode;
 use crate::outcome::Outcome;
 use crate::plan::Plan;
+use crate::remote::guard;
 use crate::remote::lock;
 use crate::remote::survey::{self, LockAnswer};
 use crate::ssh;
@@ -47,6 +48,10 @@ impl HostRun {
         let script = |break_token: Option<&str>| -> Result<String, String> {
             let mut s = String::new();
             if !read_only {
+                if let Some(dead) = break_token {
+                    // The dead run's guard goes with its lock: this run moves the host on.
+                    s.push_str(&guard::confirm(dead).map_err(|e| e.to_string())?);
+                }
                 s.push_str(&lock::acquire(&plan.owner, break_token).map_err(|e| e.to_string())?);
             }
             s.push_str(&survey::survey(wanted.as_ref()).map_err(|e| e.to_string())?);
@@ -100,7 +105,15 @@ impl HostRun {
         match &self.survey.lock {
             Some(LockAnswer::Held {
                 owner: Some(owner), ..
-            }) => Some(owner.describe(self.survey.now)),
+            }) => Some(match &self.survey.guard {
+                Some(g) if g.token == owner.token => format!(
+                    "{}; its guard puts release {} back in {}s unless that run confirms",
+                    owner.describe(self.survey.now),
+                    g.previous.as_deref().unwrap_or("none"),
+                    g.fires_in.max(0)
+                ),
+                _ => owner.describe(self.survey.now),
+            }),
             Some(LockAnswer::Held { owner: None, since }) => Some(format!(
                 "unknown (no owner file), since {}",
                 since.map_or("an unknown time".into(), |s| format!(

@@ -63,7 +63,9 @@ impl Plan {
             },
             Step {
                 title: "3. switch and restart".into(),
-                script: self.activate_script(id, Switch::Forward).unwrap_or_default(),
+                script: self
+                    .activate_script(id, Switch::Forward)
+                    .unwrap_or_default(),
             },
             Step {
                 title: format!(
@@ -86,7 +88,9 @@ impl Plan {
                 "would switch {current} -> {to}, restart, health-check, then mark {current} \
                  rolled-back"
             ),
-            script: self.activate_script(to, Switch::Forward).unwrap_or_default(),
+            script: self
+                .activate_script(to, Switch::Forward)
+                .unwrap_or_default(),
         }]
     }
 }

@@ -95,7 +95,7 @@ pub fn activate(a: &Activate) -> Result<String, QuoteError> {
          echo '{RESTARTED}'\n"
     ));
     // The health check's baseline, read in the same round trip.
-    s.push_str(&crate::health::baseline_script(a.manager, a.service)?);
+    s.push_str(&super::unit::baseline_script(a.manager, a.service)?);
     Ok(s)
 }
 

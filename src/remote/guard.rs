@@ -184,6 +184,11 @@ pub fn force_disarm() -> String {
     format!("if [ -e {FILE} ]; then rm -f -- {FILE} && echo '{GUARD} removed'; fi\n")
 }
 
+/// Whether [`force_disarm`] removed one.
+pub fn removed(stdout: &str) -> bool {
+    markers::values(stdout, GUARD).any(|v| v == "removed")
+}
+
 /// Report the guard for `status`: `GUARD state <token> <previous> <target> <timeout>
 /// <mtime> <now>`.
 pub fn report() -> String {
@@ -239,7 +244,10 @@ mod tests {
 
     #[test]
     fn snapshots() {
-        insta::assert_snapshot!("guard_arm", arm(&guard(ServiceManager::Systemd, true)).unwrap());
+        insta::assert_snapshot!(
+            "guard_arm",
+            arm(&guard(ServiceManager::Systemd, true)).unwrap()
+        );
         insta::assert_snapshot!(
             "guard_watcher_rollback_manager_none",
             watcher(&guard(ServiceManager::None, false)).unwrap()

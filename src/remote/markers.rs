@@ -74,7 +74,7 @@ pub const UNIT_INSTALLED: &str = "@@unit installed";
 /// `@@restarted`: the service was restarted (or reloaded).
 pub const RESTARTED: &str = "@@restarted";
 /// `@@show <line>`: a line of `systemctl show`, the health check's baseline (written by
-/// `crate::health::baseline_script`).
+/// `remote::unit::baseline_script`, which spells it with the space after it).
 pub const SHOW: &str = "@@show";
 
 // The finish.

@@ -31,6 +31,7 @@ pub mod release;
 pub mod stage;
 pub mod status;
 pub mod survey;
+pub mod unit;
 mod unpack;
 
 #[cfg(test)]

@@ -32,6 +32,8 @@ pub struct Survey {
     /// The live release has its record of verified files (`.shipit/verified`): made with
     /// `delta: hardlink`, so a hard-linked delta can start from it.
     pub base_verified: bool,
+    /// A guard armed on the host (a run switched it and has not confirmed yet).
+    pub guard: Option<super::guard::Armed>,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +141,8 @@ pub fn survey(wanted: Option<&Wanted>) -> Result<String, QuoteError> {
          else tr -d '\\n' 2>/dev/null < \"$r/{RELEASE_JSON}\"; echo; fi\n\
          done\n"
     ));
+    // An armed guard (only a file test when there is none).
+    s.push_str(&super::guard::report());
     Ok(s)
 }
 
@@ -186,6 +190,7 @@ pub fn parse_survey(stdout: &str) -> Survey {
         });
     }
     s.releases.sort_by(|a, b| a.id.cmp(&b.id));
+    s.guard = super::guard::armed(stdout);
     s
 }
 

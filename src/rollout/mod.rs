@@ -19,12 +19,14 @@ mod tests;
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::OnFailure;
 use crate::exit::{self, Ending, Exit};
-use crate::host::HostRun;
+use crate::host::{HostRun, Op, Remote};
 use crate::outcome::Outcome;
 use crate::plan::{Kind, Plan, Switch};
+use crate::remote::guard::Confirmed;
 use crate::remote::release::State;
 
 pub use fleet::{ALL, Cancel, each, on_signals};
@@ -67,6 +69,8 @@ pub async fn activate(
 ) -> (Vec<HostRun>, Exit) {
     let pending: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].is_pending()).collect();
     let plan_batches = batches(&pending, policy.canary, policy.parallel);
+    // Until this function returns, every switched host's guard is renewed.
+    let _heartbeat = heartbeat(plan, &runs);
     let mut failures = 0usize;
     let mut stop: Option<String> = None;
     for (n, batch) in plan_batches.iter().enumerate() {
@@ -121,6 +125,19 @@ pub async fn activate(
         // Interrupted during the last batch: its hosts go back like any batch's would.
         stop = Some("interrupted".into());
     }
+    if stop.is_none() {
+        // Every host is healthy: confirm every switch at once (one round trip per host,
+        // all in parallel: the window in which a vanishing deployer leaves some hosts
+        // confirmed and others not). A host whose guard already fired went back by
+        // itself: then the others go back too.
+        runs = confirm_all(runs, plan).await;
+        if let Some(host) = runs.iter().find(|r| is_guard_revert(&r.outcome)) {
+            stop = Some(format!(
+                "{}: its guard fired before the switch was confirmed",
+                host.name()
+            ));
+        }
+    }
     let Some(why) = stop else {
         let runs = each(
             runs,
@@ -160,6 +177,57 @@ pub async fn activate(
     .await;
     let exit = exit::for_hosts(runs.iter().map(|r| &r.outcome), Ending::Stopped);
     (runs, exit)
+}
+
+/// Confirm the switch on every host still in the run.
+async fn confirm_all(runs: Vec<HostRun>, plan: &Arc<Plan>) -> Vec<HostRun> {
+    let switched = |r: &HostRun| r.is_pending() && r.switched_to.is_some();
+    each(runs, plan, ALL, switched, |mut run, plan| async move {
+        if run.confirm(&plan).await == Confirmed::Fired {
+            run.went_back_by_itself(&plan);
+        }
+        run
+    })
+    .await
+}
+
+fn is_guard_revert(o: &Outcome) -> bool {
+    matches!(o, Outcome::RolledBack { reason } if reason.starts_with("its guard"))
+}
+
+/// Renews the guard of every host of `runs` still in the run, every third of
+/// `rollout.confirm_timeout`, until dropped: a long rollout (many batches, slow health
+/// checks) never lets a guard fire while its deployer is alive and in touch.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn heartbeat(plan: &Arc<Plan>, runs: &[HostRun]) -> Heartbeat {
+    let remotes: Vec<Arc<dyn Remote>> = runs
+        .iter()
+        .filter(|r| r.is_pending())
+        .filter_map(|r| r.remote.clone())
+        .collect();
+    let every = (plan.confirm_timeout / 3).max(Duration::from_millis(500));
+    let script = plan.renew_script().unwrap_or_default();
+    Heartbeat(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let mut set = tokio::task::JoinSet::new();
+            for remote in &remotes {
+                let (remote, script) = (remote.clone(), script.clone());
+                set.spawn(async move {
+                    // A host that does not answer: its guard fires, as it should.
+                    let _ = remote.run(Op::Renew, &script, None, &mut |_| {}).await;
+                });
+            }
+            while set.join_next().await.is_some() {}
+        }
+    }))
 }
 
 /// What a host still in the run does once the rollout stopped: one not switched yet

@@ -75,6 +75,7 @@ fn plan(kind: Kind, events: Events, artifact_dir: &std::path::Path) -> Plan {
         hooks_after_switch: Vec::new(),
         hooks_after_rollback: Vec::new(),
         keep_releases: 5,
+        confirm_timeout: Duration::from_secs(60),
         deploy: None,
         events,
     };

@@ -20,7 +20,11 @@ fn sh(dir: &Path, script: &str) -> String {
         .current_dir(dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -101,10 +105,17 @@ fn an_unconfirmed_guard_puts_the_old_release_back_once_and_frees_the_lock() {
     assert!(wait_for("the history line", Duration::from_secs(5), || {
         history(d.path()).contains("reverted-by-guard")
     }));
-    let json = std::fs::read_to_string(d.path().join(format!("releases/{NEW}/.shipit/release.json")));
+    let json = std::fs::read_to_string(
+        d.path()
+            .join(format!("releases/{NEW}/.shipit/release.json")),
+    );
     assert!(json.unwrap().contains("\"state\":\"failed\""));
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(history(d.path()).matches("reverted-by-guard").count(), 1, "fired twice");
+    assert_eq!(
+        history(d.path()).matches("reverted-by-guard").count(),
+        1,
+        "fired twice"
+    );
     let leftovers: Vec<_> = std::fs::read_dir(d.path().join(".shipit"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -139,7 +150,11 @@ fn renewals_hold_the_guard_off_until_they_stop() {
         std::thread::sleep(Duration::from_millis(500));
         sh(d.path(), &renew);
     }
-    assert_eq!(current(d.path()), format!("releases/{NEW}"), "fired while renewed");
+    assert_eq!(
+        current(d.path()),
+        format!("releases/{NEW}"),
+        "fired while renewed"
+    );
     let report = sh(d.path(), &guard::report());
     let armed = guard::armed(&report).expect("armed");
     assert_eq!(armed.previous.as_deref(), Some(OLD));
