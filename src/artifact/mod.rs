@@ -115,6 +115,14 @@ impl Read for ChunksReader<'_> {
 #[derive(Clone)]
 pub struct Held(std::sync::Arc<Vec<u8>>);
 
+#[cfg(test)]
+impl Held {
+    /// Bytes held as if `pack` had written them (tests of the phases and the rollout).
+    pub fn for_tests(bytes: Vec<u8>) -> Held {
+        Held(std::sync::Arc::new(bytes))
+    }
+}
+
 impl std::ops::Deref for Held {
     type Target = [u8];
     fn deref(&self) -> &[u8] {

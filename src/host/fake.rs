@@ -37,6 +37,8 @@ pub enum When {
     Unlock,
     /// The health check of whatever the service runs.
     Health,
+    Confirm,
+    Renew,
 }
 
 /// What the fault does.
@@ -54,6 +56,19 @@ pub enum Effect {
     Panic,
     /// SIGTERM arrives (the cancel flag is set) as the op starts; it then runs normally.
     Signal(Arc<Cancel>),
+    /// The host's guard fires just before the op (the run was out of touch with it for
+    /// longer than the confirm timeout); the op then runs.
+    GuardFires,
+    /// The deployer is killed (SIGKILL) as the op starts (`after`: once the host did it):
+    /// the op never answers, and `Killer` says so to whoever drives the run.
+    Kill { after: bool, killer: Arc<Killer> },
+}
+
+/// Tells the driver of a run that the deployer was killed.
+#[derive(Default)]
+pub struct Killer {
+    pub notify: tokio::sync::Notify,
+    pub at: Mutex<Option<(String, Op)>>,
 }
 
 #[derive(Clone)]
@@ -81,6 +96,8 @@ pub struct Model {
     pub guard: Option<(Option<String>, String)>,
     /// The guard fired (the host went back by itself).
     pub guard_fired: bool,
+    /// Releases that passed a health check here.
+    pub healthy_seen: Vec<String>,
 }
 
 pub struct FakeHost {
@@ -174,6 +191,11 @@ impl FakeHost {
         m.guard_fired = true;
     }
 
+    /// A connection to it was lost during the run.
+    pub fn lost_touch(&self) -> bool {
+        self.is_dead()
+    }
+
     fn is_dead(&self) -> bool {
         self.dead.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -202,6 +224,8 @@ impl FakeHost {
                     (When::Finish, Op::Finish { .. }) => true,
                     (When::Unlock, Op::Unlock) => true,
                     (When::Health, Op::Other) => true,
+                    (When::Confirm, Op::Confirm) => true,
+                    (When::Renew, Op::Renew) => true,
                     _ => false,
                 }
         })?;
@@ -268,7 +292,13 @@ impl FakeHost {
                     out.push_str("@@guard fired\n");
                 }
             }
-            Op::Renew => {}
+            Op::Renew => {
+                if m.guard.is_some() {
+                    out.push_str("@@guard armed\n");
+                } else if m.guard_fired {
+                    out.push_str("@@guard fired\n");
+                }
+            }
             Op::Finish { live } => {
                 m.guard = None;
                 out.push_str("@@step cleanup\n");
@@ -333,6 +363,14 @@ impl Remote for Link {
             return Err(lost(&self.host.name));
         }
         let effect = self.host.strike(&op);
+        if let Some(Effect::Kill { after, killer }) = &effect {
+            if *after {
+                let _ = self.host.apply(&op, &self.token);
+            }
+            *killer.at.lock().unwrap() = Some((self.host.name.clone(), op.clone()));
+            killer.notify.notify_one();
+            return std::future::pending().await;
+        }
         match &effect {
             Some(Effect::LostBefore) => {
                 self.host.kill();
@@ -340,6 +378,7 @@ impl Remote for Link {
             }
             Some(Effect::Panic) => panic!("{}: injected panic", self.host.name),
             Some(Effect::Signal(cancel)) => cancel.set(),
+            Some(Effect::GuardFires) => self.host.fire_guard(),
             Some(Effect::Exit(step)) => {
                 on_line(&format!("@@step {step}"));
                 return Ok(Ran {
@@ -407,6 +446,12 @@ impl Remote for Link {
             }
             Some(Effect::Panic) => panic!("{}: injected panic", self.host.name),
             Some(Effect::Signal(cancel)) => cancel.set(),
+            Some(Effect::Kill { killer, .. }) => {
+                *killer.at.lock().unwrap() = Some((self.host.name.clone(), Op::Other));
+                killer.notify.notify_one();
+                return std::future::pending().await;
+            }
+            Some(Effect::GuardFires) => self.host.fire_guard(),
             Some(Effect::Exit(_) | Effect::ExitAfter(_)) | None => {}
         }
         let m = self.host.model().clone();
@@ -418,6 +463,9 @@ impl Remote for Link {
             .unwrap()
             .iter()
             .any(|u| *u == running || (u == "new" && m.made.contains(&running)));
+        if !sick {
+            self.host.model().healthy_seen.push(running.clone());
+        }
         Ok(if sick {
             health::Outcome::Unhealthy {
                 reason: format!("{running} answers 500"),

@@ -13,17 +13,33 @@ impl HostRun {
     /// Confirm the switch: the host's guard will not put the old release back. `Fired`:
     /// too late, the host went back by itself (this run lost touch with it for longer
     /// than `rollout.confirm_timeout`); a host that cannot be asked says `NoGuard`.
-    pub async fn confirm(&mut self, plan: &Plan) -> Confirmed {
-        let Ok(script) = plan.confirm_script() else {
-            return Confirmed::NoGuard;
-        };
+    pub async fn confirm(&mut self, plan: &Plan) -> Result<Confirmed, String> {
+        let script = plan.confirm_script().map_err(|e| e.to_string())?;
         match self.run(plan, Op::Confirm, &script).await {
-            Ok(out) => guard::confirmed(&out),
-            Err((_, e)) => {
-                self.warnings
-                    .push(format!("could not confirm the switch: {e}"));
-                Confirmed::NoGuard
-            }
+            Ok(out) => Ok(guard::confirmed(&out)),
+            Err((_, e)) => Err(e),
+        }
+    }
+
+    /// This run could not confirm the switch (it lost touch with the host): the host's
+    /// guard will put the release it ran before back.
+    pub fn unconfirmed(&mut self, plan: &Plan, why: &str) {
+        let back = self.previous.clone().unwrap_or_else(|| "no release".into());
+        let reason = format!(
+            "lost touch before the switch was confirmed ({why}); its guard puts {back} back \
+             within rollout.confirm_timeout ({}s)",
+            plan.confirm_timeout.as_secs()
+        );
+        self.end(plan, Outcome::Broken { reason });
+    }
+
+    /// Renew the guard and learn whether it is still armed (`Yes`), went off (`Fired`),
+    /// or is gone (`NoGuard`: removed by hand, or the host could not be asked: `Err`).
+    pub async fn renew(&mut self, plan: &Plan) -> Result<Confirmed, String> {
+        let script = guard::renew(&plan.owner.token).map_err(|e| e.to_string())?;
+        match self.run(plan, Op::Renew, &script).await {
+            Ok(out) => Ok(guard::confirmed(&out)),
+            Err((_, e)) => Err(e),
         }
     }
 

@@ -64,6 +64,8 @@ pub struct HostRun {
     pub journal: Option<String>,
     /// The release this run stages and switches the host to.
     pub goal: Option<String>,
+    /// Why this run could not renew or confirm the host's guard, when it could not.
+    pub unconfirmed: Option<String>,
 }
 
 /// A failed script: the step it was at (its last `@@step`) and why.
@@ -88,6 +90,7 @@ impl HostRun {
             warnings: Vec::new(),
             journal: None,
             goal: None,
+            unconfirmed: None,
         }
     }
 

@@ -65,7 +65,12 @@ impl HostRun {
             };
             let op = Op::Survey { lock: !read_only };
             match self.run(plan, op, &text).await {
-                Err((step, reason)) => return self.fail(plan, &step, reason),
+                Err((step, reason)) => {
+                    // The script may have taken the lock before it failed: this run gives
+                    // it back (the release only removes a lock that is this run's).
+                    self.locked = !read_only;
+                    return self.fail(plan, &step, reason);
+                }
                 Ok(out) => {
                     self.survey = survey::parse_survey(&out);
                     self.previous = self.survey.current.clone();
@@ -131,10 +136,18 @@ impl HostRun {
         if !self.locked || self.remote.is_none() {
             return;
         }
-        if let Ok(script) = lock::release(&plan.owner.token)
-            && self.run(plan, Op::Unlock, &script).await.is_ok()
-        {
-            self.locked = false;
+        let Ok(script) = lock::release(&plan.owner.token) else {
+            return;
+        };
+        match self.run(plan, Op::Unlock, &script).await {
+            Ok(_) => self.locked = false,
+            Err((_, e)) => {
+                let text = format!(
+                    "could not give the deploy lock back ({e}); `shipit unlock` removes it"
+                );
+                self.warn(plan, &text);
+                self.warnings.push(text);
+            }
         }
     }
 }

@@ -133,12 +133,16 @@ fn revert(g: &Guard) -> Result<String, QuoteError> {
     Ok(s)
 }
 
-/// Renew this run's guard (its deadline starts again), if it is armed.
+/// Renew this run's guard (its deadline starts again), if it is armed: prints `GUARD
+/// armed`, or `GUARD fired` when it went off, or nothing when there is none.
 pub fn renew(token: &str) -> Result<String, QuoteError> {
     Ok(format!(
         "g=; {{ read -r g < {FILE}; }} 2>/dev/null\n\
-         case \"$g\" in {}' '*) touch -- {FILE} ;; esac\n",
-        q(token)?
+         case \"$g\" in {token}' '*) touch -- {FILE} && echo '{GUARD} armed' ;; *)\n\
+         \x20 if tail -n 20 {HISTORY} 2>/dev/null | grep -q {fired}; then echo '{GUARD} fired'; fi\n\
+         esac\n",
+        token = q(token)?,
+        fired = q(&format!("\"run\":\"{token}\""))?,
     ))
 }
 
@@ -168,9 +172,10 @@ pub enum Confirmed {
     NoGuard,
 }
 
+/// What [`confirm`] or [`renew`] said (`Yes`: confirmed, or still armed and renewed).
 pub fn confirmed(stdout: &str) -> Confirmed {
     let said: Vec<&str> = markers::values(stdout, GUARD).collect();
-    if said.contains(&"confirmed") {
+    if said.contains(&"confirmed") || said.contains(&"armed") {
         Confirmed::Yes
     } else if said.contains(&"fired") {
         Confirmed::Fired

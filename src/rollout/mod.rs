@@ -15,6 +15,10 @@ pub mod rollback;
 pub mod stage;
 
 #[cfg(test)]
+mod harness;
+#[cfg(test)]
+mod simulation;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashSet;
@@ -126,16 +130,32 @@ pub async fn activate(
         stop = Some("interrupted".into());
     }
     if stop.is_none() {
-        // Every host is healthy: confirm every switch at once (one round trip per host,
-        // all in parallel: the window in which a vanishing deployer leaves some hosts
-        // confirmed and others not). A host whose guard already fired went back by
-        // itself: then the others go back too.
-        runs = confirm_all(runs, plan).await;
-        if let Some(host) = runs.iter().find(|r| is_guard_revert(&r.outcome)) {
-            stop = Some(format!(
-                "{}: its guard fired before the switch was confirmed",
-                host.name()
-            ));
+        // Every host is healthy. First every guard is renewed, which also says whether
+        // it is still armed: a host whose guard fired went back by itself (this run lost
+        // touch with it for longer than the timeout), and then the others go back too,
+        // while their guards still cover them. A renewed guard cannot fire for a whole
+        // timeout: then every switch is confirmed at once (one round trip per host, all
+        // in parallel: the one window in which a vanishing deployer leaves some hosts
+        // confirmed and others not).
+        let switched: Vec<String> = runs
+            .iter()
+            .filter(|r| r.is_pending() && r.switched_to.is_some())
+            .map(|r| r.name().to_owned())
+            .collect();
+        let left = |runs: &[HostRun]| -> Option<String> {
+            runs.iter()
+                .find(|r| switched.iter().any(|n| n == r.name()) && !r.is_pending())
+                .map(|r| format!("{}: {}", r.name(), stopped_why(&r.outcome)))
+                .or_else(|| {
+                    let r = runs.iter().find(|r| r.unconfirmed.is_some())?;
+                    Some(format!("{}: {}", r.name(), r.unconfirmed.as_deref()?))
+                })
+        };
+        runs = renew_all(runs, plan).await;
+        stop = left(&runs);
+        if stop.is_none() {
+            runs = confirm_all(runs, plan).await;
+            stop = left(&runs);
         }
     }
     let Some(why) = stop else {
@@ -179,20 +199,42 @@ pub async fn activate(
     (runs, exit)
 }
 
-/// Confirm the switch on every host still in the run.
-async fn confirm_all(runs: Vec<HostRun>, plan: &Arc<Plan>) -> Vec<HostRun> {
+/// Renew every switched host's guard; a host whose guard is gone or that cannot be
+/// asked leaves the run.
+async fn renew_all(runs: Vec<HostRun>, plan: &Arc<Plan>) -> Vec<HostRun> {
     let switched = |r: &HostRun| r.is_pending() && r.switched_to.is_some();
     each(runs, plan, ALL, switched, |mut run, plan| async move {
-        if run.confirm(&plan).await == Confirmed::Fired {
-            run.went_back_by_itself(&plan);
+        match run.renew(&plan).await {
+            Ok(Confirmed::Yes | Confirmed::NoGuard) => {}
+            Ok(Confirmed::Fired) => run.went_back_by_itself(&plan),
+            // Still switched, and its guard still armed: the rollout stops, and this run
+            // puts it back (or its guard does, if this run cannot reach it).
+            Err(e) => run.unconfirmed = Some(format!("could not renew its guard: {e}")),
         }
         run
     })
     .await
 }
 
-fn is_guard_revert(o: &Outcome) -> bool {
-    matches!(o, Outcome::RolledBack { reason } if reason.starts_with("its guard"))
+fn stopped_why(o: &Outcome) -> &str {
+    match o {
+        Outcome::RolledBack { reason } | Outcome::Broken { reason } => reason,
+        _ => "left the run",
+    }
+}
+
+/// Confirm the switch on every host still in the run.
+async fn confirm_all(runs: Vec<HostRun>, plan: &Arc<Plan>) -> Vec<HostRun> {
+    let switched = |r: &HostRun| r.is_pending() && r.switched_to.is_some();
+    each(runs, plan, ALL, switched, |mut run, plan| async move {
+        match run.confirm(&plan).await {
+            Ok(Confirmed::Fired) => run.went_back_by_itself(&plan),
+            Ok(_) => {}
+            Err(e) => run.unconfirmed = Some(format!("could not confirm the switch: {e}")),
+        }
+        run
+    })
+    .await
 }
 
 /// Renews the guard of every host of `runs` still in the run, every third of
@@ -249,7 +291,15 @@ async fn stop_host(mut run: HostRun, plan: Arc<Plan>, why: Arc<String>, halt: bo
         run.not_switched(&plan, &reason);
         run.unlock(&plan).await;
     } else if halt {
-        run.finish(&plan).await;
+        // Kept on purpose: confirmed first, so its guard cannot take it back later.
+        match run.confirm(&plan).await {
+            Ok(Confirmed::Fired) => run.went_back_by_itself(&plan),
+            Ok(_) => run.finish(&plan).await,
+            Err(e) => {
+                run.unconfirmed(&plan, &e);
+                run.unlock(&plan).await;
+            }
+        }
     } else {
         let reason = format!("the rollout stopped ({why}); this host was healthy");
         run.revert(&plan, &reason).await;

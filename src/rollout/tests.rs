@@ -3,213 +3,21 @@
 //! or new, with faults), runs a deploy or a rollback as the commands do, and checks where
 //! every host ended up, the exit code, the locks and the release states.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use crate::artifact::{Artifact, Manifest};
-use crate::config::{DeltaMode, HealthConfig, OnFailure, RestartMode, ServiceManager};
-use crate::event::{Event, Events, Listener};
+use crate::config::OnFailure;
+use crate::event::Event;
 use crate::exit::Exit;
-use crate::host::HostRun;
-use crate::host::fake::{Effect, FakeHost, Fleet, When};
+use crate::host::fake::{Effect, FakeHost, Killer, When};
 use crate::outcome::Outcome;
-use crate::plan::{Deltas, DeployPlan, Kind, Plan};
-use crate::remote::lock::Owner;
+use crate::plan::Kind;
 use crate::remote::release::State;
 
-use super::{Cancel, Policy, deploy, rollback};
+use super::harness::{Ran, is, policy, run, run_until_killed};
+use super::{Cancel, Policy};
 
 const OLDER: &str = "20200101T000000Z-0000000a";
 const OLD: &str = "20200102T000000Z-0000000b";
-
-#[derive(Default)]
-struct Recorder(Mutex<Vec<Event>>);
-
-impl Listener for Recorder {
-    fn hear(&self, _: Instant, event: Event) {
-        self.0.lock().unwrap().push(event);
-    }
-}
-
-/// Whether `o` is the outcome `kind` (its variant's name) and its reason contains `text`.
-fn is(o: &Outcome, kind: &str, text: &str) -> bool {
-    let (name, reason) = match o {
-        Outcome::RolledBack { reason } => ("RolledBack", reason),
-        Outcome::Broken { reason } => ("Broken", reason),
-        Outcome::Failed { reason, .. } => ("Failed", reason),
-        Outcome::NotSwitched { reason } => ("NotSwitched", reason),
-        _ => return false,
-    };
-    name == kind && reason.contains(text)
-}
-
-fn policy(canary: usize, parallel: usize, max_failures: usize, on_failure: OnFailure) -> Policy {
-    Policy {
-        parallel,
-        canary,
-        max_failures,
-        on_failure,
-    }
-}
-
-fn plan(kind: Kind, events: Events, artifact_dir: &std::path::Path) -> Plan {
-    let owner = Owner::here(kind.command(), Some("2"));
-    let mut plan = Plan {
-        kind,
-        deploy_to: "/opt/hello".into(),
-        app: "hello".into(),
-        deployed_by: "test@here".into(),
-        owner,
-        manager: ServiceManager::Systemd,
-        service: "hello".into(),
-        sudo: false,
-        restart: RestartMode::Restart,
-        unit: None,
-        health: HealthConfig {
-            http: None,
-            command: None,
-            timeout: crate::config::Duration(Duration::from_secs(1)),
-            interval: crate::config::Duration(Duration::from_millis(100)),
-            settle: crate::config::Duration(Duration::ZERO),
-        },
-        hooks_after_switch: Vec::new(),
-        hooks_after_rollback: Vec::new(),
-        keep_releases: 5,
-        confirm_timeout: Duration::from_secs(60),
-        deploy: None,
-        events,
-    };
-    if kind == Kind::Deploy {
-        let path = artifact_dir.join("hello.tar.gz");
-        std::fs::write(&path, b"not really a tar.gz").unwrap();
-        let artifact = Arc::new(Artifact {
-            path,
-            sha256: "c0ffee00".repeat(8),
-            size: 19,
-            cksum: "1 19".into(),
-            manifest: Manifest {
-                format: 1,
-                app: "hello".into(),
-                version: "2".into(),
-                commit: None,
-                entries: Vec::new(),
-            },
-            bytes: None,
-            tar: None,
-        });
-        plan.deploy = Some(DeployPlan {
-            version: "2".into(),
-            commit: None,
-            sha256: artifact.sha256.clone(),
-            deltas: Arc::new(Deltas::new(artifact.clone(), Vec::new(), DeltaMode::Off)),
-            artifact,
-            env_file: String::new(),
-            env_file_redacted: String::new(),
-            shared_dirs: Vec::new(),
-            shared_files: Vec::new(),
-            before_switch: Vec::new(),
-            config_sha256: "cfg".into(),
-            delta: DeltaMode::Off,
-            force: false,
-        });
-    }
-    plan
-}
-
-/// What a run left behind.
-struct Ran {
-    fleet: Fleet,
-    runs: Vec<HostRun>,
-    exit: Exit,
-    /// The release a deploy made (empty for a rollback).
-    release: String,
-    events: Vec<Event>,
-}
-
-impl Ran {
-    fn outcome(&self, host: &str) -> &Outcome {
-        &self.runs.iter().find(|r| r.name() == host).unwrap().outcome
-    }
-
-    fn current(&self, host: &str) -> Option<String> {
-        self.fleet.host(host).current()
-    }
-
-    fn locked(&self, host: &str) -> bool {
-        self.fleet.host(host).model().lock.is_some()
-    }
-
-    fn notes(&self) -> Vec<String> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Note(n) => Some(n.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// The hosts that were told to stage, in no order.
-    fn staged(&self) -> Vec<String> {
-        self.fleet
-            .hosts
-            .iter()
-            .filter(|h| {
-                h.log
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .any(|op| matches!(op, crate::host::Op::Stage { .. }))
-            })
-            .map(|h| h.name.clone())
-            .collect()
-    }
-
-    /// Index of the first step event of `host` whose text starts with `prefix`.
-    fn step_at(&self, host: &str, prefix: &str) -> usize {
-        self.events
-            .iter()
-            .position(|e| {
-                matches!(e, Event::Step { host: h, text } if h == host && text.starts_with(prefix))
-            })
-            .unwrap_or_else(|| panic!("{host} never reported `{prefix}`: {:?}", self.events))
-    }
-}
-
-async fn run(kind: Kind, hosts: Vec<Arc<FakeHost>>, policy: Policy, cancel: Arc<Cancel>) -> Ran {
-    let dir = tempfile::tempdir().unwrap();
-    let recorder = Arc::new(Recorder::default());
-    let plan = Arc::new(plan(kind, Events::new(recorder.clone()), dir.path()));
-    let fleet = Fleet {
-        hosts,
-        token: plan.owner.token.clone(),
-    };
-    let dialer = Arc::new(Fleet {
-        hosts: fleet.hosts.clone(),
-        token: fleet.token.clone(),
-    });
-    let runs: Vec<HostRun> = fleet.targets().into_iter().map(HostRun::new).collect();
-    let (runs, exit, release) = match kind {
-        Kind::Deploy => {
-            let opts = deploy::Options::default();
-            deploy::deploy(runs, &plan, dialer, None, opts, policy, &cancel).await
-        }
-        _ => {
-            let opts = rollback::Options::default();
-            let (runs, exit, _) =
-                rollback::rollback(runs, &plan, dialer, &opts, policy, &cancel).await;
-            (runs, exit, String::new())
-        }
-    };
-    let events = recorder.0.lock().unwrap().clone();
-    Ran {
-        fleet,
-        runs,
-        exit,
-        release,
-        events,
-    }
-}
 
 async fn deploy_to(hosts: Vec<Arc<FakeHost>>, policy: Policy) -> Ran {
     run(Kind::Deploy, hosts, policy, Cancel::new()).await
@@ -726,4 +534,100 @@ async fn a_rollback_that_fails_on_one_host_puts_the_others_back() {
     assert_all_on(&ran, OLD);
     // A rollback's target was a good release: it is not marked failed.
     assert_eq!(ran.fleet.host("app2").state_of(OLDER), Some(State::Live));
+}
+
+// ---- the guard
+
+#[tokio::test]
+async fn a_healthy_rollout_confirms_every_switch_and_leaves_no_guard() {
+    let ran = deploy_to(fleet_on_old(3), policy(1, 2, 0, OnFailure::Rollback)).await;
+    assert_eq!(ran.exit, Exit::Ok);
+    for h in &ran.fleet.hosts {
+        assert_eq!(h.model().guard, None, "{}", h.name);
+        let log = h.log.lock().unwrap();
+        let confirm = log.iter().position(|op| *op == crate::host::Op::Confirm);
+        let finish = log
+            .iter()
+            .position(|op| matches!(op, crate::host::Op::Finish { .. }));
+        assert!(confirm.is_some() && confirm < finish, "{}: {log:?}", h.name);
+    }
+}
+
+#[tokio::test]
+async fn a_deployer_killed_after_the_canary_switched_leaves_a_guard_that_puts_it_back() {
+    let killer = Arc::new(Killer::default());
+    let mut hosts = fleet_on_old(3);
+    let kill = Effect::Kill {
+        after: false,
+        killer: killer.clone(),
+    };
+    hosts[1] = hosts[1].fault(When::Activate(None), kill);
+    let policy = policy(1, 2, 0, OnFailure::Rollback);
+    let ran = run_until_killed(Kind::Deploy, hosts, policy, Cancel::new(), killer).await;
+    assert!(ran.killed.is_some());
+    // Killed: the canary is on the new release, unconfirmed; the others on the old one.
+    let canary = ran.fleet.host("app1");
+    let new = canary.current().unwrap();
+    assert_ne!(new, OLD);
+    assert!(canary.model().guard.is_some());
+    for h in &ran.fleet.hosts {
+        h.fire_guard();
+    }
+    assert_eq!(canary.current().as_deref(), Some(OLD));
+    assert_eq!(canary.state_of(&new), Some(State::Failed));
+    assert_eq!(
+        canary.model().lock,
+        None,
+        "the guard frees the dead run's lock"
+    );
+    for h in &ran.fleet.hosts {
+        assert_eq!(h.current().as_deref(), Some(OLD), "{}", h.name);
+    }
+}
+
+#[tokio::test]
+async fn a_guard_that_fired_before_the_confirm_sends_every_host_back() {
+    // The host went back by itself while this run was out of touch with it; the check
+    // before the confirm finds it, and no host is confirmed.
+    let mut hosts = fleet_on_old(3);
+    hosts[2] = hosts[2].fault(When::Renew, Effect::GuardFires);
+    let ran = deploy_to(hosts, policy(1, 2, 0, OnFailure::Rollback)).await;
+    assert_eq!(ran.exit, Exit::RolledBack);
+    assert!(is(
+        ran.outcome("app3"),
+        "RolledBack",
+        "its guard put the previous release back"
+    ));
+    for back in ["app1", "app2"] {
+        let o = ran.outcome(back);
+        assert!(
+            is(o, "RolledBack", "this host was healthy"),
+            "{back}: {o:?}"
+        );
+        let log = ran.fleet.host(back).log.lock().unwrap().clone();
+        assert!(
+            !log.contains(&crate::host::Op::Confirm),
+            "{back} was confirmed"
+        );
+    }
+    assert_all_on(&ran, OLD);
+}
+
+#[tokio::test]
+async fn a_rollback_whose_deployer_is_killed_goes_back_where_it_started() {
+    let killer = Arc::new(Killer::default());
+    let kill = Effect::Kill {
+        after: true,
+        killer: killer.clone(),
+    };
+    let hosts = vec![on_old("app1"), on_old("app2").fault(When::Health, kill)];
+    let policy = policy(0, 4, 0, OnFailure::Rollback);
+    let ran = run_until_killed(Kind::Rollback, hosts, policy, Cancel::new(), killer).await;
+    assert!(ran.killed.is_some());
+    for h in &ran.fleet.hosts {
+        h.fire_guard();
+        assert_eq!(h.current().as_deref(), Some(OLD), "{}", h.name);
+        // A rollback's target is an older good release: it stays one.
+        assert_eq!(h.state_of(OLDER), Some(State::Live), "{}", h.name);
+    }
 }

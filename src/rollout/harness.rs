@@ -1,0 +1,235 @@
+//! The harness of the rollout's tests and simulation: a plan over fake hosts, a run as
+//! the commands drive it, and what it left behind.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::artifact::{Artifact, Held, Manifest};
+use crate::config::{DeltaMode, HealthConfig, OnFailure, RestartMode, ServiceManager};
+use crate::event::{Event, Events, Listener};
+use crate::exit::Exit;
+use crate::host::fake::{FakeHost, Fleet, Killer};
+use crate::host::{HostRun, Op};
+use crate::outcome::Outcome;
+use crate::plan::{Deltas, DeployPlan, Kind, Plan};
+use crate::remote::lock::Owner;
+
+use super::{Cancel, Policy, deploy, rollback};
+
+#[derive(Default)]
+pub struct Recorder(Mutex<Vec<Event>>);
+
+impl Listener for Recorder {
+    fn hear(&self, _: Instant, event: Event) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+/// Whether `o` is the outcome `kind` (its variant's name) and its reason contains `text`.
+pub fn is(o: &Outcome, kind: &str, text: &str) -> bool {
+    let (name, reason) = match o {
+        Outcome::RolledBack { reason } => ("RolledBack", reason),
+        Outcome::Broken { reason } => ("Broken", reason),
+        Outcome::Failed { reason, .. } => ("Failed", reason),
+        Outcome::NotSwitched { reason } => ("NotSwitched", reason),
+        _ => return false,
+    };
+    name == kind && reason.contains(text)
+}
+
+pub fn policy(
+    canary: usize,
+    parallel: usize,
+    max_failures: usize,
+    on_failure: OnFailure,
+) -> Policy {
+    Policy {
+        parallel,
+        canary,
+        max_failures,
+        on_failure,
+    }
+}
+
+pub fn plan(kind: Kind, events: Events) -> Plan {
+    let owner = Owner::here(kind.command(), Some("2"));
+    let mut plan = Plan {
+        kind,
+        deploy_to: "/opt/hello".into(),
+        app: "hello".into(),
+        deployed_by: "test@here".into(),
+        owner,
+        manager: ServiceManager::Systemd,
+        service: "hello".into(),
+        sudo: false,
+        restart: RestartMode::Restart,
+        unit: None,
+        health: HealthConfig {
+            http: None,
+            command: None,
+            timeout: crate::config::Duration(Duration::from_secs(1)),
+            interval: crate::config::Duration(Duration::from_millis(100)),
+            settle: crate::config::Duration(Duration::ZERO),
+        },
+        hooks_after_switch: Vec::new(),
+        hooks_after_rollback: Vec::new(),
+        keep_releases: 5,
+        confirm_timeout: Duration::from_secs(60),
+        deploy: None,
+        events,
+    };
+    if kind == Kind::Deploy {
+        let artifact = Arc::new(Artifact {
+            path: "/nonexistent/hello.tar.gz".into(),
+            sha256: "c0ffee00".repeat(8),
+            size: 19,
+            cksum: "1 19".into(),
+            manifest: Manifest {
+                format: 1,
+                app: "hello".into(),
+                version: "2".into(),
+                commit: None,
+                entries: Vec::new(),
+            },
+            bytes: Some(Held::for_tests(b"not really a tar.gz".to_vec())),
+            tar: None,
+        });
+        plan.deploy = Some(DeployPlan {
+            version: "2".into(),
+            commit: None,
+            sha256: artifact.sha256.clone(),
+            deltas: Arc::new(Deltas::new(artifact.clone(), Vec::new(), DeltaMode::Off)),
+            artifact,
+            env_file: String::new(),
+            env_file_redacted: String::new(),
+            shared_dirs: Vec::new(),
+            shared_files: Vec::new(),
+            before_switch: Vec::new(),
+            config_sha256: "cfg".into(),
+            delta: DeltaMode::Off,
+            force: false,
+        });
+    }
+    plan
+}
+
+/// What a run left behind.
+pub struct Ran {
+    pub fleet: Fleet,
+    pub runs: Vec<HostRun>,
+    pub exit: Exit,
+    /// The release a deploy made (empty for a rollback).
+    pub release: String,
+    pub events: Vec<Event>,
+    /// Where the deployer was killed, if it was.
+    pub killed: Option<(String, Op)>,
+}
+
+impl Ran {
+    pub fn outcome(&self, host: &str) -> &Outcome {
+        &self.runs.iter().find(|r| r.name() == host).unwrap().outcome
+    }
+
+    pub fn current(&self, host: &str) -> Option<String> {
+        self.fleet.host(host).current()
+    }
+
+    pub fn locked(&self, host: &str) -> bool {
+        self.fleet.host(host).model().lock.is_some()
+    }
+
+    pub fn notes(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Note(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The hosts that were told to stage, in no order.
+    pub fn staged(&self) -> Vec<String> {
+        self.fleet
+            .hosts
+            .iter()
+            .filter(|h| {
+                h.log
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|op| matches!(op, crate::host::Op::Stage { .. }))
+            })
+            .map(|h| h.name.clone())
+            .collect()
+    }
+
+    /// Index of the first step event of `host` whose text starts with `prefix`.
+    pub fn step_at(&self, host: &str, prefix: &str) -> usize {
+        self.events
+            .iter()
+            .position(|e| {
+                matches!(e, Event::Step { host: h, text } if h == host && text.starts_with(prefix))
+            })
+            .unwrap_or_else(|| panic!("{host} never reported `{prefix}`: {:?}", self.events))
+    }
+}
+
+pub async fn run(
+    kind: Kind,
+    hosts: Vec<Arc<FakeHost>>,
+    policy: Policy,
+    cancel: Arc<Cancel>,
+) -> Ran {
+    run_until_killed(kind, hosts, policy, cancel, Arc::default()).await
+}
+
+/// `run`, where a fault may kill the deployer: then the run's future is dropped where it
+/// stood, as a SIGKILL leaves it (its tasks are aborted, nothing else runs).
+pub async fn run_until_killed(
+    kind: Kind,
+    hosts: Vec<Arc<FakeHost>>,
+    policy: Policy,
+    cancel: Arc<Cancel>,
+    killer: Arc<Killer>,
+) -> Ran {
+    let recorder = Arc::new(Recorder::default());
+    let plan = Arc::new(plan(kind, Events::new(recorder.clone())));
+    let fleet = Fleet {
+        hosts,
+        token: plan.owner.token.clone(),
+    };
+    let dialer = Arc::new(Fleet {
+        hosts: fleet.hosts.clone(),
+        token: fleet.token.clone(),
+    });
+    let runs: Vec<HostRun> = fleet.targets().into_iter().map(HostRun::new).collect();
+    let work = async move {
+        match kind {
+            Kind::Deploy => {
+                let opts = deploy::Options::default();
+                deploy::deploy(runs, &plan, dialer, None, opts, policy, &cancel).await
+            }
+            _ => {
+                let opts = rollback::Options::default();
+                let (runs, exit, _) =
+                    rollback::rollback(runs, &plan, dialer, &opts, policy, &cancel).await;
+                (runs, exit, String::new())
+            }
+        }
+    };
+    let (runs, exit, release) = tokio::select! {
+        done = work => done,
+        _ = killer.notify.notified() => (Vec::new(), Exit::Failed, String::new()),
+    };
+    let killed = killer.at.lock().unwrap().clone();
+    let events = recorder.0.lock().unwrap().clone();
+    Ran {
+        fleet,
+        runs,
+        exit,
+        release,
+        events,
+        killed,
+    }
+}
