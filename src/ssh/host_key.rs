@@ -16,8 +16,9 @@ use std::path::PathBuf;
 use russh::keys::HashAlg;
 use russh::keys::ssh_key::{Algorithm, PublicKey};
 
+use super::error::Error;
 use super::known_hosts::{KnownHosts, Lookup, entry_line, host_spec};
-use super::{Error, KnownHostsPolicy, Target};
+use super::target::{KnownHostsPolicy, Target};
 
 /// Everything needed to judge one host's key; cheap to clone into the russh handler.
 #[derive(Debug, Clone)]

@@ -25,8 +25,8 @@ use russh::client::Msg;
 use russh::{Channel, ChannelMsg, ChannelOpenFailure, ChannelStream, Disconnect, Sig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use super::Error;
-use super::connect::ClientHandle;
+use super::error::Error;
+use super::handler::ClientHandle;
 
 /// Bytes of stdout kept by [`Session::exec`]; more is dropped and flagged.
 const STDOUT_LIMIT: usize = 16 * 1024 * 1024;
