@@ -8,7 +8,7 @@ use std::path::{Component, Path, PathBuf};
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
-use super::ArtifactError;
+use super::error::ArtifactError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
