@@ -137,7 +137,8 @@ pub fn tree_find(linked: Option<&str>) -> String {
         .map(|path| format!(" -fprintf {path} '{VERIFIED_LINE}'"))
         .unwrap_or_default();
     format!(
-        "\\( -type f \\( -links 1 -printf 'f %m %s %P\\n' -o -printf 'h %m %s %P\\n'{also} \\) -o -printf '%y %m %P -> %l\\n' \\)"
+        "\\( -type f \\( -links 1 -printf 'f %m %s %P\\n' -o -printf 'h %m %s %P\\n'{also} \\) -o \
+         -printf '%y %m %P -> %l\\n' \\)"
     )
 }
 
@@ -311,7 +312,8 @@ fn cut<R: Read>(
             }
             other => {
                 return Err(io::Error::other(format!(
-                    "`{path}` is a {other:?} entry; artifacts hold only files, directories and symlinks"
+                    "`{path}` is a {other:?} entry; artifacts hold only files, directories and \
+                     symlinks"
                 )));
             }
         }

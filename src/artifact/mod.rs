@@ -402,7 +402,8 @@ fn write_archive(
                     let seen = hex::encode(std::mem::take(&mut reader.hasher).finalize());
                     if reader.read != *size || hash.as_deref() != Some(seen.as_str()) {
                         return Err(ArtifactError::Invalid(format!(
-                            "`{path}` changed while it was being packaged; run the command again once the build is finished"
+                            "`{path}` changed while it was being packaged; run the command again \
+                             once the build is finished"
                         )));
                     }
                     Ok(())
@@ -678,7 +679,8 @@ fn walk(
             let top = name.split('/').next().unwrap_or_default();
             if top == ".env" || top == ".shipit" {
                 return Err(ArtifactError::Escape(format!(
-                    "the archive holds `{name}`, but `{top}` at the top of a release is reserved for shipit"
+                    "the archive holds `{name}`, but `{top}` at the top of a release is reserved \
+                     for shipit"
                 )));
             }
             let mut me = ManifestEntry {
@@ -711,7 +713,8 @@ fn walk(
                 }
                 other => {
                     return Err(ArtifactError::Escape(format!(
-                        "`{name}` is a {other:?} entry; artifacts may hold only files, directories and relative symlinks"
+                        "`{name}` is a {other:?} entry; artifacts may hold only files, directories \
+                         and relative symlinks"
                     )));
                 }
             }
