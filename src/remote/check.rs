@@ -47,11 +47,15 @@ case $free in
      else r disk fail "only $(h "$free") free at $p, $(h "$need") needed"; fi ;;
 esac
 missing=
-for t in sh tar gzip sha256sum cksum head tee df ln mv mkdir; do command -v "$t" >/dev/null 2>&1 || missing="$missing $t"; done
-t=$(mktemp -d 2>/dev/null) && : > "$t/a" && mv -T -- "$t/a" "$t/b" 2>/dev/null || missing="$missing mv-T"
+for t in sh tar gzip sha256sum cksum head tee df ln mv mkdir; do
+  command -v "$t" >/dev/null 2>&1 || missing="$missing $t"
+done
+t=$(mktemp -d 2>/dev/null) && : > "$t/a" &&
+  mv -T -- "$t/a" "$t/b" 2>/dev/null || missing="$missing mv-T"
 [ -n "$t" ] && rm -rf -- "$t"
 delta=
-command -v find >/dev/null 2>&1 && command -v xargs >/dev/null 2>&1 || delta=" (no find/xargs: delta deploys fall back to full uploads)"
+command -v find >/dev/null 2>&1 && command -v xargs >/dev/null 2>&1 ||
+  delta=" (no find/xargs: delta deploys fall back to full uploads)"
 if [ -z "$missing" ]; then r tools ok "tar gzip sha256sum cksum mv -T$delta"
 else r tools fail "missing:$missing"; fi
 "#,
@@ -60,16 +64,22 @@ else r tools fail "missing:$missing"; fi
     let systemctl = super::release::systemctl(input.manager, false);
     match systemctl {
         None => {
-            s.push_str("r systemctl skip \"service.manager is none\"\nr unit skip \"service.manager is none\"\n");
+            s.push_str(
+                "r systemctl skip \"service.manager is none\"\n\
+                 r unit skip \"service.manager is none\"\n",
+            );
         }
         Some(ctl) => {
             s.push_str(&format!("u={}\n", q(input.service)?));
             let install = match input.unit_file {
                 Some(f) => {
                     s.push_str(&format!("uf={}\n", q(f)?));
-                    "r unit ok \"$u is not on the host yet; it will be installed from $uf\"".to_owned()
+                    "r unit ok \"$u is not on the host yet; it will be installed from $uf\""
+                        .to_owned()
                 }
-                None => "r unit fail \"$u is not known to systemd and no service.unit_file is configured\"".to_owned(),
+                None => "r unit fail \"$u is not known to systemd and no service.unit_file is \
+                         configured\""
+                    .to_owned(),
             };
             s.push_str(&format!(
                 r#"if command -v systemctl >/dev/null 2>&1; then

@@ -125,7 +125,13 @@ fn ci_url() -> Option<String> {
 /// lock's age is counted by. `release::parse_survey` reads it.
 fn held_report() -> String {
     format!(
-        "echo '@@lock held'\nprintf '@@now %s\\n' \"$(date +%s)\"\n# A lock just taken may not have its owner file yet: give it a second.\nn=0; while [ ! -s {LOCK}/owner.json ] && [ -d {LOCK} ] && [ $n -lt 10 ]; do sleep 0.1; n=$((n+1)); done\nprintf '@@owner %s\\n' \"$(tr -d '\\n' < {LOCK}/owner.json 2>/dev/null)\"\nprintf '@@lock_mtime %s\\n' \"$(stat -c %Y {LOCK} 2>/dev/null)\"\n"
+        "echo '@@lock held'\n\
+         printf '@@now %s\\n' \"$(date +%s)\"\n\
+         # A lock just taken may not have its owner file yet: give it a second.\n\
+         n=0; while [ ! -s {LOCK}/owner.json ] && [ -d {LOCK} ] && [ $n -lt 10 ]; do \
+         sleep 0.1; n=$((n+1)); done\n\
+         printf '@@owner %s\\n' \"$(tr -d '\\n' < {LOCK}/owner.json 2>/dev/null)\"\n\
+         printf '@@lock_mtime %s\\n' \"$(stat -c %Y {LOCK} 2>/dev/null)\"\n"
     )
 }
 
@@ -142,7 +148,8 @@ pub fn acquire(owner: &Owner, break_token: Option<&str>) -> Result<String, Quote
     let mut s = String::new();
     if let Some(t) = break_token {
         s.push_str(&format!(
-            "o=\n{{ read -r o < {LOCK}/owner.json; }} 2>/dev/null\ncase \"$o\" in *{}*) rm -rf -- {LOCK} ;; esac\n",
+            "o=\n{{ read -r o < {LOCK}/owner.json; }} 2>/dev/null\n\
+             case \"$o\" in *{}*) rm -rf -- {LOCK} ;; esac\n",
             q(&format!("\"token\":\"{t}\""))?
         ));
     }
@@ -162,7 +169,8 @@ else
 /// Shell that removes the lock if (and only if) `token` holds it.
 pub fn release(token: &str) -> Result<String, QuoteError> {
     Ok(format!(
-        "o=\n{{ read -r o < {LOCK}/owner.json; }} 2>/dev/null\ncase \"$o\" in *{}*) rm -rf -- {LOCK} ;; esac\n",
+        "o=\n{{ read -r o < {LOCK}/owner.json; }} 2>/dev/null\n\
+         case \"$o\" in *{}*) rm -rf -- {LOCK} ;; esac\n",
         q(&format!("\"token\":\"{token}\""))?
     ))
 }
@@ -170,7 +178,8 @@ pub fn release(token: &str) -> Result<String, QuoteError> {
 /// Shell that removes the lock whoever holds it, printing the owner first.
 pub fn force_release() -> String {
     format!(
-        "if [ -d {LOCK} ]; then\n{}rm -rf -- {LOCK} && echo '@@unlocked'\nelse echo '@@unlocked none'; fi\n",
+        "if [ -d {LOCK} ]; then\n{}rm -rf -- {LOCK} && echo '@@unlocked'\n\
+         else echo '@@unlocked none'; fi\n",
         held_report()
     )
 }
