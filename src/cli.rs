@@ -5,6 +5,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// `0.1.0 (abc1234)`: the crate version and the commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("SHIPIT_GIT_COMMIT"),
+    ")"
+);
+
 /// Build locally, ship over SSH, switch atomically, health-check, roll back by itself.
 ///
 /// shipit reads deploy.yaml (see `shipit init`), packs the build into a reproducible
@@ -12,7 +20,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Exit codes: 0 ok, 1 failed, 2 invalid config or command line, 3 lock held,
 /// 4 host unreachable or not verified, 5 unhealthy and rolled back, 6 mixed state.
 #[derive(Debug, Parser)]
-#[command(name = "shipit", version = crate::VERSION, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "shipit",
+    version = VERSION,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -53,7 +66,13 @@ pub struct Global {
     pub quiet: bool,
 
     /// Format of messages and logs on stderr
-    #[arg(long, global = true, value_enum, default_value_t = LogFormatArg::Human, value_name = "FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = LogFormatArg::Human,
+        value_name = "FORMAT"
+    )]
     pub log_format: LogFormatArg,
 
     /// Never draw progress bars (they are only drawn on a terminal anyway)
@@ -184,7 +203,8 @@ pub struct DeployArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub parallel: Option<u32>,
 
-    /// Hosts that switch first, alone; the rest only once they are healthy (default: rollout.canary)
+    /// Hosts that switch first, alone; the rest only once they are healthy
+    /// (default: rollout.canary)
     #[arg(long, value_name = "N")]
     pub canary: Option<u32>,
 

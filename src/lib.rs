@@ -31,13 +31,7 @@ pub mod targets;
 
 use clap::Parser;
 
-/// `0.1.0 (abc1234)`: the crate version and the commit it was built from.
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (",
-    env!("SHIPIT_GIT_COMMIT"),
-    ")"
-);
+pub use cli::VERSION;
 
 pub fn main() -> std::process::ExitCode {
     let cli = match cli::Cli::try_parse() {

@@ -34,6 +34,7 @@ use std::io::{self, BufReader, Read, Write};
 
 use sha2::{Digest, Sha256};
 
+use super::cksum::Cksum;
 use super::gzip::ParallelGz;
 use super::manifest::{EntryType, Manifest, ManifestEntry};
 
@@ -136,7 +137,8 @@ pub fn tree_find(linked: Option<&str>) -> String {
         .map(|path| format!(" -fprintf {path} '{VERIFIED_LINE}'"))
         .unwrap_or_default();
     format!(
-        "\\( -type f \\( -links 1 -printf 'f %m %s %P\\n' -o -printf 'h %m %s %P\\n'{also} \\) -o -printf '%y %m %P -> %l\\n' \\)"
+        "\\( -type f \\( -links 1 -printf 'f %m %s %P\\n' -o -printf 'h %m %s %P\\n'{also} \\) -o \
+         -printf '%y %m %P -> %l\\n' \\)"
     )
 }
 
@@ -175,77 +177,6 @@ pub fn sorted_digest(mut lines: Vec<String>) -> String {
         h.update(l.as_bytes());
     }
     hex::encode(h.finalize())
-}
-
-/// POSIX `cksum`: CRC-32 (polynomial 0x04C11DB7, unreflected) over the data and then its
-/// length in as few little-endian bytes as it takes, complemented.
-const CKSUM: crc::Crc<u32, crc::Table<16>> =
-    crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_CKSUM);
-
-/// What `cksum` prints for the bytes fed to it.
-pub struct CksumDigest {
-    digest: crc::Digest<'static, u32, crc::Table<16>>,
-    len: u64,
-}
-
-impl Default for CksumDigest {
-    fn default() -> Self {
-        CksumDigest {
-            digest: CKSUM.digest(),
-            len: 0,
-        }
-    }
-}
-
-impl CksumDigest {
-    pub fn update(&mut self, data: &[u8]) {
-        self.digest.update(data);
-        self.len += data.len() as u64;
-    }
-
-    /// The CRC and the size.
-    pub fn finish(mut self) -> (u32, u64) {
-        let mut n = self.len;
-        while n > 0 {
-            self.digest.update(&[(n & 0xff) as u8]);
-            n >>= 8;
-        }
-        (self.digest.finalize(), self.len)
-    }
-
-    /// `<crc> <size>`, as `cksum FILE` prints them before the name.
-    pub fn text(self) -> String {
-        let (crc, size) = self.finish();
-        format!("{crc} {size}")
-    }
-}
-
-/// A reader that computes what `cksum` prints for the bytes read through it.
-pub struct Cksum<R> {
-    inner: R,
-    digest: CksumDigest,
-}
-
-impl<R: Read> Cksum<R> {
-    pub fn new(inner: R) -> Self {
-        Cksum {
-            inner,
-            digest: CksumDigest::default(),
-        }
-    }
-
-    /// The CRC and the size.
-    pub fn finish(self) -> (u32, u64) {
-        self.digest.finish()
-    }
-}
-
-impl<R: Read> Read for Cksum<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.digest.update(&buf[..n]);
-        Ok(n)
-    }
 }
 
 fn gzip(data: &[u8]) -> io::Result<Vec<u8>> {
@@ -381,7 +312,8 @@ fn cut<R: Read>(
             }
             other => {
                 return Err(io::Error::other(format!(
-                    "`{path}` is a {other:?} entry; artifacts hold only files, directories and symlinks"
+                    "`{path}` is a {other:?} entry; artifacts hold only files, directories and \
+                     symlinks"
                 )));
             }
         }

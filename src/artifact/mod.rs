@@ -7,7 +7,9 @@
 //! unpack rules (no absolute paths, no `..`, no links out of the tree, every file matching
 //! the manifest), so a bad artifact is refused before anything is uploaded.
 
+pub mod cksum;
 pub mod delta;
+mod error;
 pub mod gzip;
 pub mod manifest;
 pub mod select;
@@ -18,27 +20,9 @@ use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+pub use error::ArtifactError;
 pub use manifest::{EntryType, Manifest, ManifestEntry};
 use select::{Entry, Kind};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ArtifactError {
-    /// The package's inputs are not what the config says (missing root, empty include...).
-    #[error("{0}")]
-    Invalid(String),
-    /// Something would land outside the release directory.
-    #[error("{0}")]
-    Escape(String),
-    /// An artifact that is not what it claims to be.
-    #[error("{0}")]
-    Corrupt(String),
-    #[error("{what} `{path}`: {source}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
-}
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ArtifactError {
     let path = path.to_owned();
@@ -295,7 +279,7 @@ impl Write for HashSink {
 struct HashingFile {
     file: io::BufWriter<File>,
     hasher: Sha256,
-    cksum: delta::CksumDigest,
+    cksum: cksum::CksumDigest,
     len: u64,
     kept: Option<Vec<u8>>,
 }
@@ -362,7 +346,7 @@ fn write_archive(
     let sink = HashingFile {
         file: io::BufWriter::with_capacity(1 << 20, file),
         hasher: Sha256::new(),
-        cksum: delta::CksumDigest::default(),
+        cksum: cksum::CksumDigest::default(),
         len: 0,
         kept: Some(Vec::new()),
     };
@@ -426,7 +410,8 @@ fn write_archive(
                     let seen = hex::encode(std::mem::take(&mut reader.hasher).finalize());
                     if reader.read != *size || hash.as_deref() != Some(seen.as_str()) {
                         return Err(ArtifactError::Invalid(format!(
-                            "`{path}` changed while it was being packaged; run the command again once the build is finished"
+                            "`{path}` changed while it was being packaged; run the command again \
+                             once the build is finished"
                         )));
                     }
                     Ok(())
@@ -548,7 +533,7 @@ fn read_and_hash(
     tx: std::sync::mpsc::SyncSender<Vec<u8>>,
 ) -> io::Result<(String, String, Option<Held>)> {
     let mut hasher = Sha256::new();
-    let mut cksum = delta::CksumDigest::default();
+    let mut cksum = cksum::CksumDigest::default();
     let mut kept = keep.map(Vec::with_capacity);
     loop {
         let mut buf = vec![0u8; 1 << 20];
@@ -702,7 +687,8 @@ fn walk(
             let top = name.split('/').next().unwrap_or_default();
             if top == ".env" || top == ".shipit" {
                 return Err(ArtifactError::Escape(format!(
-                    "the archive holds `{name}`, but `{top}` at the top of a release is reserved for shipit"
+                    "the archive holds `{name}`, but `{top}` at the top of a release is reserved \
+                     for shipit"
                 )));
             }
             let mut me = ManifestEntry {
@@ -735,7 +721,8 @@ fn walk(
                 }
                 other => {
                     return Err(ArtifactError::Escape(format!(
-                        "`{name}` is a {other:?} entry; artifacts may hold only files, directories and relative symlinks"
+                        "`{name}` is a {other:?} entry; artifacts may hold only files, directories \
+                         and relative symlinks"
                     )));
                 }
             }

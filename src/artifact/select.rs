@@ -8,7 +8,7 @@ use std::path::{Component, Path, PathBuf};
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
-use super::ArtifactError;
+use super::error::ArtifactError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
@@ -61,7 +61,9 @@ pub fn select(
     }
     if include.is_empty() {
         return Err(ArtifactError::Invalid(
-            "`package.include` is empty: list the paths to ship, e.g. `include: [target/release/hello, static/]`".into(),
+            "`package.include` is empty: list the paths to ship, e.g. \
+             `include: [target/release/hello, static/]`"
+                .into(),
         ));
     }
     let mut excludes = GlobSetBuilder::new();
@@ -109,7 +111,8 @@ pub fn select(
         let top = path.split('/').next().unwrap_or_default();
         if RESERVED.contains(&top) {
             return Err(ArtifactError::Invalid(format!(
-                "`{path}` is in the package, but `{top}` at the top of a release is reserved for shipit: exclude it or move it"
+                "`{path}` is in the package, but `{top}` at the top of a release is reserved for \
+                 shipit: exclude it or move it"
             )));
         }
     }
@@ -260,7 +263,8 @@ fn entry_for(root: &Path, source: &Path, path: String) -> Result<Entry, Artifact
 pub fn check_link(path: &str, target: &str) -> Result<(), ArtifactError> {
     if target.starts_with('/') {
         return Err(ArtifactError::Escape(format!(
-            "`{path}` is a symlink to the absolute path `{target}`; links in a package must be relative and stay inside it"
+            "`{path}` is a symlink to the absolute path `{target}`; links in a package must be \
+             relative and stay inside it"
         )));
     }
     let mut depth: i64 = Path::new(path).components().count() as i64 - 1;
@@ -290,7 +294,8 @@ pub fn check_link_chains(
     for (path, target) in links {
         let escape = || {
             ArtifactError::Escape(format!(
-                "`{path}` is a symlink to `{target}`, which points outside the package root through other links in it"
+                "`{path}` is a symlink to `{target}`, which points outside the package root \
+                 through other links in it"
             ))
         };
         let mut dir: Vec<&str> = Vec::new();

@@ -86,7 +86,8 @@ pub fn run(settings: &Settings, app: Option<&str>) -> Result<Exit> {
         return Err(e);
     }
     settings.printer.info(&format!(
-        "wrote `{}` and `{}`\nnext: set the hosts and the build, then run `shipit config` to check it",
+        "wrote `{}` and `{}`\n\
+         next: set the hosts and the build, then run `shipit config` to check it",
         config_path.display(),
         unit_path.display()
     ));

@@ -415,7 +415,14 @@ impl Ctx<'_> {
                 let app = self.text(s, "app")?;
                 let ok = valid_name(app.expose()) && app.expose().len() <= 64;
                 if !ok {
-                    self.problem(s, format!("`{app}` is not a valid app name"), Some("use lowercase letters, digits, `-` and `_`, starting with a letter or digit (at most 64)"));
+                    self.problem(
+                        s,
+                        format!("`{app}` is not a valid app name"),
+                        Some(
+                            "use lowercase letters, digits, `-` and `_`, starting with a letter \
+                             or digit (at most 64)",
+                        ),
+                    );
                 }
                 ok.then(|| app.expose().to_owned())
             }
@@ -426,9 +433,20 @@ impl Ctx<'_> {
             None => Some(Text::plain(format!("/opt/{app_or_placeholder}"))),
             Some(s) => self.text(s, "deploy_to").filter(|t| {
                 let p = t.expose();
-                let ok = p.starts_with('/') && p != "/" && !has_dot_dot(p) && !p.contains('\0') && !p.contains('\n');
+                let ok = p.starts_with('/')
+                    && p != "/"
+                    && !has_dot_dot(p)
+                    && !p.contains('\0')
+                    && !p.contains('\n');
                 if !ok {
-                    self.problem(s, format!("`deploy_to` must be an absolute path other than `/`, without `..`; got `{t}`"), Some("e.g. `deploy_to: /opt/hello`"));
+                    self.problem(
+                        s,
+                        format!(
+                            "`deploy_to` must be an absolute path other than `/`, without `..`; \
+                             got `{t}`"
+                        ),
+                        Some("e.g. `deploy_to: /opt/hello`"),
+                    );
                 }
                 ok
             }),
@@ -436,7 +454,15 @@ impl Ctx<'_> {
 
         let keep_releases = match &l.keep_releases {
             Some(s) if s.value < 2 => {
-                self.problem(s, format!("`keep_releases` must be at least 2 (the current release and one to roll back to); got {}", s.value), None);
+                self.problem(
+                    s,
+                    format!(
+                        "`keep_releases` must be at least 2 (the current release and one to roll \
+                         back to); got {}",
+                        s.value
+                    ),
+                    None,
+                );
                 2
             }
             Some(s) => s.value,
@@ -646,7 +672,14 @@ impl Ctx<'_> {
             let t = self.text(u, "service.unit_file")?;
             let path = self.dir.join(t.expose());
             if !path.is_file() {
-                self.problem(u, format!("`service.unit_file`: `{t}` does not exist (relative paths start at the config's directory)"), None);
+                self.problem(
+                    u,
+                    format!(
+                        "`service.unit_file`: `{t}` does not exist (relative paths start at the \
+                         config's directory)"
+                    ),
+                    None,
+                );
                 return None;
             }
             Some(t)
@@ -664,9 +697,17 @@ impl Ctx<'_> {
         let http = h.http.and_then(|http| {
             let Some(url_s) = &http.url else {
                 if let Some(s) = http.status.as_ref() {
-                    self.problem(s, "`health.http` needs a `url`".into(), Some("e.g. `url: http://127.0.0.1:8080/healthz`"));
+                    self.problem(
+                        s,
+                        "`health.http` needs a `url`".into(),
+                        Some("e.g. `url: http://127.0.0.1:8080/healthz`"),
+                    );
                 } else {
-                    self.problem_at((0, 0), "`health.http` needs a `url`".into(), Some("e.g. `url: http://127.0.0.1:8080/healthz`"));
+                    self.problem_at(
+                        (0, 0),
+                        "`health.http` needs a `url`".into(),
+                        Some("e.g. `url: http://127.0.0.1:8080/healthz`"),
+                    );
                 }
                 return None;
             };
@@ -674,20 +715,44 @@ impl Ctx<'_> {
             let (host, port, path) = match parse_http_url(url.expose()) {
                 Ok(parts) => parts,
                 Err(e) => {
-                    self.problem(url_s, format!("`health.http.url`: {e}"), Some("e.g. `http://127.0.0.1:8080/healthz`; it is requested on the host itself, through SSH"));
+                    self.problem(
+                        url_s,
+                        format!("`health.http.url`: {e}"),
+                        Some(
+                            "e.g. `http://127.0.0.1:8080/healthz`; it is requested on the host \
+                             itself, through SSH",
+                        ),
+                    );
                     return None;
                 }
             };
             let status = match &http.status {
                 Some(s) if !(100..=599).contains(&s.value) => {
-                    self.problem(s, format!("`health.http.status` must be an HTTP status (100-599); got {}", s.value), None);
+                    self.problem(
+                        s,
+                        format!(
+                            "`health.http.status` must be an HTTP status (100-599); got {}",
+                            s.value
+                        ),
+                        None,
+                    );
                     200
                 }
                 Some(s) => s.value,
                 None => 200,
             };
-            let contains = http.contains.as_ref().and_then(|c| self.text(c, "health.http.contains"));
-            Some(HttpCheck { url, host, port, path, status, contains })
+            let contains = http
+                .contains
+                .as_ref()
+                .and_then(|c| self.text(c, "health.http.contains"));
+            Some(HttpCheck {
+                url,
+                host,
+                port,
+                path,
+                status,
+                contains,
+            })
         });
         let command = h
             .command
@@ -783,16 +848,20 @@ impl Ctx<'_> {
                     };
                     let name = match &o.name {
                         None => default_name(&spec),
-                        Some(n) => {
-                            match self.text(n, &format!("{key}.name")) {
-                                Some(t) if valid_host_name(t.expose()) => t.expose().to_owned(),
-                                Some(t) => {
-                                    self.problem(n, format!("`{t}` is not a valid host name for output and `--hosts`"), Some("letters, digits and `.-_:`"));
-                                    continue;
-                                }
-                                None => continue,
+                        Some(n) => match self.text(n, &format!("{key}.name")) {
+                            Some(t) if valid_host_name(t.expose()) => t.expose().to_owned(),
+                            Some(t) => {
+                                self.problem(
+                                    n,
+                                    format!(
+                                        "`{t}` is not a valid host name for output and `--hosts`"
+                                    ),
+                                    Some("letters, digits and `.-_:`"),
+                                );
+                                continue;
                             }
-                        }
+                            None => continue,
+                        },
                     };
                     Host {
                         name,
@@ -877,7 +946,9 @@ fn glob_check(pattern: &str, glob: bool) -> Result<(), String> {
 fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
     let rest = url.strip_prefix("http://").ok_or_else(|| {
         if url.starts_with("https://") {
-            "only `http://` is supported: the check runs on the host itself, inside the SSH connection".to_owned()
+            "only `http://` is supported: the check runs on the host itself, inside the SSH \
+             connection"
+                .to_owned()
         } else {
             format!("`{url}` is not an http:// URL")
         }

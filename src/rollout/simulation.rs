@@ -371,8 +371,6 @@ fn seeded_runs() {
 #[test]
 fn replay() {
     let seed = env_u64("SHIPIT_SIM_SEED").unwrap_or(7);
-    let s = scenario(seed);
-    println!("seed {seed}: {}", s.story.join("\n  "));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

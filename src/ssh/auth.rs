@@ -20,8 +20,10 @@ use russh::keys::agent::client::AgentClient;
 use russh::keys::ssh_key::{HashAlg, PrivateKey, PublicKey};
 use russh::keys::{PrivateKeyWithHashAlg, decode_secret_key};
 
-use super::connect::{ClientHandle, Connector, Deadline};
-use super::{Error, Phase, Target};
+use super::deadline::Deadline;
+use super::error::{Error, Phase};
+use super::handler::ClientHandle;
+use super::target::Target;
 
 /// Where to find ssh-agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +32,17 @@ pub(crate) enum AgentSource {
     Env,
     Path(PathBuf),
     Disabled,
+}
+
+/// What may be tried after the target's own identity files: the agent, the default keys,
+/// and whether a passphrase may be asked for. Set through the [`Connector`]'s builders.
+///
+/// [`Connector`]: super::connect::Connector
+#[derive(Debug, Clone)]
+pub(crate) struct Methods {
+    pub(crate) agent: AgentSource,
+    pub(crate) default_identity_files: Vec<PathBuf>,
+    pub(crate) interactive: bool,
 }
 
 const PASSPHRASE_ATTEMPTS: usize = 3;
@@ -52,11 +65,11 @@ struct Attempts<'a> {
 pub(crate) async fn authenticate(
     handle: &mut ClientHandle,
     target: &Target,
-    connector: &Connector,
+    methods: &Methods,
     deadline: &mut Deadline,
 ) -> Result<(), Error> {
     let mut tried = Vec::new();
-    let (mut agent, agent_keys) = match open_agent(handle, &connector.agent, deadline).await {
+    let (mut agent, agent_keys) = match open_agent(handle, &methods.agent, deadline).await {
         Ok(Some((agent, keys))) => (Some(agent), keys),
         Ok(None) => (None, Vec::new()),
         Err(note) => {
@@ -75,7 +88,7 @@ pub(crate) async fn authenticate(
     };
 
     for file in &target.identity_files {
-        if a.try_file(file, true, &mut agent, &agent_keys, connector.interactive)
+        if a.try_file(file, true, &mut agent, &agent_keys, methods.interactive)
             .await?
         {
             return Ok(());
@@ -88,8 +101,8 @@ pub(crate) async fn authenticate(
             }
         }
     }
-    for file in &connector.default_identity_files {
-        if a.try_file(file, false, &mut agent, &agent_keys, connector.interactive)
+    for file in &methods.default_identity_files {
+        if a.try_file(file, false, &mut agent, &agent_keys, methods.interactive)
             .await?
         {
             return Ok(());

@@ -8,16 +8,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use russh::client::{self, Handle};
-use russh::keys::PublicKeyOrCertificate;
+use russh::client;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
 
 use super::auth::{self, AgentSource};
+use super::deadline::Deadline;
+use super::error::{Error, Phase};
+use super::handler::ClientHandler;
 use super::host_key::HostKeyCheck;
-use super::session::Session;
-use super::{Error, Phase, Target};
+use super::session::{self, Session};
+use super::target::Target;
 
 /// Connection starts allowed at once by default, across every host of a run.
 pub const DEFAULT_CONNECT_LIMIT: usize = 10;
@@ -34,9 +35,7 @@ const MAX_JUMPS: usize = 8;
 #[derive(Debug, Clone)]
 pub struct Connector {
     limit: Arc<Semaphore>,
-    pub(crate) agent: AgentSource,
-    pub(crate) default_identity_files: Vec<PathBuf>,
-    pub(crate) interactive: bool,
+    methods: auth::Methods,
 }
 
 impl Default for Connector {
@@ -45,9 +44,11 @@ impl Default for Connector {
         let limit = GLOBAL.get_or_init(|| Arc::new(Semaphore::new(DEFAULT_CONNECT_LIMIT)));
         Connector {
             limit: Arc::clone(limit),
-            agent: AgentSource::Env,
-            default_identity_files: default_identity_files(),
-            interactive: std::io::stdin().is_terminal(),
+            methods: auth::Methods {
+                agent: AgentSource::Env,
+                default_identity_files: default_identity_files(),
+                interactive: std::io::stdin().is_terminal(),
+            },
         }
     }
 }
@@ -76,7 +77,7 @@ impl Connector {
     /// Agent socket to use: `None` disables the agent. Default: `$SSH_AUTH_SOCK` at
     /// connect time.
     pub fn agent_socket(mut self, socket: Option<PathBuf>) -> Self {
-        self.agent = match socket {
+        self.methods.agent = match socket {
             Some(path) => AgentSource::Path(path),
             None => AgentSource::Disabled,
         };
@@ -85,13 +86,13 @@ impl Connector {
 
     /// Keys tried after the agent. Default: `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`.
     pub fn default_identity_files(mut self, files: Vec<PathBuf>) -> Self {
-        self.default_identity_files = files;
+        self.methods.default_identity_files = files;
         self
     }
 
     /// Whether a passphrase may be asked for on the terminal. Default: stdin is a TTY.
     pub fn interactive(mut self, interactive: bool) -> Self {
-        self.interactive = interactive;
+        self.methods.interactive = interactive;
         self
     }
 
@@ -112,7 +113,7 @@ impl Connector {
         let mut deadline = Deadline::new(&target.name, target.connect_timeout);
         let check = HostKeyCheck::new(target);
         let config = Arc::new(client_config(&check));
-        let handler = ClientHandler { check };
+        let handler = ClientHandler::new(check);
 
         let (handle, jump) = match &target.proxy_jump {
             Some(hop) => {
@@ -151,7 +152,7 @@ impl Connector {
                         via: hop.name.clone(),
                         hostname: target.host.clone(),
                         port: target.port,
-                        reason: super::session::open_failure(&e),
+                        reason: session::open_failure(&e),
                     })?;
                 let handshake = client::connect_stream(config, channel.into_stream(), handler);
                 let handle = deadline
@@ -172,7 +173,7 @@ impl Connector {
         };
 
         let mut handle = handle;
-        auth::authenticate(&mut handle, target, self, &mut deadline).await?;
+        auth::authenticate(&mut handle, target, &self.methods, &mut deadline).await?;
         Ok(Session::new(target.name.clone(), handle, jump))
     }
 }
@@ -287,96 +288,6 @@ async fn tcp_connect(target: &Target, deadline: &Deadline) -> Result<TcpStream, 
         what: "TCP connect".into(),
     }))
 }
-
-/// The time left for connecting to one host. Time spent waiting for a person (a
-/// passphrase prompt) is given back with [`Deadline::extend`].
-#[derive(Debug)]
-pub(crate) struct Deadline {
-    host: String,
-    at: Instant,
-    budget: Duration,
-}
-
-impl Deadline {
-    fn new(host: &str, budget: Duration) -> Self {
-        Deadline {
-            host: host.to_owned(),
-            at: Instant::now() + budget,
-            budget,
-        }
-    }
-
-    /// Runs `fut`, or fails with [`Error::Timeout`] naming `phase` when time is up.
-    pub(crate) async fn run<F: Future>(&self, phase: Phase, fut: F) -> Result<F::Output, Error> {
-        tokio::time::timeout_at(self.at, fut)
-            .await
-            .map_err(|_| Error::Timeout {
-                host: self.host.clone(),
-                phase,
-                after: self.budget,
-            })
-    }
-
-    pub(crate) fn extend(&mut self, by: Duration) {
-        self.at += by;
-    }
-}
-
-/// The russh event handler: only host-key checking is ours.
-pub(crate) struct ClientHandler {
-    check: HostKeyCheck,
-}
-
-/// Errors that cross russh's handler boundary.
-#[derive(Debug)]
-pub(crate) enum HandlerError {
-    Russh(russh::Error),
-    HostKey(Box<Error>),
-}
-
-impl From<russh::Error> for HandlerError {
-    fn from(e: russh::Error) -> Self {
-        HandlerError::Russh(e)
-    }
-}
-
-impl HandlerError {
-    fn into_error(self, target: &Target) -> Error {
-        match self {
-            HandlerError::HostKey(e) => *e,
-            HandlerError::Russh(source) => Error::Handshake {
-                host: target.name.clone(),
-                source,
-            },
-        }
-    }
-}
-
-impl client::Handler for ClientHandler {
-    type Error = HandlerError;
-
-    async fn check_server_key(
-        &mut self,
-        server_key: &PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        // Host certificates are not trusted as such; the certified key itself must be in
-        // known_hosts (russh does not offer certificate host-key algorithms by default).
-        let key = match server_key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
-            PublicKeyOrCertificate::Certificate(cert) => {
-                russh::keys::PublicKey::new(cert.public_key().clone(), "")
-            }
-        };
-        let check = self.check.clone();
-        // verify() reads files and may wait on the known_hosts lock.
-        let verdict = tokio::task::spawn_blocking(move || check.verify(&key))
-            .await
-            .map_err(|e| HandlerError::Russh(russh::Error::from(std::io::Error::other(e))))?;
-        verdict.map(|()| true).map_err(HandlerError::HostKey)
-    }
-}
-
-pub(crate) type ClientHandle = Handle<ClientHandler>;
 
 #[cfg(test)]
 mod tests {

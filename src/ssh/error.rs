@@ -40,7 +40,11 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("host `{host}`: connection refused by {addr}\nhint: is sshd running and listening on port {}?", addr.port())]
+    #[error(
+        "host `{host}`: connection refused by {addr}\n\
+         hint: is sshd running and listening on port {}?",
+        addr.port()
+    )]
     Refused { host: String, addr: SocketAddr },
 
     #[error("host `{host}`: timed out after {} during {phase}", humantime(*after))]
@@ -83,8 +87,9 @@ pub enum Error {
     },
 
     #[error(
-        "host `{host}`: HOST KEY CHANGED for {spec}: the server offered {algorithm} key {fingerprint}, \
-         but {}:{line} records a different key; someone may be intercepting the connection\n\
+        "host `{host}`: HOST KEY CHANGED for {spec}: the server offered {algorithm} key \
+         {fingerprint}, but {}:{line} records a different key; someone may be intercepting the \
+         connection\n\
          hint: if the server was really reinstalled, remove the old key with \
          `ssh-keygen -R '{spec}' -f {}` and connect again",
         file.display(), file.display()
@@ -98,7 +103,10 @@ pub enum Error {
         line: usize,
     },
 
-    #[error("host `{host}`: host key {fingerprint} for {spec} is revoked ({}:{line})", file.display())]
+    #[error(
+        "host `{host}`: host key {fingerprint} for {spec} is revoked ({}:{line})",
+        file.display()
+    )]
     HostKeyRevoked {
         host: String,
         spec: String,
@@ -149,7 +157,8 @@ pub enum Error {
     },
 
     #[error(
-        "host `{host}`: jump host `{via}` could not open a connection to {hostname}:{port}: {reason}"
+        "host `{host}`: jump host `{via}` could not open a connection to \
+         {hostname}:{port}: {reason}"
     )]
     JumpChannel {
         host: String,

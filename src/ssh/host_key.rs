@@ -16,8 +16,9 @@ use std::path::PathBuf;
 use russh::keys::HashAlg;
 use russh::keys::ssh_key::{Algorithm, PublicKey};
 
+use super::error::Error;
 use super::known_hosts::{KnownHosts, Lookup, entry_line, host_spec};
-use super::{Error, KnownHostsPolicy, Target};
+use super::target::{KnownHostsPolicy, Target};
 
 /// Everything needed to judge one host's key; cheap to clone into the russh handler.
 #[derive(Debug, Clone)]
@@ -158,7 +159,12 @@ impl HostKeyCheck {
         text.push('\n');
         handle.write_all(text.as_bytes()).map_err(io)?;
         handle.sync_data().map_err(io)?;
-        tracing::info!(host = %self.name, file = %file.display(), "recorded new host key {}", key.fingerprint(HashAlg::Sha256));
+        tracing::info!(
+            host = %self.name,
+            file = %file.display(),
+            "recorded new host key {}",
+            key.fingerprint(HashAlg::Sha256)
+        );
         Ok(())
     }
 
@@ -188,7 +194,9 @@ mod tests {
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH3ZQ3isYFRnOMk3vxkwAJSoVM1LFWq149xnJ1xVk7/w";
     const ED_B: &str =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFX13l0cbB8mN/miJdA29FbjZFsAvhwJ8y/OEICjddSa";
-    const ECDSA: &str = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBIE3RF4ZS2yqgxFSTz3vyIE3WtRlV87TKp0/zP4Al0rdJcZQMHCP9/6TxW4OaYwyNOoiLt/8qYure+Qgb/xtfII=";
+    const ECDSA: &str = "ecdsa-sha2-nistp256 \
+        AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBIE3RF4ZS2yqgxFSTz3vyIE3WtRlV87TKp0/\
+        zP4Al0rdJcZQMHCP9/6TxW4OaYwyNOoiLt/8qYure+Qgb/xtfII=";
 
     fn check(files: Vec<PathBuf>, policy: KnownHostsPolicy, port: u16) -> HostKeyCheck {
         HostKeyCheck::new(&Target {

@@ -249,7 +249,9 @@ mod tests {
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH3ZQ3isYFRnOMk3vxkwAJSoVM1LFWq149xnJ1xVk7/w";
     const ED_B: &str =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFX13l0cbB8mN/miJdA29FbjZFsAvhwJ8y/OEICjddSa";
-    const ECDSA: &str = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBIE3RF4ZS2yqgxFSTz3vyIE3WtRlV87TKp0/zP4Al0rdJcZQMHCP9/6TxW4OaYwyNOoiLt/8qYure+Qgb/xtfII=";
+    const ECDSA: &str = "ecdsa-sha2-nistp256 \
+        AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBIE3RF4ZS2yqgxFSTz3vyIE3WtRlV87TKp0/\
+        zP4Al0rdJcZQMHCP9/6TxW4OaYwyNOoiLt/8qYure+Qgb/xtfII=";
 
     fn key(s: &str) -> PublicKey {
         PublicKey::from_openssh(s).expect("test key parses")
@@ -360,7 +362,8 @@ mod tests {
     #[test]
     fn cert_authority_and_garbage_lines_are_ignored() {
         let k = kh(&format!(
-            "@cert-authority *.example.com {ED_A}\nnot a key line\n|1|bad\napp1 ssh-ed25519 !!!!\n@weird app1 {ED_A}\n"
+            "@cert-authority *.example.com {ED_A}\nnot a key line\n|1|bad\n\
+             app1 ssh-ed25519 !!!!\n@weird app1 {ED_A}\n"
         ));
         assert_eq!(k.lookup("x.example.com", 22, &key(ED_A)), Lookup::Unknown);
         assert_eq!(k.lookup("app1", 22, &key(ED_A)), Lookup::Unknown);

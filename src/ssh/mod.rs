@@ -11,52 +11,27 @@
 //! It knows nothing about deploy.yaml: [`ssh_config::resolve`] turns an alias plus
 //! explicit settings (and `~/.ssh/config`) into a [`Target`]. Shell text that goes to a
 //! server is quoted with [`quote::sh_quote`].
+//!
+//! The files depend on each other in one direction only (the architecture test checks
+//! it): the leaves [`Target`] (`target`), [`Error`] (`error`), the connect budget
+//! (`deadline`) and the russh handler (`handler`) come first; `auth`, `session` and
+//! `connect` build on them; this file only re-exports, and the files below it name each
+//! other by their own paths (`super::error::Error`), never through it.
 
 mod auth;
 mod connect;
+mod deadline;
 mod error;
+mod handler;
 mod host_key;
 pub mod known_hosts;
 mod pattern;
 pub mod quote;
 mod session;
 pub mod ssh_config;
-
-use std::path::PathBuf;
-use std::time::Duration;
+mod target;
 
 pub use connect::{Connector, DEFAULT_CONNECT_LIMIT, connect};
 pub use error::{Error, Phase};
 pub use session::{BOOTSTRAP, DataOutput, ExecOutput, Session, Stream, Tunnel, frame};
-
-/// One host, fully resolved: everything needed to reach and authenticate to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// Display name used in every message about this host.
-    pub name: String,
-    /// Hostname or IP address to connect to (IPv6 without brackets).
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    /// Private keys tried first, in order, before the agent and the default keys.
-    pub identity_files: Vec<PathBuf>,
-    pub known_hosts: KnownHostsPolicy,
-    /// Files searched for the host key, in order; accept-new writes to the first one.
-    pub known_hosts_files: Vec<PathBuf>,
-    /// Reach this host through another one (`ProxyJump`); hops nest.
-    pub proxy_jump: Option<Box<Target>>,
-    /// Bound on TCP connect + SSH handshake + authentication (time spent waiting for the
-    /// user to type a key passphrase does not count).
-    pub connect_timeout: Duration,
-}
-
-/// What to do with a host key that is not in `known_hosts`. A key that differs from the
-/// recorded one is refused under every policy; there is no mode that accepts any key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum KnownHostsPolicy {
-    /// Refuse hosts whose key is not recorded.
-    #[default]
-    Strict,
-    /// Record the key of a host seen for the first time, then connect.
-    AcceptNew,
-}
+pub use target::{KnownHostsPolicy, Target};

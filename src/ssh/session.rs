@@ -25,8 +25,8 @@ use russh::client::Msg;
 use russh::{Channel, ChannelMsg, ChannelOpenFailure, ChannelStream, Disconnect, Sig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use super::Error;
-use super::connect::ClientHandle;
+use super::error::Error;
+use super::handler::ClientHandle;
 
 /// Bytes of stdout kept by [`Session::exec`]; more is dropped and flagged.
 const STDOUT_LIMIT: usize = 16 * 1024 * 1024;
@@ -193,9 +193,10 @@ impl Session {
     /// Runs `script` like [`Session::exec`], with `data` on its stdin: one channel for a
     /// script and the bytes it consumes (e.g. unpacking an upload), so a deploy needs no
     /// second round trip. The exec request carries only [`BOOTSTRAP`], a fixed text that
-    /// reads a 20-byte length line (`read`: no process) and exactly that many bytes of script from stdin and
-    /// runs them; whatever the script then reads from stdin is `data`. (`sh -s` cannot do
-    /// this: dash reads its script from a pipe in blocks, swallowing the data after it.)
+    /// reads a 20-byte length line (`read`: no process) and exactly that many bytes of
+    /// script from stdin and runs them; whatever the script then reads from stdin is `data`.
+    /// (`sh -s` cannot do this: dash reads its script from a pipe in blocks, swallowing the
+    /// data after it.)
     /// The script is wrapped in `{ }`, so a syntax error anywhere means nothing runs.
     /// `progress` gets the total of `data` bytes sent so far. If the script exits before
     /// reading all of `data`, that is not an error: [`DataOutput::complete`] says so, and
@@ -356,7 +357,9 @@ impl Session {
                         });
                     }
                     Some(ChannelMsg::ExitStatus { exit_status }) => out.status = Some(exit_status),
-                    Some(ChannelMsg::ExitSignal { signal_name, .. }) => out.signal = Some(signal_text(&signal_name)),
+                    Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
+                        out.signal = Some(signal_text(&signal_name));
+                    }
                     Some(ChannelMsg::Failure) => {
                         return Err(Error::Io {
                             host: self.name.clone(),

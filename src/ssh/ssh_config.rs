@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::pattern::{match_pattern_list, wildcard_match};
-use super::{KnownHostsPolicy, Target};
+use super::target::{KnownHostsPolicy, Target};
 
 const MAX_INCLUDE_DEPTH: usize = 16;
 const MAX_JUMP_HOPS: usize = 8;

@@ -1,0 +1,71 @@
+//! What russh calls back into during a connection ([`ClientHandler`]) and the handle a
+//! connection is driven through ([`ClientHandle`]).
+
+use russh::client::{self, Handle};
+use russh::keys::PublicKeyOrCertificate;
+
+use super::error::Error;
+use super::host_key::HostKeyCheck;
+use super::target::Target;
+
+/// The russh event handler: only host-key checking is ours.
+pub(crate) struct ClientHandler {
+    check: HostKeyCheck,
+}
+
+impl ClientHandler {
+    pub(crate) fn new(check: HostKeyCheck) -> Self {
+        ClientHandler { check }
+    }
+}
+
+/// Errors that cross russh's handler boundary.
+#[derive(Debug)]
+pub(crate) enum HandlerError {
+    Russh(russh::Error),
+    HostKey(Box<Error>),
+}
+
+impl From<russh::Error> for HandlerError {
+    fn from(e: russh::Error) -> Self {
+        HandlerError::Russh(e)
+    }
+}
+
+impl HandlerError {
+    pub(crate) fn into_error(self, target: &Target) -> Error {
+        match self {
+            HandlerError::HostKey(e) => *e,
+            HandlerError::Russh(source) => Error::Handshake {
+                host: target.name.clone(),
+                source,
+            },
+        }
+    }
+}
+
+impl client::Handler for ClientHandler {
+    type Error = HandlerError;
+
+    async fn check_server_key(
+        &mut self,
+        server_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        // Host certificates are not trusted as such; the certified key itself must be in
+        // known_hosts (russh does not offer certificate host-key algorithms by default).
+        let key = match server_key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
+            PublicKeyOrCertificate::Certificate(cert) => {
+                russh::keys::PublicKey::new(cert.public_key().clone(), "")
+            }
+        };
+        let check = self.check.clone();
+        // verify() reads files and may wait on the known_hosts lock.
+        let verdict = tokio::task::spawn_blocking(move || check.verify(&key))
+            .await
+            .map_err(|e| HandlerError::Russh(russh::Error::from(std::io::Error::other(e))))?;
+        verdict.map(|()| true).map_err(HandlerError::HostKey)
+    }
+}
+
+pub(crate) type ClientHandle = Handle<ClientHandler>;
