@@ -7,138 +7,28 @@
 
 mod duration;
 mod error;
+mod health;
 pub mod host;
 pub mod interpolate;
 pub mod raw;
+mod types;
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use serde::Serialize;
 use serde_saphyr::{MessageFormatter, Spanned};
 
 pub use duration::Duration;
 pub use error::{ConfigError, Problem};
 pub use host::HostSpec;
 pub use raw::{DeltaMode, KnownHostsPolicy, OnFailure, RestartMode, ServiceManager};
+pub use types::*;
 
 use crate::redact::Text;
 use interpolate::Lookup;
 use raw::{HostEntry, Layer, List, S};
 
 pub const DEFAULT_FILE: &str = "deploy.yaml";
-
-/// The resolved configuration for one environment.
-#[derive(Debug, Clone, Serialize)]
-pub struct Config {
-    /// The file as the user named it, for messages.
-    #[serde(skip)]
-    pub file: PathBuf,
-    /// The directory holding the file: build steps run here, relative paths start here.
-    #[serde(skip)]
-    pub dir: PathBuf,
-    pub environment: Option<String>,
-    pub app: String,
-    pub deploy_to: Text,
-    pub keep_releases: u32,
-    pub delta: DeltaMode,
-    pub build: Vec<Text>,
-    pub package: PackageConfig,
-    pub ssh: SshConfig,
-    pub shared: SharedConfig,
-    pub env: BTreeMap<String, Text>,
-    pub service: ServiceConfig,
-    pub health: HealthConfig,
-    pub hooks: HooksConfig,
-    pub rollout: RolloutConfig,
-    pub hosts: Vec<Host>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PackageConfig {
-    /// Absolute, or relative to the config's directory.
-    pub root: Text,
-    pub include: Vec<Text>,
-    pub exclude: Vec<Text>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct SshConfig {
-    pub user: Option<Text>,
-    /// `None`: ~/.ssh/config's `Port`, else 22.
-    pub port: Option<u16>,
-    pub identity_files: Vec<Text>,
-    pub known_hosts: KnownHostsPolicy,
-    pub known_hosts_file: Option<Text>,
-    pub proxy_jump: Option<HostSpec>,
-    pub connect_timeout: Duration,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct SharedConfig {
-    pub dirs: Vec<Text>,
-    pub files: Vec<Text>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ServiceConfig {
-    pub name: String,
-    pub manager: ServiceManager,
-    pub unit_file: Option<Text>,
-    pub sudo: bool,
-    pub restart: RestartMode,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct HealthConfig {
-    pub http: Option<HttpCheck>,
-    pub command: Option<Text>,
-    pub timeout: Duration,
-    pub interval: Duration,
-    pub settle: Duration,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct HttpCheck {
-    pub url: Text,
-    #[serde(skip)]
-    pub host: String,
-    #[serde(skip)]
-    pub port: u16,
-    #[serde(skip)]
-    pub path: String,
-    pub status: u16,
-    pub contains: Option<Text>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct HooksConfig {
-    pub before_switch: Vec<Text>,
-    pub after_switch: Vec<Text>,
-    pub after_rollback: Vec<Text>,
-    pub local_before: Vec<Text>,
-    pub local_after: Vec<Text>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RolloutConfig {
-    pub parallel: u32,
-    pub canary: u32,
-    pub max_failures: u32,
-    pub on_failure: OnFailure,
-    /// How long a switched host waits for the deployer's confirmation before its guard
-    /// puts the previous release back.
-    pub confirm_timeout: Duration,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Host {
-    /// Unique within the environment; what `--hosts` selects and what output shows.
-    pub name: String,
-    pub host: String,
-    pub user: Option<String>,
-    pub port: Option<u16>,
-}
 
 /// Read, merge, interpolate and validate `file` for environment `env`.
 pub fn load(file: &Path, env: Option<&str>, lookup: &dyn Lookup) -> Result<Config, ConfigError> {
@@ -693,97 +583,6 @@ impl Ctx<'_> {
         }
     }
 
-    fn health(&mut self, h: raw::Health) -> HealthConfig {
-        let http = h.http.and_then(|http| {
-            let Some(url_s) = &http.url else {
-                if let Some(s) = http.status.as_ref() {
-                    self.problem(
-                        s,
-                        "`health.http` needs a `url`".into(),
-                        Some("e.g. `url: http://127.0.0.1:8080/healthz`"),
-                    );
-                } else {
-                    self.problem_at(
-                        (0, 0),
-                        "`health.http` needs a `url`".into(),
-                        Some("e.g. `url: http://127.0.0.1:8080/healthz`"),
-                    );
-                }
-                return None;
-            };
-            let url = self.text(url_s, "health.http.url")?;
-            let (host, port, path) = match parse_http_url(url.expose()) {
-                Ok(parts) => parts,
-                Err(e) => {
-                    self.problem(
-                        url_s,
-                        format!("`health.http.url`: {e}"),
-                        Some(
-                            "e.g. `http://127.0.0.1:8080/healthz`; it is requested on the host \
-                             itself, through SSH",
-                        ),
-                    );
-                    return None;
-                }
-            };
-            let status = match &http.status {
-                Some(s) if !(100..=599).contains(&s.value) => {
-                    self.problem(
-                        s,
-                        format!(
-                            "`health.http.status` must be an HTTP status (100-599); got {}",
-                            s.value
-                        ),
-                        None,
-                    );
-                    200
-                }
-                Some(s) => s.value,
-                None => 200,
-            };
-            let contains = http
-                .contains
-                .as_ref()
-                .and_then(|c| self.text(c, "health.http.contains"));
-            Some(HttpCheck {
-                url,
-                host,
-                port,
-                path,
-                status,
-                contains,
-            })
-        });
-        let command = h
-            .command
-            .as_ref()
-            .and_then(|c| self.text(c, "health.command"));
-        let timeout = self.positive(&h.timeout, "health.timeout", 30_000);
-        let interval = self.positive(&h.interval, "health.interval", 1_000);
-        if let Some(i) = &h.interval
-            && i.value > timeout
-        {
-            self.problem(
-                i,
-                format!(
-                    "`health.interval` ({}) is longer than `health.timeout` ({timeout})",
-                    i.value
-                ),
-                None,
-            );
-        }
-        let settle = h
-            .settle
-            .map_or(Duration(std::time::Duration::from_secs(2)), |s| s.value);
-        HealthConfig {
-            http,
-            command,
-            timeout,
-            interval,
-            settle,
-        }
-    }
-
     fn hosts(&mut self, hosts: Option<&S<Vec<S<HostEntry>>>>) -> Vec<Host> {
         let mut out: Vec<Host> = Vec::new();
         let Some(hosts) = hosts else { return out };
@@ -941,78 +740,5 @@ fn glob_check(pattern: &str, glob: bool) -> Result<(), String> {
     }
 }
 
-/// `http://host[:port][/path]` into its parts. Only http: the request travels inside the
-/// SSH connection to the host's own loopback, so TLS would add nothing.
-fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        if url.starts_with("https://") {
-            "only `http://` is supported: the check runs on the host itself, inside the SSH \
-             connection"
-                .to_owned()
-        } else {
-            format!("`{url}` is not an http:// URL")
-        }
-    })?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], rest[i..].to_owned()),
-        None => (rest, "/".to_owned()),
-    };
-    let spec = host::parse(authority).map_err(|e| format!("bad host in `{url}`: {e}"))?;
-    if spec.user.is_some() {
-        return Err(format!("`{url}`: credentials in the URL are not supported"));
-    }
-    if path.contains(|c: char| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
-            "`{url}`: the path contains spaces or control characters"
-        ));
-    }
-    Ok((spec.host, spec.port.unwrap_or(80), path))
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn http_urls() {
-        assert_eq!(
-            parse_http_url("http://127.0.0.1:8080/healthz"),
-            Ok(("127.0.0.1".into(), 8080, "/healthz".into()))
-        );
-        assert_eq!(
-            parse_http_url("http://localhost"),
-            Ok(("localhost".into(), 80, "/".into()))
-        );
-        assert_eq!(
-            parse_http_url("http://[::1]:9/x?y=1"),
-            Ok(("::1".into(), 9, "/x?y=1".into()))
-        );
-        assert!(
-            parse_http_url("https://a/")
-                .unwrap_err()
-                .contains("only `http://`")
-        );
-        assert!(
-            parse_http_url("ftp://a/")
-                .unwrap_err()
-                .contains("not an http:// URL")
-        );
-        assert!(
-            parse_http_url("http://u@a/")
-                .unwrap_err()
-                .contains("credentials")
-        );
-    }
-
-    #[test]
-    fn names() {
-        assert!(valid_name("hello"));
-        assert!(valid_name("0x-app_2"));
-        assert!(!valid_name("Hello"));
-        assert!(!valid_name("-x"));
-        assert!(!valid_name("a b"));
-        assert!(!valid_name(""));
-        assert!(valid_unit("hello@1.service"));
-        assert!(!valid_unit("hello;reboot"));
-    }
-}
+mod tests;

@@ -139,7 +139,8 @@ pub fn renew(token: &str) -> Result<String, QuoteError> {
     Ok(format!(
         "g=; {{ read -r g < {FILE}; }} 2>/dev/null\n\
          case \"$g\" in {token}' '*) touch -- {FILE} && echo '{GUARD} armed' ;; *)\n\
-         \x20 if tail -n 20 {HISTORY} 2>/dev/null | grep -q {fired}; then echo '{GUARD} fired'; fi\n\
+         \x20 if tail -n 20 {HISTORY} 2>/dev/null | grep -q {fired}; then \
+         echo '{GUARD} fired'; fi\n\
          esac\n",
         token = q(token)?,
         fired = q(&format!("\"run\":\"{token}\""))?,

@@ -32,7 +32,7 @@ pub mod stage;
 pub mod status;
 pub mod survey;
 pub mod unit;
-mod unpack;
+pub mod unpack;
 
 #[cfg(test)]
 mod fixtures;

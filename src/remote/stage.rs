@@ -3,6 +3,7 @@
 //! staged and renamed into place, then its `before_switch` hooks run in it. Nothing that
 //! serves traffic changes.
 
+pub use super::unpack::{DeltaSource, Source};
 use std::collections::BTreeMap;
 
 use super::layout::{RELEASE_JSON, RELEASES, SHARED, STAGING_PREFIX};
@@ -36,31 +37,6 @@ pub fn env_file(env: &BTreeMap<String, Text>, redact: bool) -> String {
         }
     }
     out
-}
-
-/// Where the files of a new release come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source<'a> {
-    /// The artifact is cached on the host: unpack it from there. No data on stdin.
-    Cached,
-    /// The artifact follows on stdin: cached and unpacked as it arrives (`gzip -dc`
-    /// checks the whole stream's CRC), then kept only if its `cksum` (`<crc> <size>`)
-    /// matches what was sent.
-    Full { cksum: &'a str },
-    /// A delta follows on stdin (see [`crate::artifact::delta`]).
-    Delta(DeltaSource<'a>),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeltaSource<'a> {
-    /// The live release whose files are reused.
-    pub base: &'a str,
-    /// Hard links instead of copies.
-    pub link: bool,
-    /// Size of the gzipped list of files to reuse, first on stdin; the archive follows.
-    pub reuse_len: u64,
-    pub tree_sha256: &'a str,
-    pub content_sha256: &'a str,
 }
 
 pub struct Stage<'a> {

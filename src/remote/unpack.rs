@@ -6,9 +6,33 @@
 use super::layout::{ARTIFACTS, RELEASES, STAGING_PREFIX, VERIFIED};
 use super::markers::{DELTA_MISMATCH, STEP};
 use super::q;
-use super::stage::{DeltaSource, Source};
 use crate::artifact::delta::{self, VERIFIED_LINE};
 use crate::ssh::quote::QuoteError;
+
+/// Where the files of a new release come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source<'a> {
+    /// The artifact is cached on the host: unpack it from there. No data on stdin.
+    Cached,
+    /// The artifact follows on stdin: cached and unpacked as it arrives (`gzip -dc`
+    /// checks the whole stream's CRC), then kept only if its `cksum` (`<crc> <size>`)
+    /// matches what was sent.
+    Full { cksum: &'a str },
+    /// A delta follows on stdin (see [`crate::artifact::delta`]).
+    Delta(DeltaSource<'a>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeltaSource<'a> {
+    /// The live release whose files are reused.
+    pub base: &'a str,
+    /// Hard links instead of copies.
+    pub link: bool,
+    /// Size of the gzipped list of files to reuse, first on stdin; the archive follows.
+    pub reuse_len: u64,
+    pub tree_sha256: &'a str,
+    pub content_sha256: &'a str,
+}
 
 /// Unpacks the tar.gz on stdin (into `$tmp` unless the arguments say otherwise); fails if
 /// gzip or tar fails. `gzip -dc | tar -x` rather than `tar -xz`: with `-z` on a stream,

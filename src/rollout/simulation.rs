@@ -10,7 +10,8 @@
 //!   when the run stopped before it: where it was); a
 //!   host reported `broken` is the one exception, and it is reported.
 //! - A killed deployer leaves every host where it was, or every host on the target; the
-//!   exceptions: a kill once the run began confirming (the documented window), `on_failure: halt` once the rollout stopped, and hosts that failed within
+//!   exceptions: a kill once the run began confirming (the documented window),
+//!   `on_failure: halt` once the rollout stopped, and hosts that failed within
 //!   `max_failures` (they stay where they were while the others go on).
 //! - The exit code agrees with the hosts: 0 only when every host is done or unchanged; 5
 //!   only when no host is on the target; 3 and 4 only when nothing switched.

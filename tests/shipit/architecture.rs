@@ -1,8 +1,8 @@
 //! Architecture tests: they read `src/**/*.rs` as text and keep the structure honest.
 //!
 //! Each test lists every offender in its failure message, so one run shows the whole job.
-//! `print_dependency_graph` (ignored; run it with `--ignored --nocapture`) shows the graph
-//! the cycle test works on.
+//! The cycle test's failure message shows each cycle edge by edge, with the line of
+//! each first reference.
 //!
 //! # How the source is read
 //!
@@ -821,16 +821,4 @@ fn cycles_are_listed_once_each() {
     let (found, capped) = cycles(&graph, 100);
     assert!(!capped);
     assert_eq!(found, [vec!["a", "b"], vec!["a", "b", "c"]]);
-}
-
-/// Not a rule: prints the graph the cycle test sees, one `file -> file (line)` per edge.
-/// `cargo test --test shipit print_dependency_graph -- --ignored --nocapture`
-#[test]
-#[ignore = "a tool, not a check"]
-fn print_dependency_graph() {
-    for (from, edges) in dependency_graph(&sources()) {
-        for (to, line) in edges {
-            println!("{from} -> {to} (:{line})");
-        }
-    }
 }

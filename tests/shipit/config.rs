@@ -36,7 +36,7 @@ fn unknown_key_without_a_close_match_lists_the_valid_ones() {
     let yaml = "app: hello\nrollout:\n  frobnicate: 1\n";
     insta::assert_snapshot!(config_error(yaml), @r"
     error: deploy.yaml:3:3: unknown key `frobnicate`
-    hint: valid keys here: parallel, canary, max_failures, on_failure
+    hint: valid keys here: parallel, canary, max_failures, on_failure, confirm_timeout
     ");
 }
 
@@ -277,7 +277,13 @@ fn defaults_are_filled_in() {
     assert_eq!(v["health"]["timeout"], "30s");
     assert_eq!(
         v["rollout"],
-        serde_json::json!({"parallel": 10, "canary": 1, "max_failures": 0, "on_failure": "rollback"})
+        serde_json::json!({
+            "parallel": 10,
+            "canary": 1,
+            "max_failures": 0,
+            "on_failure": "rollback",
+            "confirm_timeout": "1m"
+        })
     );
 }
 
