@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 /// Build locally, ship over SSH, switch atomically, health-check, roll back by itself.
 ///
@@ -44,9 +44,11 @@ pub struct Global {
     )]
     pub environment: Option<String>,
 
-    /// More output (debug logs)
-    #[arg(short, long, global = true, conflicts_with = "quiet")]
-    pub verbose: bool,
+    /// More output: -v adds shipit's debug lines (each script sent to a host: what for, how
+    /// long, its exit status), -vv the SSH library's too. SHIPIT_LOG (a tracing filter,
+    /// e.g. `russh=trace`) replaces what -v and -vv select
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
 
     /// Less output: only errors and data
     #[arg(short, long, global = true)]

@@ -70,13 +70,30 @@ pub enum Action {
     Man,
 }
 
+impl Action {
+    /// The command's name when it was asked for a `--json` document, which a run that
+    /// fails before printing it then prints instead (docs/json.md). A dry run prints its
+    /// plan as text: no document.
+    pub fn json_document(&self) -> Option<&'static str> {
+        match self {
+            Action::Deploy(o) if o.json && !o.dry_run => Some("deploy"),
+            Action::Rollback(o) if o.json && !o.dry_run => Some("rollback"),
+            Action::Status { json: true, .. } => Some("status"),
+            Action::Check { json: true } => Some("check"),
+            Action::Config { json: true } => Some("config"),
+            _ => None,
+        }
+    }
+}
+
 impl Cli {
     pub fn into_settings(self) -> (Settings, Action) {
         let g = self.global;
         let verbosity = match (g.quiet, g.verbose) {
             (true, _) => Verbosity::Quiet,
-            (_, true) => Verbosity::Verbose,
-            _ => Verbosity::Normal,
+            (_, 0) => Verbosity::Normal,
+            (_, 1) => Verbosity::Verbose,
+            _ => Verbosity::VeryVerbose,
         };
         let format = match g.log_format {
             LogFormatArg::Human => LogFormat::Human,
@@ -132,6 +149,7 @@ impl Cli {
 
 impl Settings {
     pub fn load_config(&self) -> Result<crate::config::Config, crate::config::ConfigError> {
+        tracing::debug!(file = %self.config.display(), environment = ?self.environment, "reading the configuration");
         crate::config::load(
             &self.config,
             self.environment.as_deref(),

@@ -105,7 +105,15 @@ impl Connector {
                 host: target.name.clone(),
                 what: "waiting to connect".into(),
             })?;
-        self.connect_chain(target, 0).await
+        let started = std::time::Instant::now();
+        tracing::debug!(host = %target.name, address = %target.host, port = target.port, user = %target.user, "connecting");
+        let session = self.connect_chain(target, 0).await;
+        let ms = started.elapsed().as_millis() as u64;
+        match &session {
+            Ok(_) => tracing::debug!(host = %target.name, ms, "connected and authenticated"),
+            Err(e) => tracing::debug!(host = %target.name, ms, "not connected: {e}"),
+        }
+        session
     }
 
     async fn connect_chain(&self, target: &Target, depth: usize) -> Result<Session, Error> {
