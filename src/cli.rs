@@ -136,10 +136,20 @@ pub enum Command {
     /// e.g. `shipit completions bash > /etc/bash_completion.d/shipit`
     Completions(CompletionsArgs),
 
-    /// Print the man page (roff) on stdout
+    /// Print the man page (roff) on stdout, or write every page to a directory
     ///
-    /// e.g. `shipit man > /usr/local/share/man/man1/shipit.1`
-    Man,
+    /// e.g. `shipit man > /usr/local/share/man/man1/shipit.1`, or
+    /// `shipit man --dir /usr/local/share/man/man1` for shipit.1 and a shipit-<command>.1
+    /// page for every command.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write shipit.1 and shipit-<command>.1 for every command into DIR (created if
+    /// missing) and print their paths, instead of printing shipit.1
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

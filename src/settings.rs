@@ -67,7 +67,9 @@ pub enum Action {
     Completions {
         shell: clap_complete::Shell,
     },
-    Man,
+    Man {
+        dir: Option<PathBuf>,
+    },
 }
 
 impl Action {
@@ -141,7 +143,7 @@ impl Cli {
                 app_version: a.version.app_version,
             },
             Command::Completions(a) => Action::Completions { shell: a.shell },
-            Command::Man => Action::Man,
+            Command::Man(a) => Action::Man { dir: a.dir },
         };
         (settings, action)
     }
