@@ -151,7 +151,7 @@ impl Cli {
 
 impl Settings {
     pub fn load_config(&self) -> Result<crate::config::Config, crate::config::ConfigError> {
-        tracing::debug!(file = %self.config.display(), environment = ?self.environment, "reading the configuration");
+        tracing::debug!(file = %self.config.display(), environment = self.environment.as_deref(), "reading the configuration");
         crate::config::load(
             &self.config,
             self.environment.as_deref(),

@@ -101,7 +101,7 @@ impl Remote for Session {
     ) -> Result<Ran, ssh::Error> {
         let started = std::time::Instant::now();
         let upload_bytes = upload.as_ref().map(|u| u.total);
-        tracing::debug!(host = self.name(), op = ?op, script_bytes = script.len(), upload_bytes, "sending");
+        tracing::debug!(host = %self.name(), op = ?op, script_bytes = script.len(), upload_bytes, "sending");
         let ran = match upload {
             None => self
                 .exec(script, |_, line| on_line(line))
@@ -118,9 +118,9 @@ impl Remote for Session {
         let ms = started.elapsed().as_millis() as u64;
         match &ran {
             Ok(r) => {
-                tracing::debug!(host = self.name(), op = ?op, ms, status = r.out.status, signal = r.out.signal.as_deref(), sent_bytes = r.sent.map(|s| s.0), "done")
+                tracing::debug!(host = %self.name(), op = ?op, ms, status = r.out.status, signal = r.out.signal.as_deref(), sent_bytes = r.sent.map(|s| s.0), "done")
             }
-            Err(e) => tracing::debug!(host = self.name(), op = ?op, ms, "failed: {e}"),
+            Err(e) => tracing::debug!(host = %self.name(), op = ?op, ms, "failed: {e}"),
         }
         ran
     }
