@@ -11,6 +11,8 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 /// tar.gz and deploys it to every host of an environment over one SSH connection each.
 /// Exit codes: 0 ok, 1 failed, 2 invalid config or command line, 3 lock held,
 /// 4 host unreachable or not verified, 5 unhealthy and rolled back, 6 mixed state.
+/// `--json` documents and `--log-format json` lines are described field by field in
+/// docs/json.md. Colors only on a terminal, never with NO_COLOR set.
 #[derive(Debug, Parser)]
 #[command(name = "shipit", version = crate::VERSION, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
@@ -54,7 +56,7 @@ pub struct Global {
     #[arg(short, long, global = true)]
     pub quiet: bool,
 
-    /// Format of messages and logs on stderr
+    /// Format of messages and logs on stderr (json: one object per line, docs/json.md)
     #[arg(long, global = true, value_enum, default_value_t = LogFormatArg::Human, value_name = "FORMAT")]
     pub log_format: LogFormatArg,
 
