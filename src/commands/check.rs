@@ -140,7 +140,14 @@ async fn check_host(connector: &Connector, target: Target, script: &str) -> Host
         }
         Ok(session) => {
             report.reachable = true;
-            match session.exec(script, |_, _| {}).await {
+            let sent = Instant::now();
+            tracing::debug!(host = %target.name, op = "check", script_bytes = script.len(), "sending");
+            let ran = session.exec(script, |_, _| {}).await;
+            if let Ok(out) = &ran {
+                let ms = sent.elapsed().as_millis() as u64;
+                tracing::debug!(host = %target.name, op = "check", ms, status = out.status, "done");
+            }
+            match ran {
                 Ok(out) if out.success() => report.checks = check::parse(&out.stdout),
                 Ok(out) => {
                     report.checks = check::parse(&out.stdout);

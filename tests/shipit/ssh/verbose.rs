@@ -93,6 +93,18 @@ fn v_shows_what_each_host_is_sent_and_vv_adds_the_ssh_library() {
         out.stderr
     );
 
+    // `check` sends its one script the same way.
+    let out = p.run(&["-v", "--log-format", "json", "check"]);
+    assert!(out.code == 0 || out.code == 1, "{}", out.stderr);
+    let check = lines(&out);
+    assert!(
+        check.iter().any(|l| l["message"] == "done"
+            && l["fields"]["op"] == "check"
+            && l["fields"]["ms"].is_u64()),
+        "{}",
+        out.stderr
+    );
+
     // SHIPIT_LOG replaces the filter: the SSH library alone.
     let mut p = p;
     p.env("SHIPIT_LOG", "russh=debug");
