@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 /// `0.1.0 (abc1234)`: the crate version and the commit it was built from.
 pub const VERSION: &str = concat!(
@@ -19,6 +19,8 @@ pub const VERSION: &str = concat!(
 /// tar.gz and deploys it to every host of an environment over one SSH connection each.
 /// Exit codes: 0 ok, 1 failed, 2 invalid config or command line, 3 lock held,
 /// 4 host unreachable or not verified, 5 unhealthy and rolled back, 6 mixed state.
+/// `--json` documents and `--log-format json` lines are described field by field in
+/// docs/json.md. Colors only on a terminal, never with NO_COLOR set.
 #[derive(Debug, Parser)]
 #[command(
     name = "shipit",
@@ -57,15 +59,17 @@ pub struct Global {
     )]
     pub environment: Option<String>,
 
-    /// More output (debug logs)
-    #[arg(short, long, global = true, conflicts_with = "quiet")]
-    pub verbose: bool,
+    /// More output: -v adds shipit's debug lines (each script sent to a host: what for, how
+    /// long, its exit status), -vv the SSH library's too. SHIPIT_LOG (a tracing filter,
+    /// e.g. `russh=trace`) replaces what -v and -vv select
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
 
     /// Less output: only errors and data
     #[arg(short, long, global = true)]
     pub quiet: bool,
 
-    /// Format of messages and logs on stderr
+    /// Format of messages and logs on stderr (json: one object per line, docs/json.md)
     #[arg(
         long,
         global = true,
@@ -153,10 +157,20 @@ pub enum Command {
     /// e.g. `shipit completions bash > /etc/bash_completion.d/shipit`
     Completions(CompletionsArgs),
 
-    /// Print the man page (roff) on stdout
+    /// Print the man page (roff) on stdout, or write every page to a directory
     ///
-    /// e.g. `shipit man > /usr/local/share/man/man1/shipit.1`
-    Man,
+    /// e.g. `shipit man > /usr/local/share/man/man1/shipit.1`, or
+    /// `shipit man --dir /usr/local/share/man/man1` for shipit.1 and a shipit-<command>.1
+    /// page for every command.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write shipit.1 and shipit-<command>.1 for every command into DIR (created if
+    /// missing) and print their paths, instead of printing shipit.1
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -37,7 +37,9 @@ pub fn main() -> std::process::ExitCode {
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            // --help and --version are not errors; clap prints and picks 0 or 2.
+            // --help and --version are not errors; clap prints and picks 0 or 2. A usage
+            // error prints no JSON document, even with --json: the command line that
+            // would have asked for one did not parse (docs/json.md).
             let _ = e.print();
             return std::process::ExitCode::from(if e.use_stderr() {
                 exit::Exit::Invalid.code()
@@ -48,11 +50,16 @@ pub fn main() -> std::process::ExitCode {
     };
     let (settings, action) = cli.into_settings();
     logging::init(&settings.printer);
+    let document = action.json_document();
     let exit = match commands::run(&settings, action) {
         Ok(exit) => exit,
         Err(err) => {
+            let exit = exit::code_for(&err);
             settings.printer.error(&err);
-            exit::code_for(&err)
+            if let Some(action) = document {
+                settings.printer.failed_document(action, exit, &err);
+            }
+            exit
         }
     };
     std::process::ExitCode::from(exit.code())

@@ -67,7 +67,25 @@ pub enum Action {
     Completions {
         shell: clap_complete::Shell,
     },
-    Man,
+    Man {
+        dir: Option<PathBuf>,
+    },
+}
+
+impl Action {
+    /// The command's name when it was asked for a `--json` document, which a run that
+    /// fails before printing it then prints instead (docs/json.md). A dry run prints its
+    /// plan as text: no document.
+    pub fn json_document(&self) -> Option<&'static str> {
+        match self {
+            Action::Deploy(o) if o.json && !o.dry_run => Some("deploy"),
+            Action::Rollback(o) if o.json && !o.dry_run => Some("rollback"),
+            Action::Status { json: true, .. } => Some("status"),
+            Action::Check { json: true } => Some("check"),
+            Action::Config { json: true } => Some("config"),
+            _ => None,
+        }
+    }
 }
 
 impl Cli {
@@ -75,8 +93,9 @@ impl Cli {
         let g = self.global;
         let verbosity = match (g.quiet, g.verbose) {
             (true, _) => Verbosity::Quiet,
-            (_, true) => Verbosity::Verbose,
-            _ => Verbosity::Normal,
+            (_, 0) => Verbosity::Normal,
+            (_, 1) => Verbosity::Verbose,
+            _ => Verbosity::VeryVerbose,
         };
         let format = match g.log_format {
             LogFormatArg::Human => LogFormat::Human,
@@ -124,7 +143,7 @@ impl Cli {
                 app_version: a.version.app_version,
             },
             Command::Completions(a) => Action::Completions { shell: a.shell },
-            Command::Man => Action::Man,
+            Command::Man(a) => Action::Man { dir: a.dir },
         };
         (settings, action)
     }
@@ -132,6 +151,9 @@ impl Cli {
 
 impl Settings {
     pub fn load_config(&self) -> Result<crate::config::Config, crate::config::ConfigError> {
+        let environment = self.environment.as_deref();
+        let file = self.config.display();
+        tracing::debug!(file = %file, environment, "reading the configuration");
         crate::config::load(
             &self.config,
             self.environment.as_deref(),

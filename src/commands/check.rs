@@ -74,9 +74,7 @@ pub fn run(settings: &Settings, json: bool) -> Result<Exit> {
     };
 
     if json {
-        settings
-            .printer
-            .data(&serde_json::to_string_pretty(&report)?);
+        settings.printer.document(&report);
     } else {
         settings.printer.data(&table(&report));
     }
@@ -142,7 +140,15 @@ async fn check_host(connector: &Connector, target: Target, script: &str) -> Host
         }
         Ok(session) => {
             report.reachable = true;
-            match session.exec(script, |_, _| {}).await {
+            let sent = Instant::now();
+            let bytes = script.len();
+            tracing::debug!(host = %target.name, op = "check", script_bytes = bytes, "sending");
+            let ran = session.exec(script, |_, _| {}).await;
+            if let Ok(out) = &ran {
+                let ms = sent.elapsed().as_millis() as u64;
+                tracing::debug!(host = %target.name, op = "check", ms, status = out.status, "done");
+            }
+            match ran {
                 Ok(out) if out.success() => report.checks = check::parse(&out.stdout),
                 Ok(out) => {
                     report.checks = check::parse(&out.stdout);
@@ -238,4 +244,35 @@ fn needed_bytes(artifact: &Path) -> Option<u64> {
     let mut isize = [0u8; 4];
     f.read_exact(&mut isize).ok()?;
     Some(size + u64::from(u32::from_le_bytes(isize)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::printer::json::tests::assert_documented;
+
+    #[test]
+    fn the_check_document_is_documented_field_by_field() {
+        let report = Report {
+            ok: false,
+            environment: Some("production".into()),
+            hosts: vec![HostReport {
+                name: "app1".into(),
+                address: "10.0.0.1:22".into(),
+                user: "deploy".into(),
+                reachable: true,
+                error: None,
+                checks: check::parse("disk\tfail\tonly 1 GiB free\n"),
+                millis: 12,
+            }],
+        };
+        let text = crate::printer::json::render(&report).unwrap();
+        assert!(text.starts_with("{\n  \"schema_version\": 1,"), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_documented("shipit check --json", &v, &[]);
+        let doc = include_str!("../../docs/json.md");
+        for name in check::CHECKS {
+            assert!(doc.contains(&format!("`{name}`")), "docs/json.md: `{name}`");
+        }
+    }
 }

@@ -7,17 +7,16 @@ use crate::settings::Settings;
 
 pub fn run(settings: &Settings, json: bool) -> Result<Exit> {
     let config = settings.load_config()?;
-    let text = if json {
-        serde_json::to_string_pretty(&config)?
-    } else {
-        let env = config.environment.as_deref().unwrap_or("(none)");
-        let body = serde_saphyr::to_string(&config)?;
-        format!(
-            "# {} (environment: {env}), resolved\n{}",
-            config.file.display(),
-            body.trim_end()
-        )
-    };
-    settings.printer.data(&text);
+    if json {
+        settings.printer.document(&config);
+        return Ok(Exit::Ok);
+    }
+    let env = config.environment.as_deref().unwrap_or("(none)");
+    let body = serde_saphyr::to_string(&config)?;
+    settings.printer.data(&format!(
+        "# {} (environment: {env}), resolved\n{}",
+        config.file.display(),
+        body.trim_end()
+    ));
     Ok(Exit::Ok)
 }

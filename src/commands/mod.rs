@@ -6,6 +6,7 @@ mod config;
 mod deploy;
 mod dry_run;
 mod init;
+mod man;
 mod package;
 mod rollback;
 mod status;
@@ -44,13 +45,6 @@ pub fn run(settings: &Settings, action: Action) -> Result<Exit> {
                 .data(String::from_utf8_lossy(&out).trim_end());
             Ok(Exit::Ok)
         }
-        Action::Man => {
-            let mut out = Vec::new();
-            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
-            settings
-                .printer
-                .data(String::from_utf8_lossy(&out).trim_end());
-            Ok(Exit::Ok)
-        }
+        Action::Man { dir } => man::run(settings, dir.as_deref()),
     }
 }

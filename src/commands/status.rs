@@ -46,6 +46,15 @@ struct HostStatus {
     history: Vec<serde_json::Value>,
 }
 
+/// `shipit status --json` (docs/json.md).
+#[derive(Debug, Serialize)]
+struct Report<'a> {
+    environment: Option<&'a str>,
+    /// Reachable hosts are on different releases.
+    mixed: bool,
+    hosts: &'a [HostStatus],
+}
+
 #[derive(Debug, Serialize)]
 struct GuardStatus {
     /// The release it puts back (`null`: none, `current` is removed).
@@ -121,12 +130,11 @@ pub fn run(settings: &Settings, json: bool, show_releases: bool, history: usize)
         .collect();
     let mixed = currents.len() > 1;
     if json {
-        let doc = serde_json::json!({
-            "environment": config.environment,
-            "mixed": mixed,
-            "hosts": statuses,
+        printer.document(&Report {
+            environment: config.environment.as_deref(),
+            mixed,
+            hosts: &statuses,
         });
-        printer.data(&serde_json::to_string_pretty(&doc)?);
     } else {
         printer.data(&table(&statuses, mixed, show_releases, history));
     }
@@ -373,4 +381,35 @@ fn table(statuses: &[HostStatus], mixed: bool, show_releases: bool, history: usi
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::printer::json::tests::assert_documented;
+
+    #[test]
+    fn the_status_document_is_documented_field_by_field() {
+        let host = HostStatus {
+            name: "app1".into(),
+            releases: vec![ReleaseRow {
+                id: "20261122T051233Z-3f2a9c1d".into(),
+                state: "live".into(),
+                version: None,
+                current: true,
+            }],
+            ..HostStatus::default()
+        };
+        let hosts = [host];
+        let report = Report {
+            environment: None,
+            mixed: false,
+            hosts: &hosts,
+        };
+        let text = crate::printer::json::render(&report).unwrap();
+        assert!(text.starts_with("{\n  \"schema_version\": 1,"), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        // History entries are the lines of the host's history.jsonl, as recorded.
+        assert_documented("shipit status --json", &v, &["history"]);
+    }
 }

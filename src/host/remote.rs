@@ -99,26 +99,38 @@ pub trait Dialer: Send + Sync {
 impl Remote for Session {
     async fn run(
         &self,
-        _op: Op,
+        op: Op,
         script: &str,
         upload: Option<Upload<'_>>,
         on_line: OnLine<'_>,
     ) -> Result<Ran, ssh::Error> {
-        match upload {
-            None => Ok(Ran {
-                out: self.exec(script, |_, line| on_line(line)).await?,
-                sent: None,
-            }),
-            Some(up) => {
-                let out = self
-                    .exec_with_data(script, up.data, up.progress, |_, line| on_line(line))
-                    .await?;
-                Ok(Ran {
+        let started = std::time::Instant::now();
+        let upload_bytes = upload.as_ref().map(|u| u.total);
+        let (host, script_bytes) = (self.name(), script.len());
+        tracing::debug!(host, op = ?op, script_bytes, upload_bytes, "sending");
+        let ran = match upload {
+            None => self
+                .exec(script, |_, line| on_line(line))
+                .await
+                .map(|out| Ran { out, sent: None }),
+            Some(up) => self
+                .exec_with_data(script, up.data, up.progress, |_, line| on_line(line))
+                .await
+                .map(|out| Ran {
                     out: out.exec,
                     sent: Some((out.bytes, out.complete)),
-                })
+                }),
+        };
+        let ms = started.elapsed().as_millis() as u64;
+        match &ran {
+            Ok(r) => {
+                let (status, signal) = (r.out.status, r.out.signal.as_deref());
+                let sent_bytes = r.sent.map(|s| s.0);
+                tracing::debug!(host, op = ?op, ms, status, signal, sent_bytes, "done")
             }
+            Err(e) => tracing::debug!(host, op = ?op, ms, "failed: {e}"),
         }
+        ran
     }
 
     async fn health(

@@ -2,21 +2,36 @@
 //!
 //! Data (an artifact path, a JSON document) goes to stdout; messages, logs and progress to
 //! stderr. `-q` silences messages but never data or errors; `--log-format json` turns
-//! each message into one JSON object per line. Every line is scrubbed of registered
-//! secrets on its way out. Progress bars appear only when stderr is a terminal and
-//! `--no-progress` was not given.
+//! each message into one JSON object per line, of the one shape `json::LogLine`
+//! (docs/json.md). Every line is scrubbed of registered secrets on its way out. Progress
+//! bars appear only when stderr is a terminal and `--no-progress` was not given.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod json;
 pub mod live;
 pub mod summary;
 pub mod units;
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
 
+use crate::exit::Exit;
 use crate::redact::scrub;
+use json::LogLine;
+
+/// Whether this process has printed its `--json` document: one run prints one.
+static DOCUMENT_PRINTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether stderr may carry ANSI colors: only on a terminal, and never when `NO_COLOR`
+/// is set to anything but the empty string (no-color.org). The printer's own lines and
+/// the live view use none; tracing's human lines (`-v`) follow this.
+pub fn colors() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
 
 /// A line of a test protocol (`@@faultpoint …`) on stderr, whatever the verbosity: a test
 /// waits for it.
@@ -26,9 +41,13 @@ pub fn test_protocol_line(line: &str) {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Verbosity {
+    /// `-q`: errors and data only.
     Quiet,
     Normal,
+    /// `-v`: shipit's own debug lines too.
     Verbose,
+    /// `-vv`: and the SSH library's.
+    VeryVerbose,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,19 +112,51 @@ impl Printer {
 
     /// An error, its causes, and a hint line when there is one. Never silenced.
     pub fn error(&self, err: &anyhow::Error) {
-        let mut text = err.to_string();
-        for cause in err.chain().skip(1) {
-            let cause = cause.to_string();
-            if !text.contains(&cause) {
-                text.push_str(&format!("\n  caused by: {cause}"));
+        self.message(Level::Error, &error_text(err), crate::exit::hint_for(err));
+    }
+
+    /// The `--json` document on stdout (`schema_version` first, docs/json.md).
+    pub fn document<T: Serialize>(&self, body: &T) {
+        match json::render(body) {
+            Ok(text) => {
+                DOCUMENT_PRINTED.store(true, Ordering::SeqCst);
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{text}");
+                let _ = out.flush();
             }
+            Err(e) => self.message(
+                Level::Error,
+                &format!("internal error: the JSON document could not be written: {e}"),
+                None,
+            ),
         }
-        self.message(Level::Error, &text, crate::exit::hint_for(err));
+    }
+
+    /// Under `--json`, a run that failed before its document still prints one, saying
+    /// why (docs/json.md); a run that printed its document already prints nothing more.
+    pub fn failed_document(&self, action: &str, exit: Exit, err: &anyhow::Error) {
+        if DOCUMENT_PRINTED.load(Ordering::SeqCst) {
+            return;
+        }
+        let message = error_text(err);
+        let config = err
+            .chain()
+            .find_map(|c| c.downcast_ref::<crate::config::ConfigError>());
+        self.document(&json::Failed {
+            ok: false,
+            exit_code: exit.code(),
+            action,
+            error: json::ErrorJson {
+                message: &message,
+                hint: crate::exit::hint_for(err),
+                problems: config.map(json::ProblemJson::all),
+            },
+        });
     }
 
     /// One step of one host, `elapsed` since the run began: a plain line
-    /// (`   1.2s app1: staged release ...`), or with `--log-format json` an object with
-    /// `host`, `elapsed_ms` and `message`.
+    /// (`   1.2s app1: staged release ...`), or with `--log-format json` a line with
+    /// `host` and `elapsed_ms`.
     pub fn event(&self, host: &str, elapsed: Duration, text: &str) {
         if self.verbosity == Verbosity::Quiet {
             return;
@@ -118,15 +169,14 @@ impl Printer {
                     scrub(&format!("{:>7.1}s {host}: {text}", elapsed.as_secs_f64()))
                 );
             }
-            LogFormat::Json => {
-                let obj = serde_json::json!({
-                    "level": "info",
-                    "host": host,
-                    "elapsed_ms": elapsed.as_millis() as u64,
-                    "message": scrub(text),
-                });
-                let _ = writeln!(std::io::stderr().lock(), "{obj}");
-            }
+            LogFormat::Json => write_line(&LogLine {
+                level: Level::Info.name(),
+                time: json::now(),
+                message: text,
+                host: Some(host),
+                elapsed_ms: Some(elapsed.as_millis() as u64),
+                ..LogLine::default()
+            }),
         }
     }
 
@@ -162,20 +212,14 @@ impl Printer {
     }
 
     fn json(&self, level: Level, text: &str, source: Option<&str>, hint: Option<&str>) {
-        let mut obj = serde_json::Map::new();
-        obj.insert("level".into(), level.name().into());
-        obj.insert("message".into(), scrub(text).into_owned().into());
-        if let Some(source) = source {
-            obj.insert("source".into(), source.into());
-        }
-        if let Some(hint) = hint {
-            obj.insert("hint".into(), scrub(hint).into_owned().into());
-        }
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "{}",
-            serde_json::Value::Object(obj)
-        );
+        write_line(&LogLine {
+            level: level.name(),
+            time: json::now(),
+            message: text,
+            source,
+            hint,
+            ..LogLine::default()
+        });
     }
 
     /// A byte-count progress bar, or a hidden one when progress is off.
@@ -194,4 +238,21 @@ impl Printer {
         bar.enable_steady_tick(Duration::from_millis(200));
         bar
     }
+}
+
+/// An error and its causes (those its message does not already include), one per line.
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(&format!("\n  caused by: {cause}"));
+        }
+    }
+    text
+}
+
+/// A `--log-format json` line on stderr.
+fn write_line(line: &LogLine) {
+    let _ = writeln!(std::io::stderr().lock(), "{}", line.render());
 }

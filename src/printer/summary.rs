@@ -66,44 +66,48 @@ fn sent(r: &HostRun) -> String {
     }
 }
 
+/// The summary as the `--json` document's fields (docs/json.md).
+fn document<'a>(runs: &'a [HostRun], exit: Exit, ctx: &Context<'a>) -> Json<'a> {
+    Json {
+        ok: exit == Exit::Ok,
+        exit_code: exit.code(),
+        action: ctx.action,
+        release: ctx.release,
+        version: ctx.version,
+        artifact_sha256: ctx.sha256,
+        total_ms: runs
+            .iter()
+            .map(|r| {
+                r.finished
+                    .unwrap_or_else(|| r.started.elapsed())
+                    .as_millis()
+            })
+            .max()
+            .unwrap_or(0),
+        hosts: runs
+            .iter()
+            .map(|r| HostJson {
+                name: r.name(),
+                outcome: &r.outcome,
+                release: where_now(r),
+                previous: r.previous.as_deref(),
+                duration_ms: r
+                    .finished
+                    .unwrap_or_else(|| r.started.elapsed())
+                    .as_millis(),
+                uploaded_bytes: r.uploaded,
+                transfer: r.transfer,
+                reused_files: r.reused,
+                warnings: &r.warnings,
+                journal: r.journal.as_deref(),
+            })
+            .collect(),
+    }
+}
+
 pub fn print(printer: &Printer, runs: &[HostRun], exit: Exit, ctx: &Context, json: bool) {
     if json {
-        let doc = Json {
-            ok: exit == Exit::Ok,
-            exit_code: exit.code(),
-            action: ctx.action,
-            release: ctx.release,
-            version: ctx.version,
-            artifact_sha256: ctx.sha256,
-            total_ms: runs
-                .iter()
-                .map(|r| {
-                    r.finished
-                        .unwrap_or_else(|| r.started.elapsed())
-                        .as_millis()
-                })
-                .max()
-                .unwrap_or(0),
-            hosts: runs
-                .iter()
-                .map(|r| HostJson {
-                    name: r.name(),
-                    outcome: &r.outcome,
-                    release: where_now(r),
-                    previous: r.previous.as_deref(),
-                    duration_ms: r
-                        .finished
-                        .unwrap_or_else(|| r.started.elapsed())
-                        .as_millis(),
-                    uploaded_bytes: r.uploaded,
-                    transfer: r.transfer,
-                    reused_files: r.reused,
-                    warnings: &r.warnings,
-                    journal: r.journal.as_deref(),
-                })
-                .collect(),
-        };
-        printer.data(&serde_json::to_string_pretty(&doc).unwrap_or_default());
+        printer.document(&document(runs, exit, ctx));
         return;
     }
     let w = runs
@@ -180,4 +184,81 @@ pub fn print(printer: &Printer, runs: &[HostRun], exit: Exit, ctx: &Context, jso
         out.push_str(&details.join("\n"));
     }
     printer.data(&out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::printer::json::tests::assert_documented;
+
+    fn run(name: &str, outcome: Outcome) -> HostRun {
+        let mut run = HostRun::new(crate::ssh::Target {
+            name: name.into(),
+            host: name.into(),
+            port: 22,
+            user: "deploy".into(),
+            identity_files: Vec::new(),
+            known_hosts: crate::ssh::KnownHostsPolicy::Strict,
+            known_hosts_files: Vec::new(),
+            proxy_jump: None,
+            connect_timeout: std::time::Duration::from_secs(1),
+        });
+        run.outcome = outcome;
+        run
+    }
+
+    /// A host in every outcome, so that every variant's fields are in the document.
+    fn every_outcome() -> Vec<HostRun> {
+        let s = || "x".to_owned();
+        let mut runs = vec![
+            run("pending", Outcome::Pending),
+            run("skipped", Outcome::Skipped { reason: s() }),
+            run("unreachable", Outcome::Unreachable { reason: s() }),
+            run("locked", Outcome::Locked { holder: s() }),
+            run(
+                "failed",
+                Outcome::Failed {
+                    step: s(),
+                    reason: s(),
+                },
+            ),
+            run("done", Outcome::Done),
+            run("rolled-back", Outcome::RolledBack { reason: s() }),
+            run("broken", Outcome::Broken { reason: s() }),
+            run("interrupted", Outcome::Interrupted { state: s() }),
+            run("not-switched", Outcome::NotSwitched { reason: s() }),
+        ];
+        runs[5].transfer = Some(Transfer::Delta);
+        runs[5].switched_to = Some("20261122T051233Z-3f2a9c1d".into());
+        runs[5].warnings.push("cleanup: x".into());
+        runs[6].journal = Some("journal".into());
+        runs
+    }
+
+    #[test]
+    fn the_summary_document_is_documented_field_by_field() {
+        let runs = every_outcome();
+        let ctx = Context {
+            action: "deploy",
+            release: Some("20261122T051233Z-3f2a9c1d"),
+            version: Some("1.0"),
+            sha256: Some("3f2a"),
+        };
+        let text = super::super::json::render(&document(&runs, Exit::Mixed, &ctx)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["schema_version"], 1);
+        assert!(text.starts_with("{\n  \"schema_version\": 1,"), "{text}");
+        assert_eq!(v["hosts"][3]["holder"], "x");
+        assert_documented("the deploy summary", &v, &[]);
+        let words: Vec<&str> = v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["result"].as_str().unwrap())
+            .collect();
+        let doc = include_str!("../../docs/json.md");
+        for word in words.iter().chain(["full", "delta", "cached"].iter()) {
+            assert!(doc.contains(&format!("`{word}`")), "docs/json.md: `{word}`");
+        }
+    }
 }

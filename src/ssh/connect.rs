@@ -106,7 +106,16 @@ impl Connector {
                 host: target.name.clone(),
                 what: "waiting to connect".into(),
             })?;
-        self.connect_chain(target, 0).await
+        let started = std::time::Instant::now();
+        let (host, address, port) = (&target.name, &target.host, target.port);
+        tracing::debug!(host = %host, address = %address, port, user = %target.user, "connecting");
+        let session = self.connect_chain(target, 0).await;
+        let ms = started.elapsed().as_millis() as u64;
+        match &session {
+            Ok(_) => tracing::debug!(host = %target.name, ms, "connected and authenticated"),
+            Err(e) => tracing::debug!(host = %target.name, ms, "not connected: {e}"),
+        }
+        session
     }
 
     async fn connect_chain(&self, target: &Target, depth: usize) -> Result<Session, Error> {

@@ -194,7 +194,10 @@ fn without_test_modules(code: &str) -> String {
             continue;
         };
         let decl = lines[n + 1 + next].trim();
-        let decl = decl.strip_prefix("pub ").unwrap_or(decl);
+        let decl = ["pub(crate) ", "pub(super) ", "pub "]
+            .iter()
+            .find_map(|p| decl.strip_prefix(p))
+            .unwrap_or(decl);
         if !(decl.starts_with("mod ") && decl.ends_with('{')) {
             continue;
         }

@@ -113,3 +113,116 @@ fn host_lists_parse() {
         );
     }
 }
+
+/// Every roff line of `page` between `.SH "SECTION"` and the next `.SH`, `\-` unescaped.
+fn section(page: &str, name: &str) -> Vec<String> {
+    let heading = if name.contains(' ') {
+        format!(".SH \"{name}\"")
+    } else {
+        format!(".SH {name}")
+    };
+    page.lines()
+        .skip_while(|l| *l != heading)
+        .skip(1)
+        .take_while(|l| !l.starts_with(".SH"))
+        .map(|l| l.replace("\\-", "-"))
+        .collect()
+}
+
+/// The `name(1)` references in `lines`.
+fn references(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .flat_map(|l| l.split([',', ' ']))
+        .filter_map(|w| w.strip_suffix("(1)"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn man_dir_writes_a_page_per_command_and_see_also_names_them() {
+    use clap::CommandFactory;
+    let p = Project::new();
+    let out = p.run(&["man", "--dir", "man/man1"]);
+    out.code(0);
+    let commands: Vec<String> = shipit::cli::Cli::command()
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .map(|c| format!("shipit-{}", c.get_name()))
+        .collect();
+    assert!(commands.len() >= 11, "{commands:?}");
+    let mut want: Vec<String> = commands.iter().map(|c| format!("{c}.1")).collect();
+    want.push("shipit.1".into());
+    want.sort();
+    let mut written: Vec<String> = std::fs::read_dir(p.path().join("man/man1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    assert_eq!(written, want, "one page per command, and shipit.1");
+    let listed: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        listed.len(),
+        want.len(),
+        "the paths written:\n{}",
+        out.stdout
+    );
+
+    let groff = std::path::Path::new("/usr/bin/groff").exists();
+    for file in &written {
+        let page = p.read(&format!("man/man1/{file}"));
+        let name = file.trim_end_matches(".1");
+        // clap_mangen's two-line preamble (the apostrophe string), then the title.
+        let body: Vec<&str> = page
+            .lines()
+            .skip_while(|l| l.starts_with(".ie ") || l.starts_with(".el "))
+            .collect();
+        assert!(
+            body[0].starts_with(&format!(".TH {name} 1 ")),
+            "{file} starts with .TH: {:?}",
+            &page[..200.min(page.len())]
+        );
+        for heading in ["NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS"] {
+            assert!(
+                page.contains(&format!(".SH {heading}\n")),
+                "{file}: {heading}"
+            );
+        }
+        if groff {
+            // -ww: every warning; -z: parse and format, print nothing.
+            let out = std::process::Command::new("/usr/bin/groff")
+                .args(["-man", "-Tutf8", "-ww", "-z"])
+                .arg(p.path().join("man/man1").join(file))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success() && out.stderr.is_empty(),
+                "groff on {file}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        if file != "shipit.1" {
+            assert_eq!(
+                references(&section(&page, "SEE ALSO")),
+                ["shipit"],
+                "{file}"
+            );
+        }
+    }
+
+    let main = p.read("man/man1/shipit.1");
+    assert_eq!(
+        references(&section(&main, "SEE ALSO")),
+        commands,
+        "shipit.1's SEE ALSO names exactly the other pages"
+    );
+    assert_eq!(
+        references(&section(&main, "SUBCOMMANDS")),
+        commands,
+        "and so does its list of commands"
+    );
+    // `shipit man` alone prints the same main page.
+    let out = p.run(&["man"]);
+    out.code(0);
+    assert_eq!(out.stdout.trim_end(), main.trim_end());
+}

@@ -135,3 +135,69 @@ fn the_github_actions_example_is_valid_and_calls_flags_that_exist() {
         "the README links the workflow"
     );
 }
+
+#[test]
+fn every_field_of_config_json_is_documented() {
+    let mut p = Project::new();
+    std::fs::copy(repo("deploy.example.yaml"), p.path().join("deploy.yaml")).unwrap();
+    std::fs::create_dir_all(p.path().join("deploy")).unwrap();
+    std::fs::write(p.path().join("deploy/hello.service"), "[Service]\n").unwrap();
+    p.env("DATABASE_URL", "postgres://u:p@db/hello");
+    let out = p.run(&["-e", "production", "config", "--json"]);
+    out.code(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let json_md = std::fs::read_to_string(repo("docs/json.md")).unwrap();
+    // A key is deploy.yaml's (docs/configuration.md, kept complete by the test above), or
+    // one docs/json.md names.
+    fn walk(v: &serde_json::Value, path: &str, out: &mut Vec<(String, String)>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, child) in map {
+                    let full = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    out.push((full.clone(), k.clone()));
+                    // `env` is the app's own names.
+                    if full != "env" {
+                        walk(child, &full, out);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, path, out)),
+            _ => {}
+        }
+    }
+    let mut keys = Vec::new();
+    walk(&v, "", &mut keys);
+    let yaml_key = |path: &str| {
+        shipit::config::raw::ALL_KEYS
+            .iter()
+            .any(|k| *k == path || k.starts_with(&format!("{path}.")))
+    };
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|(path, key)| !yaml_key(path) && !json_md.contains(&format!("`{key}`")))
+        .map(|(path, _)| path)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "undocumented in config --json: {missing:?}"
+    );
+    assert!(out.stdout.starts_with("{\n  \"schema_version\": 1,\n"));
+}
+
+#[test]
+fn the_json_reference_is_linked() {
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let ops = std::fs::read_to_string(repo("docs/operations.md")).unwrap();
+    assert!(
+        readme.contains("(docs/json.md)"),
+        "README links docs/json.md"
+    );
+    assert!(
+        ops.contains("(json.md)"),
+        "docs/operations.md links json.md"
+    );
+}

@@ -12,6 +12,7 @@ mod e2e;
 mod guard;
 mod hostile;
 mod init;
+mod json;
 mod package;
 mod ssh;
 mod support;

@@ -1063,12 +1063,23 @@ fn ten_hosts_switch_at_most_parallel_at_once_and_the_event_streams_parse() {
         &[],
     );
     out.code(0);
-    // Every stderr line is a JSON object; host events carry the host and the time.
+    // Every stderr line is a JSON object of the one shape of docs/json.md (`level`,
+    // `time`, `message`); host events carry the host and the time since the run began.
     let events: Vec<serde_json::Value> = out
         .stderr
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
+    for e in &events {
+        for key in ["level", "time", "message"] {
+            assert!(e[key].is_string(), "`{key}` in {e}");
+        }
+        // A host's step says when; a debug line about a host (with -v) need not.
+        assert!(
+            e["level"] == "debug" || e.get("host").is_none() || e["elapsed_ms"].is_u64(),
+            "{e}"
+        );
+    }
     let mut spans: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
     for e in events.iter().filter(|e| e.get("host").is_some()) {
         let host = e["host"].as_str().unwrap().to_owned();

@@ -3,6 +3,7 @@
 //! host and connection failures.
 
 pub mod sshd;
+mod verbose;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
