@@ -10,6 +10,7 @@ mod docs;
 mod e2e;
 mod hostile;
 mod init;
+mod live_view;
 mod package;
 mod ssh;
 mod support;
