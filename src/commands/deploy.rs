@@ -92,6 +92,9 @@ pub fn run(settings: &Settings, opts: DeployOptions) -> Result<Exit> {
         wait_lock: opts.wait_lock,
     };
     let runs: Vec<HostRun> = targets.iter().cloned().map(HostRun::new).collect();
+    // From here to `finish`, the live view owns the terminal: what is said goes through
+    // the plan's events.
+    live.start();
     let (runs, exit, release_id) = runtime.block_on(async {
         let cancel = Cancel::new();
         rollout::on_signals(cancel.clone(), plan.events.clone());

@@ -40,6 +40,7 @@ pub fn run(settings: &Settings, opts: RollbackOptions) -> Result<Exit> {
         dry_run: opts.dry_run,
         wait_lock: opts.wait_lock,
     };
+    live.start();
     let (runs, exit, surveyed) = runtime.block_on(async {
         let cancel = Cancel::new();
         rollout::on_signals(cancel.clone(), plan.events.clone());

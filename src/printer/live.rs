@@ -3,7 +3,7 @@
 //! whose count and clock move); otherwise one plain line (or JSON object) per event.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -12,41 +12,64 @@ use crate::event::{Event, Events, Listener};
 
 use super::Printer;
 
-/// The events of one run, as the printer shows them. [`Live::finish`] takes the live view
-/// off the screen before the summary.
+/// The events of one run, as the printer shows them. On a terminal the live view is up
+/// from [`Live::start`] to [`Live::finish`], which takes it off the screen before the
+/// summary: in between, nothing may write to the terminal but through [`Live::events`]
+/// (a line written past the view is drawn over, and the view's own rows are left behind).
 pub struct Live {
-    listener: Arc<dyn Listener>,
-    view: Option<Arc<View>>,
+    printer: Printer,
+    hosts: Vec<String>,
+    hearing: Arc<Hearing>,
 }
 
 impl Live {
-    /// For a run over `hosts` (their names, in order).
+    /// For a run over `hosts` (their names, in order). Nothing is on the screen yet:
+    /// until [`Live::start`], events are plain lines.
     pub fn new(printer: Printer, hosts: &[String]) -> Live {
-        if printer.progress && printer.verbosity > super::Verbosity::Quiet {
-            let view = Arc::new(View::new(hosts));
-            Live {
-                listener: view.clone(),
-                view: Some(view),
-            }
-        } else {
-            Live {
-                listener: Arc::new(Lines {
+        Live {
+            printer,
+            hosts: hosts.to_vec(),
+            hearing: Arc::new(Hearing {
+                lines: Lines {
                     printer,
                     started: Instant::now(),
-                }),
-                view: None,
-            }
+                },
+                view: OnceLock::new(),
+            }),
         }
     }
 
     pub fn events(&self) -> Events {
-        Events::new(self.listener.clone())
+        Events::new(self.hearing.clone())
+    }
+
+    /// The rollout begins: on a terminal, the live view comes up (its clock starts now).
+    pub fn start(&self) {
+        let p = &self.printer;
+        if p.progress && p.verbosity > super::Verbosity::Quiet {
+            let _ = self.hearing.view.set(View::new(&self.hosts));
+        }
     }
 
     /// The run is over: nothing of the live view stays on the screen.
     pub fn finish(&self) {
-        if let Some(view) = &self.view {
+        if let Some(view) = self.hearing.view.get() {
             view.clear();
+        }
+    }
+}
+
+/// Who hears a run's events: the plain lines, or the live view once it is up.
+struct Hearing {
+    lines: Lines,
+    view: OnceLock<View>,
+}
+
+impl Listener for Hearing {
+    fn hear(&self, at: Instant, event: Event) {
+        match self.view.get() {
+            Some(view) => view.hear(at, event),
+            None => self.lines.hear(at, event),
         }
     }
 }
@@ -88,10 +111,17 @@ fn style(template: &str) -> ProgressStyle {
 struct View {
     multi: MultiProgress,
     overall: ProgressBar,
+    /// Hosts finished so far, of all of them.
+    finished: Mutex<u64>,
+    total: u64,
     rows: HashMap<String, ProgressBar>,
     /// Hosts without a row of their own: silent until the summary.
     more: Option<ProgressBar>,
     uploading: Mutex<HashMap<String, bool>>,
+}
+
+fn finished(done: u64, total: u64) -> String {
+    format!("{done}/{total} hosts finished")
 }
 
 /// Rows of the terminal on stderr, if it is one.
@@ -125,16 +155,20 @@ impl View {
             ));
             bar
         });
-        let overall = multi.add(ProgressBar::new(hosts.len() as u64));
-        overall.set_style(style(
-            "  {prefix:<24} [{bar:30}] {pos}/{len} hosts finished, {elapsed}",
-        ));
+        let total = hosts.len() as u64;
+        let overall = multi.add(ProgressBar::new(total));
+        // The count is the message: a bar with a steady tick redraws on a new message at
+        // once, but a new position only at its next tick.
+        overall.set_style(style("  {prefix:<24} [{bar:30}] {msg}, {elapsed}"));
         overall.set_prefix("overall");
+        overall.set_message(finished(0, total));
         // The clock moves even while no host reports anything.
         overall.enable_steady_tick(Duration::from_millis(500));
         View {
             multi,
             overall,
+            finished: Mutex::new(0),
+            total,
             rows,
             more,
             uploading: Mutex::new(HashMap::new()),
@@ -185,7 +219,20 @@ impl Listener for View {
             Event::Note(text) => self.println(&text),
             Event::Alert(text) => self.println(&format!("warning: {text}")),
             Event::Finished { host, outcome } => {
-                self.overall.inc(1);
+                // One host at a time: the last one's count is the last word.
+                let mut done = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+                *done = (*done + 1).min(self.total);
+                self.overall.set_position(*done);
+                let text = finished(*done, self.total);
+                if *done == self.total {
+                    // Drawn now, whatever the rate limit: all hosts finished is on the
+                    // screen before the view goes.
+                    self.overall.finish_with_message(text);
+                } else {
+                    self.overall.set_message(text);
+                }
+                drop(done);
+                // Finishing draws at once, the overall row's new count with it.
                 if let Some(row) = self.rows.get(&host) {
                     row.set_style(style(DONE));
                     row.finish_with_message(outcome.word());

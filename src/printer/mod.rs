@@ -222,12 +222,13 @@ impl Printer {
         });
     }
 
-    /// A byte-count progress bar, or a hidden one when progress is off.
+    /// A byte-count progress bar, or a hidden one when progress is off. Its length is
+    /// unknown (an empty bar) until `set_length`: a length of 0 would show a full one.
     pub fn bytes_bar(&self, message: &str) -> ProgressBar {
         if !self.progress || self.verbosity == Verbosity::Quiet {
             return ProgressBar::hidden();
         }
-        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(10));
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
         let style = ProgressStyle::with_template(
             "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
         )

@@ -13,6 +13,7 @@ mod guard;
 mod hostile;
 mod init;
 mod json;
+mod live_view;
 mod package;
 mod ssh;
 mod support;

@@ -5,6 +5,10 @@
 //! Prerequisites: root (sshd must switch users and own /run/sshd) and /usr/sbin/sshd
 //! (Debian package `openssh-server`). Without them the tests fail loudly, unless
 //! `SHIPIT_SKIP_E2E=1` is set, in which case they print `E2E TIER NOT RUN` and pass.
+//!
+//! Several servers can stand for several hosts on this one machine:
+//! [`Sshd::start_with_own`] runs sshd in a mount namespace of its own, where one path is
+//! a directory of that server alone.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
@@ -22,6 +26,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// `SHIPIT_SKIP_E2E=1` allows skipping it; panics when it cannot run and skipping is not
 /// allowed.
 pub fn prerequisites() -> Option<()> {
+    prerequisites_with(&[])
+}
+
+/// [`prerequisites`], and these tools on PATH too: `(tool, Debian package)`.
+pub fn prerequisites_with(tools: &[(&str, &str)]) -> Option<()> {
     let mut missing = Vec::new();
     if !is_root() {
         missing.push("not running as root (sshd needs it)".to_owned());
@@ -34,6 +43,11 @@ pub fn prerequisites() -> Option<()> {
             missing.push(format!(
                 "`{tool}` not on PATH (apt-get install openssh-client)"
             ));
+        }
+    }
+    for (tool, package) in tools {
+        if !on_path(tool) {
+            missing.push(format!("`{tool}` not on PATH (apt-get install {package})"));
         }
     }
     if missing.is_empty() {
@@ -117,11 +131,25 @@ pub struct Sshd {
     pub encrypted_key: PathBuf,
     /// A key the server does not know.
     pub stranger_key: PathBuf,
+    /// With [`Sshd::start_with_own`]: what this server's sessions see at the path given.
+    pub own: Option<PathBuf>,
     child: Child,
 }
 
 impl Sshd {
     pub fn start() -> Sshd {
+        Sshd::start_in(None)
+    }
+
+    /// A server whose sessions see a directory of its own (`own`, empty at first) at
+    /// `at`, an existing directory: sshd runs in a mount namespace of its own with `own`
+    /// bind-mounted there. Servers started this way are separate hosts as far as `at` is
+    /// concerned (an app's `deploy_to`), and nothing outside them sees the mounts.
+    pub fn start_with_own(at: &Path) -> Sshd {
+        Sshd::start_in(Some(at))
+    }
+
+    fn start_in(at: Option<&Path>) -> Sshd {
         // Not under /tmp: sshd's StrictModes rejects paths below world-writable dirs.
         let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         std::fs::create_dir_all(&base).expect("create target tmp dir");
@@ -172,7 +200,24 @@ impl Sshd {
         std::fs::write(&config_file, config).expect("write sshd_config");
         run(Command::new(SSHD).arg("-t").arg("-f").arg(&config_file));
 
-        let mut child = Command::new(SSHD)
+        let own = at.map(|_| d.join("own"));
+        let mut command = match (at, &own) {
+            (Some(at), Some(own)) => {
+                std::fs::create_dir(own).expect("create the server's own directory");
+                // `unshare` and `sh` exec: the child's pid is sshd's, and killing it ends
+                // the namespace with its last process.
+                let mut c = Command::new("unshare");
+                c.args(["--mount", "--propagation", "private", "sh", "-c"])
+                    .arg(r#"mount --bind "$1" "$2" && shift 2 && exec "$@""#)
+                    .arg("sh")
+                    .arg(own)
+                    .arg(at)
+                    .arg(SSHD);
+                c
+            }
+            _ => Command::new(SSHD),
+        };
+        let mut child = command
             .arg("-D")
             .arg("-e")
             .arg("-f")
@@ -216,6 +261,7 @@ impl Sshd {
             agent_key,
             encrypted_key,
             stranger_key,
+            own,
             child,
         }
     }
