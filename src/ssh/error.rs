@@ -220,7 +220,7 @@ impl Error {
     }
 
     /// True when the host could not be reached, authenticated, or its key did not verify
-    /// (exit code 4 in SPEC.md), as opposed to a failure on an established connection.
+    /// (exit code 4, docs/operations.md), as opposed to a failure on an established connection.
     pub fn is_unreachable(&self) -> bool {
         !matches!(
             self,

@@ -201,3 +201,45 @@ fn the_json_reference_is_linked() {
         "docs/operations.md links json.md"
     );
 }
+
+/// The repository stands alone: nothing a user reads points outside it (a path that
+/// climbs out of the checkout, such as the planning notes the project started from).
+#[test]
+fn no_doc_points_outside_the_repository() {
+    let mut docs = vec![
+        "README.md",
+        "RELIABILITY.md",
+        "SECURITY.md",
+        "BENCHMARKS.md",
+        "deploy.example.yaml",
+    ]
+    .into_iter()
+    .map(repo)
+    .collect::<Vec<_>>();
+    for entry in std::fs::read_dir(repo("docs")).unwrap() {
+        docs.push(entry.unwrap().path());
+    }
+    let mut outside = Vec::new();
+    for doc in docs {
+        let text = std::fs::read_to_string(&doc).unwrap_or_default();
+        for (n, line) in text.lines().enumerate() {
+            if line.contains("../shared") || line.contains("SPEC.md") {
+                outside.push(format!("{}:{}: {line}", doc.display(), n + 1));
+            }
+        }
+    }
+    assert!(
+        outside.is_empty(),
+        "docs pointing outside the repository:\n{}",
+        outside.join("\n")
+    );
+}
+
+#[test]
+fn the_reference_is_linked_from_the_readme_and_the_guide() {
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let ops = std::fs::read_to_string(repo("docs/operations.md")).unwrap();
+    assert!(readme.contains("docs/reference.md"));
+    assert!(ops.contains("(reference.md)"));
+    assert!(ops.contains("### When the deployer vanishes: the guard"));
+}

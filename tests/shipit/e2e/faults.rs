@@ -509,6 +509,54 @@ impl Matrix<'_> {
         }
     }
 
+    /// Wait (bounded) until no host has a guard armed: each one the faulted run left
+    /// fires once confirm_timeout (5 s here) has passed. `status --json` shows an armed
+    /// guard while it waits. Returns where each host is then, and checks that the app
+    /// answers with it.
+    fn guards_settle(&self, old: &str, new: &str) -> Vec<String> {
+        let armed = |i: usize| {
+            self.app
+                .tb
+                .root(
+                    i,
+                    &format!("test -e {DEPLOY_DIR}/.shipit/guard && echo armed"),
+                )
+                .contains("armed")
+        };
+        let before: Vec<bool> = (0..self.hosts).map(armed).collect();
+        if before.iter().any(|a| *a) {
+            let out = self.app.shipit(&["status", "--json"]);
+            let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+            for (i, was) in before.iter().enumerate() {
+                // A guard may fire between the look and the status: only a guard still
+                // armed after the status must have been shown.
+                if *was && armed(i) {
+                    assert!(
+                        doc["hosts"][i]["guard"].is_object(),
+                        "host {} has a guard armed, status does not show it: {}",
+                        i + 1,
+                        out.stdout
+                    );
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (0..self.hosts).any(armed) {
+            assert!(
+                Instant::now() < deadline,
+                "a guard did not fire within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        (0..self.hosts)
+            .map(|i| {
+                answers_current(&self.app, i, Duration::from_secs(15))
+                    .unwrap_or_else(|e| panic!("after the guards: {e}"));
+                format!("host{}: {}", i + 1, self.where_is(i, old, new))
+            })
+            .collect()
+    }
+
     /// One case: start the command stopped at `point` on host 1, apply `fault`, resume,
     /// then check the invariants and rerun. Returns the row.
     fn case(&mut self, command: &str, step: &str, point: &str, fault: Fault) -> Row {
@@ -594,6 +642,18 @@ impl Matrix<'_> {
             .split(", ")
             .find(|l| l.starts_with("host1:"))
             .map_or("host1: no lock".to_owned(), str::to_owned);
+        // Once confirm_timeout has passed, every guard the faulted run left has fired:
+        // the fleet is never mixed (all old, or all target), whatever the fault.
+        let after_guards = self.guards_settle(&old, &new);
+        let settled: Vec<&str> = after_guards
+            .iter()
+            .map(|p| p.split_once(": ").map_or("", |(_, w)| w))
+            .collect();
+        assert!(
+            settled.windows(2).all(|w| w[0] == w[1]),
+            "{command}/{step}/{}: a mixed fleet once the guards had their time: {after_guards:?}",
+            fault.name()
+        );
         // A rerun of the same command works and leaves everything on `new`.
         let rerun = self.app.run_with(&args, &[("MESSAGE", &msg)]);
         assert_eq!(
@@ -633,9 +693,11 @@ impl Matrix<'_> {
             case: format!("{command} / {step} / {}", fault.name()),
             runs: 1,
             outcome: format!(
-                "{}; {}; app answered its current release; status agreed, {host1_lock}; rerun: exit 0, both hosts on target and live",
+                "{}; {}; app answered its current release; status agreed, {host1_lock}; \
+                 after confirm_timeout: {}; rerun: exit 0, both hosts on target and live",
                 ended.how(),
-                places.join(", ")
+                places.join(", "),
+                after_guards.join(", ")
             ),
             figures: format!(
                 "status: {locks}; ended {:.1}s after the fault; case {:.0}s",
@@ -660,7 +722,7 @@ fn every_fault_at_every_step_leaves_a_working_host_and_a_rerun_fixes_it() {
         &[0, 1],
         // One host at a time: what host2 went through when host1 was hit is then always
         // the same, so the table can be compared run to run.
-        "rollout: {canary: 0, parallel: 1}\nkeep_releases: 3\n",
+        "rollout: {canary: 0, parallel: 1, confirm_timeout: 5s}\nkeep_releases: 3\n",
     );
     app.p.file(
         "deploy.yaml",
