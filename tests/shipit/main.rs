@@ -11,5 +11,6 @@ mod e2e;
 mod hostile;
 mod init;
 mod package;
+mod release;
 mod ssh;
 mod support;
