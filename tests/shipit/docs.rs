@@ -129,6 +129,27 @@ fn the_github_actions_example_is_valid_and_calls_flags_that_exist() {
         }
     }
     assert!(calls >= 2, "the workflow runs shipit check and deploy");
+    // shipit itself: a pinned release binary, its checksum checked, not a source build.
+    let pinned = workflow["env"]["SHIPIT_VERSION"]
+        .as_str()
+        .expect("env.SHIPIT_VERSION at the top");
+    assert!(
+        pinned.split('.').count() == 3 && pinned.split('.').all(|n| n.parse::<u32>().is_ok()),
+        "SHIPIT_VERSION is a version: {pinned}"
+    );
+    let install = steps
+        .iter()
+        .find(|s| s["name"] == "Install shipit")
+        .and_then(|s| s["run"].as_str())
+        .expect("an Install shipit step");
+    for needed in [
+        "x86_64-unknown-linux-musl",
+        "SHA256SUMS",
+        "sha256sum -c --ignore-missing",
+    ] {
+        assert!(install.contains(needed), "Install shipit lacks {needed}");
+    }
+    assert!(!install.contains("cargo install"), "no build from source");
     let readme = std::fs::read_to_string(repo("README.md")).unwrap();
     assert!(
         readme.contains("examples/github-actions/deploy.yml"),

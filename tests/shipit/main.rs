@@ -15,5 +15,6 @@ mod init;
 mod json;
 mod live_view;
 mod package;
+mod release;
 mod ssh;
 mod support;
