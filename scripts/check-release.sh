@@ -7,7 +7,9 @@
 #   2. the man pages and completions the binary writes (scripts/dist-assets.sh);
 #   3. a release tarball (scripts/dist-tarball.sh): its contents, and the same bytes twice;
 #   4. the .deb (cargo deb --no-build, from the binary of step 1): its contents and
-#      control fields, and the binary inside it runs.
+#      control fields, and the binary inside it runs;
+#   5. the .deb installed with dpkg on a copy of the e2e tier's Debian servers, run, and
+#      removed.
 # Run by .ci/run; developers can run it too. Needs cargo-deb (`cargo install --locked
 # cargo-deb`), file, ldd and dpkg-deb. Writes dist/assets and dist/check.
 #
@@ -109,5 +111,34 @@ trap 'rm -rf "$unpacked"' EXIT
 dpkg-deb -x "$deb" "$unpacked"
 "$unpacked/usr/bin/shipit" --version | grep -Eqx "shipit $version \([0-9a-f]{12}\)" ||
   fail "the packaged binary does not run"
+
+step "the .deb installed on a test server (the e2e tier's Debian base image)"
+# The tier's servers are Debian with dpkg: install the package into an overlay of their
+# base image with the image's own dpkg, run it from /usr/bin, find its man page and
+# completions where Debian looks, remove it, and check nothing is left. Needs root and the
+# base image (`cargo test` builds it first, under /var/tmp/shipit-testbed).
+base=$(ls -d /var/tmp/shipit-testbed/base-*/ 2>/dev/null | head -n 1 || true)
+if [ "$(id -u)" != 0 ] || [ -z "$base" ] || [ ! -f "$base/.testbed-complete" ]; then
+  echo "!!!!!!!! the .deb was NOT installed on a test server: needs root and the e2e base image"
+  echo "!!!!!!!! (run \`cargo test\` first, as root) !!!!!!!!"
+else
+  server=$(mktemp -d)
+  mkdir -p "$server/upper" "$server/work" "$server/root"
+  mount -t overlay overlay -o "lowerdir=$base,upperdir=$server/upper,workdir=$server/work" \
+    "$server/root"
+  trap 'umount "$server/root" 2>/dev/null; rm -rf "$unpacked" "$server"' EXIT
+  cp "$deb" "$server/root/tmp/shipit.deb"
+  chroot "$server/root" dpkg -i /tmp/shipit.deb
+  chroot "$server/root" /usr/bin/shipit --version | grep -Eqx "shipit $version \([0-9a-f]{12}\)" ||
+    fail "the installed shipit does not run on the server"
+  for path in /usr/share/man/man1/shipit.1.gz /usr/share/bash-completion/completions/shipit; do
+    [ -f "$server/root$path" ] || fail "the installed package lacks $path"
+  done
+  chroot "$server/root" dpkg -s shipit | grep -q '^Status: install ok installed' ||
+    fail "dpkg does not list shipit as installed"
+  chroot "$server/root" dpkg -r shipit
+  [ ! -e "$server/root/usr/bin/shipit" ] || fail "dpkg -r left /usr/bin/shipit behind"
+  echo "installed, ran and removed on a copy of the test servers' Debian"
+fi
 
 step "done: the release checks passed"

@@ -16,7 +16,7 @@ use crate::remote::lock;
 use crate::remote::release::State;
 use crate::remote::status;
 use crate::remote::survey::{self, LockAnswer};
-use crate::rollout::{ALL, each};
+use crate::rollout::connect_all;
 use crate::settings::Settings;
 use crate::ssh::Connector;
 
@@ -84,22 +84,8 @@ pub fn run(settings: &Settings, json: bool, show_releases: bool, history: usize)
         .enable_all()
         .build()?;
     let statuses: Vec<HostStatus> = runtime.block_on(async {
-        let connector = Arc::new(Connector::default());
         let runs: Vec<HostRun> = targets.into_iter().map(HostRun::new).collect();
-        let runs = each(
-            runs,
-            &plan,
-            ALL,
-            |_| true,
-            move |mut run, plan| {
-                let connector = connector.clone();
-                async move {
-                    run.connect(&plan, &*connector).await;
-                    run
-                }
-            },
-        )
-        .await;
+        let runs = connect_all(runs, &plan, Arc::new(Connector::default())).await;
         let names: Vec<String> = runs.iter().map(|r| r.target.name.clone()).collect();
         let mut set = tokio::task::JoinSet::new();
         for run in runs {

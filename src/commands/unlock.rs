@@ -12,7 +12,7 @@ use crate::plan::{Kind, Plan};
 use crate::remote::guard;
 use crate::remote::lock;
 use crate::remote::survey::{self, LockAnswer};
-use crate::rollout::{ALL, each};
+use crate::rollout::{ALL, connect_all, each};
 use crate::settings::Settings;
 use crate::ssh::Connector;
 
@@ -26,17 +26,15 @@ pub fn run(settings: &Settings, hosts: Option<Vec<String>>) -> Result<Exit> {
         .enable_all()
         .build()?;
     let runs = runtime.block_on(async {
-        let connector = Arc::new(Connector::default());
         let runs: Vec<HostRun> = targets.into_iter().map(HostRun::new).collect();
+        let runs = connect_all(runs, &plan, Arc::new(Connector::default())).await;
         each(
             runs,
             &plan,
             ALL,
-            |_| true,
+            |r| r.remote.is_some(),
             move |mut run, plan| {
-                let connector = connector.clone();
                 async move {
-                    run.connect(&plan, &*connector).await;
                     if let Some(remote) = &run.remote {
                         // An unconfirmed run's guard goes with its lock.
                         let script = format!(

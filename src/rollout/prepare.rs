@@ -46,6 +46,24 @@ pub fn connect_early(runtime: &tokio::runtime::Handle, targets: &[Target]) -> Ea
     })
 }
 
+/// Connect to every host still in the run that has no connection yet, all at once (the
+/// connector bounds how many handshakes are in flight).
+pub async fn connect_all(
+    runs: Vec<HostRun>,
+    plan: &Arc<Plan>,
+    dialer: Arc<dyn Dialer>,
+) -> Vec<HostRun> {
+    let unconnected = |r: &HostRun| r.remote.is_none() && r.is_pending();
+    each(runs, plan, ALL, unconnected, move |mut run, plan| {
+        let dialer = dialer.clone();
+        async move {
+            run.connect(&plan, &*dialer).await;
+            run
+        }
+    })
+    .await
+}
+
 /// Connect, lock (unless `read_only`) and survey every host. On any problem, locks taken
 /// are released and the exit code says why: 4 unreachable, 3 lock held, 1 otherwise.
 pub async fn prepare(
@@ -64,15 +82,7 @@ pub async fn prepare(
             run.connected(plan, session);
         }
     }
-    let unconnected = |r: &HostRun| r.remote.is_none() && r.is_pending();
-    runs = each(runs, plan, ALL, unconnected, move |mut run, plan| {
-        let dialer = dialer.clone();
-        async move {
-            run.connect(&plan, &*dialer).await;
-            run
-        }
-    })
-    .await;
+    runs = connect_all(runs, plan, dialer).await;
     if runs.iter().any(|r| {
         matches!(
             r.outcome,

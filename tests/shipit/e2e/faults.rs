@@ -519,7 +519,7 @@ impl Matrix<'_> {
                 .tb
                 .root(
                     i,
-                    &format!("test -e {DEPLOY_DIR}/.shipit/guard && echo armed"),
+                    &format!("if test -e {DEPLOY_DIR}/.shipit/guard; then echo armed; fi"),
                 )
                 .contains("armed")
         };
