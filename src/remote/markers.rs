@@ -29,6 +29,8 @@ pub const CURRENT: &str = "@@current";
 pub const UNCHANGED: &str = "@@unchanged";
 /// `@@cached yes|no`: the artifact is in the host's cache, whole.
 pub const CACHED: &str = "@@cached";
+/// `@@arch <uname -m>`: the host's machine, for a deploy's architecture check.
+pub const ARCH: &str = "@@arch";
 /// `@@manifest <json>`: the live release's manifest, on one line.
 pub const MANIFEST: &str = "@@manifest";
 /// `@@verified`: the live release has its record of verified files.
