@@ -1,6 +1,7 @@
 //! Black-box tests: the real `shipit` binary in a temporary directory, its stdout, stderr
 //! and exit status checked exactly, and the files it leaves behind inspected.
 
+mod arch;
 mod architecture;
 mod artifact;
 mod build;
