@@ -12,6 +12,7 @@ pub mod delta;
 mod error;
 pub mod gzip;
 pub mod manifest;
+pub mod native;
 pub mod select;
 
 use std::fs::File;
@@ -22,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 pub use error::ArtifactError;
 pub use manifest::{EntryType, Manifest, ManifestEntry};
+pub use native::Native;
 use select::{Entry, Kind};
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ArtifactError {
@@ -46,6 +48,8 @@ pub struct Artifact {
     /// Its tar stream (the bytes gunzipped), kept by [`inspect_keeping_tar`] when it is at
     /// most [`HELD_MAX`]: deltas are cut from it without inflating the artifact again.
     pub tar: Option<HeldTar>,
+    /// Its executable regular files built for a machine ([`native`]), sorted by path.
+    pub natives: Vec<Native>,
 }
 
 /// Artifacts up to this size are held in memory once they are packed or inspected.
@@ -193,7 +197,8 @@ pub fn pack(req: &PackRequest) -> Result<Artifact, ArtifactError> {
     let tmp_path = req
         .out_dir
         .join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = write_archive(&tmp_path, &entries, &hashes, &manifest, req);
+    let mut natives = Vec::new();
+    let result = write_archive(&tmp_path, &entries, &hashes, &manifest, req, &mut natives);
     let (sha256, size, cksum, bytes) = match result {
         Ok(v) => v,
         Err(e) => {
@@ -213,6 +218,7 @@ pub fn pack(req: &PackRequest) -> Result<Artifact, ArtifactError> {
         manifest,
         bytes,
         tar: None,
+        natives,
     })
 }
 
@@ -261,12 +267,13 @@ pub fn hash_file(path: &Path) -> Result<String, ArtifactError> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// A `Write` that only hashes.
-struct HashSink(Sha256);
+/// A `Write` that only hashes (and keeps the first bytes, for [`native`]).
+struct HashSink(Sha256, native::Head);
 
 impl Write for HashSink {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.0.update(data);
+        self.1.see(data);
         Ok(data.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -306,6 +313,7 @@ impl Write for HashingFile {
 struct HashingReader<'a, R> {
     inner: R,
     hasher: Sha256,
+    head: native::Head,
     read: u64,
     progress: &'a (dyn Fn(Progress) + Sync),
     done: &'a mut u64,
@@ -315,6 +323,7 @@ impl<R: Read> Read for HashingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
+        self.head.see(&buf[..n]);
         self.read += n as u64;
         *self.done += n as u64;
         if self.read % (4 << 20) < n as u64 || n == 0 {
@@ -341,6 +350,7 @@ fn write_archive(
     hashes: &[Option<String>],
     manifest: &Manifest,
     req: &PackRequest,
+    natives: &mut Vec<Native>,
 ) -> Result<(String, u64, String, Option<Held>), ArtifactError> {
     let file = File::create(tmp).map_err(io_err("cannot create", tmp))?;
     let sink = HashingFile {
@@ -400,6 +410,7 @@ fn write_archive(
                     let mut reader = HashingReader {
                         inner: BufReader::with_capacity(256 << 10, f).take(*size),
                         hasher: Sha256::new(),
+                        head: native::Head::default(),
                         read: 0,
                         progress: req.progress,
                         done: &mut done,
@@ -408,6 +419,7 @@ fn write_archive(
                     tar.append_data(&mut h, path, &mut reader)
                         .map_err(io_err("cannot write", tmp))?;
                     let seen = hex::encode(std::mem::take(&mut reader.hasher).finalize());
+                    natives.extend(reader.head.native(path, e.mode));
                     if reader.read != *size || hash.as_deref() != Some(seen.as_str()) {
                         return Err(ArtifactError::Invalid(format!(
                             "`{path}` changed while it was being packaged; run the command again \
@@ -498,7 +510,7 @@ pub fn inspect_keeping_tar(path: &Path, keep_tar: bool) -> Result<Artifact, Arti
         // Report the cause: a read error cuts the gzip stream, which cuts the tar.
         let (sha256, cksum, bytes) = hashed.map_err(io_err("cannot read", path))?;
         inflated.map_err(|e| corrupt(e.to_string()))?;
-        let (seen, manifest) = walked?;
+        let (seen, manifest, natives) = walked?;
         let manifest =
             manifest.ok_or_else(|| corrupt(format!("it has no `{}`", manifest::PATH)))?;
         if seen != manifest.entries {
@@ -520,6 +532,7 @@ pub fn inspect_keeping_tar(path: &Path, keep_tar: bool) -> Result<Artifact, Arti
             manifest,
             bytes,
             tar,
+            natives,
         })
     })
 }
@@ -644,14 +657,18 @@ impl Read for ChannelReader {
     }
 }
 
+/// What [`walk`] found: the entries, the manifest, the native executables.
+type Walked = (Vec<ManifestEntry>, Option<Manifest>, Vec<Native>);
+
 /// The third stage of [`inspect`]: every entry checked and hashed, sorted by path, and
 /// the manifest found in the archive. Reads the stream to its end, so the inflater is
 /// never left blocked.
 fn walk(
     stream: &mut ChannelReader,
     corrupt: &dyn Fn(String) -> ArtifactError,
-) -> Result<(Vec<ManifestEntry>, Option<Manifest>), ArtifactError> {
+) -> Result<Walked, ArtifactError> {
     let mut seen: Vec<ManifestEntry> = Vec::new();
+    let mut natives = Vec::new();
     let mut manifest: Option<Manifest> = None;
     {
         let mut archive = tar::Archive::new(&mut *stream);
@@ -702,12 +719,13 @@ fn walk(
             match kind {
                 tar::EntryType::Directory => {}
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    let mut hasher = HashSink(Sha256::new());
+                    let mut hasher = HashSink(Sha256::new(), native::Head::default());
                     let n =
                         io::copy(&mut entry, &mut hasher).map_err(|e| corrupt(e.to_string()))?;
                     me.kind = EntryType::File;
                     me.size = Some(n);
                     me.sha256 = Some(hex::encode(hasher.0.finalize()));
+                    natives.extend(hasher.1.native(&name, mode));
                 }
                 tar::EntryType::Symlink => {
                     let target = entry
@@ -737,5 +755,6 @@ fn walk(
     // The tar's end marker is followed by padding; read it all, so the inflater finishes.
     io::copy(stream, &mut io::sink()).map_err(|e| corrupt(e.to_string()))?;
     seen.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok((seen, manifest))
+    natives.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok((seen, manifest, natives))
 }

@@ -20,6 +20,10 @@ struct HostReport {
     address: String,
     user: String,
     reachable: bool,
+    /// The host's architecture (normalized `uname -m`: x86_64, aarch64, ...).
+    arch: Option<String>,
+    /// The host's OS (`/etc/os-release`'s `PRETTY_NAME`, else `uname -s -r`).
+    os: Option<String>,
     /// Why the host could not be reached or checked.
     error: Option<String>,
     checks: Vec<Check>,
@@ -129,6 +133,8 @@ async fn check_host(connector: &Connector, target: Target, script: &str) -> Host
         address,
         user: target.user.clone(),
         reachable: false,
+        arch: None,
+        os: None,
         error: None,
         checks: Vec::new(),
         millis: 0,
@@ -147,6 +153,9 @@ async fn check_host(connector: &Connector, target: Target, script: &str) -> Host
             if let Ok(out) = &ran {
                 let ms = sent.elapsed().as_millis() as u64;
                 tracing::debug!(host = %target.name, op = "check", ms, status = out.status, "done");
+            }
+            if let Ok(out) = &ran {
+                (report.arch, report.os) = check::platform(&out.stdout);
             }
             match ran {
                 Ok(out) if out.success() => report.checks = check::parse(&out.stdout),
@@ -175,11 +184,18 @@ fn table(report: &Report) -> String {
         .max()
         .unwrap_or(4)
         .max(4);
-    let mut out = format!("{:<name_w$}  {:<8}", "HOST", "CONNECT");
+    let arch_w = report
+        .hosts
+        .iter()
+        .filter_map(|h| h.arch.as_ref().map(String::len))
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut out = format!("{:<name_w$}  {:<arch_w$}  {:<8}", "HOST", "ARCH", "CONNECT");
     for c in check::CHECKS {
         out.push_str(&format!("  {:<9}", c.to_uppercase()));
     }
-    out.push('\n');
+    out.push_str("  OS\n");
     let mut problems = Vec::new();
     for h in &report.hosts {
         let connect = if h.checks.is_empty() && h.error.is_some() {
@@ -187,7 +203,11 @@ fn table(report: &Report) -> String {
         } else {
             "ok"
         };
-        out.push_str(&format!("{:<name_w$}  {connect:<8}", h.name));
+        let arch = h.arch.as_deref().unwrap_or("-");
+        out.push_str(&format!(
+            "{:<name_w$}  {arch:<arch_w$}  {connect:<8}",
+            h.name
+        ));
         for name in check::CHECKS {
             let cell = match h.checks.iter().find(|c| c.name == *name).map(|c| c.status) {
                 Some(Status::Ok) => "ok",
@@ -196,7 +216,7 @@ fn table(report: &Report) -> String {
             };
             out.push_str(&format!("  {cell:<9}"));
         }
-        out.push('\n');
+        out.push_str(&format!("  {}\n", h.os.as_deref().unwrap_or("-")));
         if let Some(e) = &h.error {
             // Transport errors already name the host.
             problems.push(e.trim_end().to_owned());
@@ -261,6 +281,8 @@ mod tests {
                 address: "10.0.0.1:22".into(),
                 user: "deploy".into(),
                 reachable: true,
+                arch: Some("x86_64".into()),
+                os: Some("Debian GNU/Linux 12 (bookworm)".into()),
                 error: None,
                 checks: check::parse("disk\tfail\tonly 1 GiB free\n"),
                 millis: 12,

@@ -77,7 +77,13 @@ pub fn run(settings: &Settings, app: Option<&str>) -> Result<Exit> {
             .into());
         }
     }
-    let fill = |t: &str| t.replace("{{app}}", &app);
+    let recipe = super::detect::detect(&dir, &app);
+    let fill = |t: &str| {
+        t.replace("{{found}}", &recipe.found)
+            .replace("{{build}}", &recipe.build)
+            .replace("{{include}}", &recipe.include)
+            .replace("{{app}}", &app)
+    };
     std::fs::create_dir_all(unit_path.parent().unwrap_or(&dir))
         .with_context(|| format!("cannot create `{}`", dir.join("deploy").display()))?;
     write_new(&unit_path, &fill(UNIT_FILE))?;
@@ -87,10 +93,15 @@ pub fn run(settings: &Settings, app: Option<&str>) -> Result<Exit> {
     }
     settings.printer.info(&format!(
         "wrote `{}` and `{}`\n\
-         next: set the hosts and the build, then run `shipit config` to check it",
+         found {}
+         next: set the hosts and check the build, then run `shipit config` to check it",
         config_path.display(),
-        unit_path.display()
+        unit_path.display(),
+        recipe.found
     ));
+    if let Some(hint) = super::detect::platform_hint() {
+        settings.printer.info(&format!("hint: {hint}"));
+    }
     Ok(Exit::Ok)
 }
 

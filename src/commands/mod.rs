@@ -4,6 +4,7 @@ mod build;
 mod check;
 mod config;
 mod deploy;
+mod detect;
 mod dry_run;
 mod init;
 mod man;

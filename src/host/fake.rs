@@ -98,6 +98,8 @@ pub struct Model {
     pub guard_fired: bool,
     /// Releases that passed a health check here.
     pub healthy_seen: Vec<String>,
+    /// What its `uname -m` says (`FakeHost::new`: x86_64).
+    pub arch: String,
 }
 
 pub struct FakeHost {
@@ -118,7 +120,10 @@ impl FakeHost {
     pub fn new(name: &str) -> Arc<FakeHost> {
         Arc::new(FakeHost {
             name: name.to_owned(),
-            model: Mutex::default(),
+            model: Mutex::new(Model {
+                arch: "x86_64".into(),
+                ..Model::default()
+            }),
             faults: Mutex::default(),
             unhealthy: Mutex::default(),
             down: false,
@@ -144,6 +149,12 @@ impl FakeHost {
         m.current = Some(id.to_owned());
         m.running = Some(id.to_owned());
         drop(m);
+        self.clone()
+    }
+
+    /// A host whose `uname -m` says `arch`.
+    pub fn arch(self: &Arc<Self>, arch: &str) -> Arc<Self> {
+        self.model().arch = arch.to_owned();
         self.clone()
     }
 
@@ -249,7 +260,10 @@ impl FakeHost {
                     }
                 }
                 let current = m.current.clone().unwrap_or_default();
-                out.push_str(&format!("@@current releases/{current}\n@@cached no\n"));
+                out.push_str(&format!(
+                    "@@current releases/{current}\n@@cached no\n@@arch {}\n",
+                    m.arch
+                ));
                 for (id, state) in &m.releases {
                     let info = release_info(id, *state);
                     let json = serde_json::to_string(&info).unwrap_or_default();

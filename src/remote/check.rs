@@ -1,7 +1,8 @@
 //! The preflight of `shipit check`: one script, one round trip, one line per check.
 //!
-//! Output protocol: `check<TAB>ok|fail<TAB>detail` lines on stdout. The script never
-//! stops at the first failure, so every check reports.
+//! Output protocol: `check<TAB>ok|fail<TAB>detail` lines on stdout, and one
+//! `@@platform <arch><TAB><os>` line. The script never stops at the first failure, so
+//! every check reports.
 
 use crate::config::ServiceManager;
 use crate::ssh::quote::QuoteError;
@@ -27,6 +28,12 @@ pub fn script(input: &CheckInput) -> Result<String, QuoteError> {
     s.push_str(&format!(
         "need={}\n",
         input.needed_bytes.map_or(String::new(), |n| n.to_string())
+    ));
+    s.push_str(&format!(
+        "o=$( (. /etc/os-release && printf '%s' \"$PRETTY_NAME\") 2>/dev/null)\n\
+         [ -n \"$o\" ] || o=\"$(uname -s) $(uname -r)\"\n\
+         printf '{} %s\\t%s\\n' \"$(uname -m)\" \"$o\"\n",
+        super::markers::PLATFORM
     ));
     s.push_str(concat!(
         r#"r() { printf '%s\t%s\t%s\n' "$1" "$2" "$3"; }
@@ -125,6 +132,20 @@ pub struct Check {
     pub detail: String,
 }
 
+/// The host's architecture (normalized `uname -m`) and OS, when the script reported them.
+pub fn platform(stdout: &str) -> (Option<String>, Option<String>) {
+    let line = stdout.lines().find_map(|l| {
+        let (key, value) = super::markers::split(l)?;
+        (key == super::markers::PLATFORM).then_some(value)
+    });
+    let Some((arch, os)) = line.and_then(|l| l.split_once('\t')) else {
+        return (None, None);
+    };
+    let arch = crate::artifact::native::normalize_arch(arch);
+    let some = |s: String| (!s.trim().is_empty()).then(|| s.trim().to_owned());
+    (some(arch), some(os.to_owned()))
+}
+
 /// The checks the script reported, in `CHECKS` order; a check that did not report is a
 /// failure (the script died before it).
 pub fn parse(stdout: &str) -> Vec<Check> {
@@ -215,6 +236,38 @@ mod tests {
         assert_eq!(by_name(&checks, "systemctl").status, Status::Skip);
         assert_eq!(by_name(&checks, "sudo").status, Status::Skip);
         assert!(!deploy_to.exists(), "check creates nothing");
+    }
+
+    #[test]
+    fn the_platform_is_reported() {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(
+                script(&CheckInput {
+                    deploy_to: "/nonexistent/x",
+                    needed_bytes: None,
+                    manager: ServiceManager::None,
+                    service: "hello",
+                    unit_file: None,
+                    sudo: false,
+                })
+                .unwrap(),
+            )
+            .output()
+            .unwrap();
+        let (arch, os) = platform(&String::from_utf8(out.stdout).unwrap());
+        let uname = Command::new("uname").arg("-m").output().unwrap().stdout;
+        let uname = crate::artifact::native::normalize_arch(&String::from_utf8_lossy(&uname));
+        assert_eq!(arch.as_deref(), Some(uname.as_str()));
+        assert!(os.is_some_and(|o| !o.is_empty()));
+        assert_eq!(
+            platform("x\n@@platform arm64\tDebian GNU/Linux 12 (bookworm)\n"),
+            (
+                Some("aarch64".into()),
+                Some("Debian GNU/Linux 12 (bookworm)".into())
+            )
+        );
+        assert_eq!(platform("deploy_to\tok\tfine\n"), (None, None));
     }
 
     #[test]

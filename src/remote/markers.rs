@@ -29,6 +29,14 @@ pub const CURRENT: &str = "@@current";
 pub const UNCHANGED: &str = "@@unchanged";
 /// `@@cached yes|no`: the artifact is in the host's cache, whole.
 pub const CACHED: &str = "@@cached";
+/// `@@arch <uname -m>`: the host's machine, for a deploy's architecture check.
+pub const ARCH: &str = "@@arch";
+
+// The check.
+
+/// `@@platform <uname -m><TAB><os>`: the host's machine and OS (`/etc/os-release`'s
+/// `PRETTY_NAME`, else `uname -s` and `-r`), for `shipit check`.
+pub const PLATFORM: &str = "@@platform";
 /// `@@manifest <json>`: the live release's manifest, on one line.
 pub const MANIFEST: &str = "@@manifest";
 /// `@@verified`: the live release has its record of verified files.

@@ -18,6 +18,8 @@ pub struct Survey {
     /// The release `current` points to (its id), if any.
     pub current: Option<String>,
     pub cached: bool,
+    /// The host's architecture (normalized `uname -m`), when a deploy's survey asked.
+    pub arch: Option<String>,
     /// The survey found the live release already has this artifact and config, and gave
     /// the lock back.
     pub unchanged: bool,
@@ -112,7 +114,8 @@ pub fn survey(wanted: Option<&Wanted>) -> Result<String, QuoteError> {
             "f={ARTIFACTS}/{sha}.tar.gz\nc=no\n\
              if [ -z \"$u\" ] && [ -f \"$f\" ] && [ \"$(cksum < \"$f\")\" = {cksum} ]; \
              then c=yes; fi\n\
-             echo \"{CACHED} $c\"\n",
+             printf '{CACHED} %s\\n{ARCH} %s\\n' \"$c\" \"$(uname -m)\"\n",
+            ARCH = markers::ARCH,
             sha = q(w.sha256)?,
             cksum = q(w.cksum)?
         ));
@@ -163,6 +166,10 @@ pub fn parse_survey(stdout: &str) -> Survey {
                 s.current = (!id.is_empty()).then(|| id.to_owned());
             }
             CACHED => s.cached = value == "yes",
+            markers::ARCH => {
+                let arch = crate::artifact::native::normalize_arch(value);
+                s.arch = (!arch.is_empty()).then_some(arch);
+            }
             UNCHANGED => s.unchanged = true,
             MANIFEST => s.base_manifest = Some(value.to_owned()),
             markers::VERIFIED => s.base_verified = true,
@@ -222,6 +229,7 @@ mod tests {
             "@@now 100\n",
             "@@current releases/20231114T221320Z-3f2a9c1d\n",
             "@@cached yes\n",
+            "@@arch arm64\n",
             "@@release 20231114T221320Z-3f2a9c1d {\"id\":\"20231114T221320Z-3f2a9c1d\",",
             "\"app\":\"a\",\"version\":\"v\",\"commit\":null,\"artifact_sha256\":\"3f2a9c1d\",",
             "\"state\":\"live\",\"created_at\":1,\"deployed_by\":\"me\",\"config_sha256\":\"c\"}\n",
@@ -234,6 +242,7 @@ mod tests {
         assert_eq!(s.now, 100);
         assert_eq!(s.current.as_deref(), Some("20231114T221320Z-3f2a9c1d"));
         assert!(s.cached);
+        assert_eq!(s.arch.as_deref(), Some("aarch64"));
         assert_eq!(s.releases.len(), 2);
         assert_eq!(s.releases[0].info, None);
         assert_eq!(

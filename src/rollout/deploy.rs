@@ -13,7 +13,7 @@ use crate::remote::layout;
 
 use super::fleet::Cancel;
 use super::prepare::{Early, prepare};
-use super::{Policy, activate, stage};
+use super::{Policy, activate, arch, stage};
 
 /// How a deploy runs, beyond the fleet policy.
 #[derive(Debug, Clone, Copy, Default)]
@@ -51,6 +51,11 @@ pub async fn deploy(
         run.goal = Some(release_id.clone());
     }
     runs = stage::skip_unchanged(runs, plan).await;
+    // Nothing is uploaded anywhere when a host cannot run the artifact.
+    runs = match arch::refuse_foreign(runs, plan).await {
+        Ok(runs) => runs,
+        Err(runs) => return (runs, Exit::Failed, release_id),
+    };
     if opts.dry_run {
         return (runs, Exit::Ok, release_id);
     }

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::artifact::{Artifact, Held, Manifest};
+use crate::artifact::{Artifact, Held, Manifest, Native};
 use crate::config::{DeltaMode, HealthConfig, OnFailure, RestartMode, ServiceManager};
 use crate::event::{Event, Events, Listener};
 use crate::exit::Exit;
@@ -93,6 +93,7 @@ pub fn plan(kind: Kind, events: Events) -> Plan {
             },
             bytes: Some(Held::for_tests(b"not really a tar.gz".to_vec())),
             tar: None,
+            natives: Vec::new(),
         });
         plan.deploy = Some(DeployPlan {
             version: "2".into(),
@@ -193,8 +194,35 @@ pub async fn run_until_killed(
     cancel: Arc<Cancel>,
     killer: Arc<Killer>,
 ) -> Ran {
+    run_artifact(kind, hosts, policy, cancel, killer, Vec::new()).await
+}
+
+/// A deploy of an artifact holding these native executables.
+pub async fn deploy_natives(
+    hosts: Vec<Arc<FakeHost>>,
+    policy: Policy,
+    natives: Vec<Native>,
+) -> Ran {
+    let (cancel, killer) = (Cancel::new(), Arc::default());
+    run_artifact(Kind::Deploy, hosts, policy, cancel, killer, natives).await
+}
+
+async fn run_artifact(
+    kind: Kind,
+    hosts: Vec<Arc<FakeHost>>,
+    policy: Policy,
+    cancel: Arc<Cancel>,
+    killer: Arc<Killer>,
+    natives: Vec<Native>,
+) -> Ran {
     let recorder = Arc::new(Recorder::default());
-    let plan = Arc::new(plan(kind, Events::new(recorder.clone())));
+    let mut plan = plan(kind, Events::new(recorder.clone()));
+    if let Some(d) = plan.deploy.as_mut() {
+        let mut artifact = (*d.artifact).clone();
+        artifact.natives = natives;
+        d.artifact = Arc::new(artifact);
+    }
+    let plan = Arc::new(plan);
     let fleet = Fleet {
         hosts,
         token: plan.owner.token.clone(),

@@ -8,6 +8,7 @@
 //! Decisions only: no shell text (that is `remote/`), no formatting (the printer hears
 //! the hosts' events), no per-host steps (that is `host/`).
 
+pub mod arch;
 pub mod deploy;
 pub mod fleet;
 pub mod prepare;

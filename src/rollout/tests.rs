@@ -13,8 +13,10 @@ use crate::outcome::Outcome;
 use crate::plan::Kind;
 use crate::remote::release::State;
 
-use super::harness::{Ran, is, policy, run, run_until_killed};
+use super::harness::{Ran, deploy_natives, is, policy, run, run_until_killed};
 use super::{Cancel, Policy};
+use crate::artifact::Native;
+use crate::artifact::native::Machine;
 
 const OLDER: &str = "20200101T000000Z-0000000a";
 const OLD: &str = "20200102T000000Z-0000000b";
@@ -629,5 +631,78 @@ async fn a_rollback_whose_deployer_is_killed_goes_back_where_it_started() {
         assert_eq!(h.current().as_deref(), Some(OLD), "{}", h.name);
         // A rollback's target is an older good release: it stays one.
         assert_eq!(h.state_of(OLDER), Some(State::Live), "{}", h.name);
+    }
+}
+
+// ---- the artifact's architecture
+
+fn native(path: &str, machine: Machine) -> Native {
+    Native {
+        path: path.into(),
+        machine,
+    }
+}
+
+#[tokio::test]
+async fn a_host_of_another_architecture_refuses_the_artifact_before_any_upload() {
+    let hosts = vec![
+        on_old("app1"),
+        on_old("app2").arch("aarch64"),
+        on_old("app3"),
+    ];
+    let natives = vec![native("bin/hello", Machine::Elf("x86_64".into()))];
+    let ran = deploy_natives(hosts, policy(0, 4, 0, OnFailure::Rollback), natives).await;
+    assert_eq!(ran.exit, Exit::Failed);
+    let Outcome::Failed { step, reason } = ran.outcome("app2") else {
+        panic!("{:?}", ran.outcome("app2"));
+    };
+    assert_eq!(step, "architecture");
+    assert!(
+        reason.starts_with(
+            "`bin/hello` is a x86_64 ELF executable; this host is aarch64: \
+             build for aarch64-unknown-linux-gnu"
+        ),
+        "{reason}"
+    );
+    for other in ["app1", "app3"] {
+        assert!(
+            is(
+                ran.outcome(other),
+                "Failed",
+                "app2 cannot run this artifact"
+            ),
+            "{other}: {:?}",
+            ran.outcome(other)
+        );
+    }
+    assert!(ran.staged().is_empty(), "staged: {:?}", ran.staged());
+    assert_all_on(&ran, OLD);
+}
+
+#[tokio::test]
+async fn a_macos_binary_is_not_a_linux_executable_and_scripts_do_not_count() {
+    let natives = vec![native("bin/hello", Machine::MachO)];
+    let ran = deploy_natives(
+        fleet_on_old(2),
+        policy(0, 4, 0, OnFailure::Rollback),
+        natives,
+    )
+    .await;
+    assert_eq!(ran.exit, Exit::Failed);
+    assert!(is(ran.outcome("app1"), "Failed", "not a Linux one"));
+    assert!(ran.staged().is_empty());
+    // No native executable (scripts, data): fine everywhere; matching ones too.
+    for natives in [
+        Vec::new(),
+        vec![native("bin/hello", Machine::Elf("x86_64".into()))],
+    ] {
+        let ran = deploy_natives(
+            fleet_on_old(2),
+            policy(0, 4, 0, OnFailure::Rollback),
+            natives,
+        )
+        .await;
+        assert_eq!(ran.exit, Exit::Ok);
+        assert_all_on(&ran, &ran.release);
     }
 }

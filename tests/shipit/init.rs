@@ -75,3 +75,64 @@ fn refuses_a_bad_app_name() {
     assert!(out.stderr.contains("`Bad Name` is not a valid app name"));
     assert!(!p.exists("deploy.yaml"));
 }
+
+/// `shipit init` in a project made of `files`: its deploy.yaml, checked by `shipit config`.
+fn init_in(files: &[(&str, &str)]) -> (String, String) {
+    let p = Project::new();
+    for (name, text) in files {
+        p.file(name, text);
+    }
+    let out = p.run(&["init", "--app", "hello"]);
+    out.code(0);
+    let yaml = p.read("deploy.yaml");
+    let config = p.run(&["config", "--json"]);
+    config.code(0);
+    let v: serde_json::Value = serde_json::from_str(&config.stdout).unwrap();
+    assert_eq!(v["app"], "hello", "{yaml}");
+    (yaml, out.stderr)
+}
+
+#[test]
+fn each_kind_of_project_gets_its_build() {
+    let cargo = "[package]\nname = \"shop\"\n\n[[bin]]\nname = \"shopd\"\n";
+    let (yaml, said) = init_in(&[("Cargo.toml", cargo)]);
+    assert!(yaml.contains("\n  - cargo build --release\n"), "{yaml}");
+    assert!(
+        yaml.contains("include: [\"target/release/shopd\"]"),
+        "{yaml}"
+    );
+    assert!(said.contains("a Cargo project (binary shopd)"), "{said}");
+    let (yaml, _) = init_in(&[("Cargo.toml", "[package]\nname = \"shop\"\n")]);
+    assert!(
+        yaml.contains("include: [\"target/release/shop\"]"),
+        "{yaml}"
+    );
+
+    let (yaml, _) = init_in(&[("go.mod", "module example.com/acme/api/v2\n\ngo 1.22\n")]);
+    assert!(
+        yaml.contains("  - CGO_ENABLED=0 GOOS=linux go build -o \"bin/api\" .\n"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("include: [\"bin/api\"]"), "{yaml}");
+
+    let scripts = r#"{"name": "web", "scripts": {"build": "vite build"}}"#;
+    let (yaml, _) = init_in(&[("package.json", scripts)]);
+    assert!(yaml.contains("  - npm ci\n  - npm run build\n"), "{yaml}");
+    assert!(yaml.contains("\"package.json\""), "{yaml}");
+    let (yaml, _) = init_in(&[("package.json", r#"{"name": "web"}"#)]);
+    assert!(!yaml.contains("npm run build"), "{yaml}");
+
+    let (yaml, _) = init_in(&[("pyproject.toml", "[project]\nname = \"svc\"\n")]);
+    assert!(yaml.contains("python3 -m venv"), "{yaml}");
+
+    let (yaml, _) = init_in(&[("Makefile", "all:\n\ttrue\n")]);
+    assert!(yaml.contains("\n  - make\n"), "{yaml}");
+
+    let (yaml, said) = init_in(&[]);
+    assert!(
+        yaml.contains("build:") && yaml.contains("# - make"),
+        "{yaml}"
+    );
+    assert!(!yaml.contains("cargo build"), "{yaml}");
+    assert!(said.contains("no known project file"), "{said}");
+}

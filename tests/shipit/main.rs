@@ -1,6 +1,7 @@
 //! Black-box tests: the real `shipit` binary in a temporary directory, its stdout, stderr
 //! and exit status checked exactly, and the files it leaves behind inspected.
 
+mod arch;
 mod architecture;
 mod artifact;
 mod build;
@@ -14,6 +15,7 @@ mod hostile;
 mod init;
 mod json;
 mod live_view;
+mod mirror;
 mod package;
 mod release;
 mod ssh;

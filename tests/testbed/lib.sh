@@ -12,7 +12,9 @@
 
 TB_STATE_ROOT=${TESTBED_STATE_ROOT:-/run/shipit-testbed}
 TB_CACHE_DIR=${TESTBED_CACHE_DIR:-/var/tmp/shipit-testbed}
-TB_MIRROR=${TESTBED_MIRROR:-http://deb.debian.org/debian}
+# The Debian mirror debootstrap uses: TESTBED_MIRROR, else this machine's own apt
+# sources (tb_apt_mirror), looked up only when a base image is built.
+TB_MIRROR=${TESTBED_MIRROR:-}
 TB_SUITE=bookworm
 TB_INCLUDE=systemd,systemd-sysv,dbus,libpam-systemd,openssh-server,sudo,python3,curl,iproute2,procps,busybox,ca-certificates
 TB_CG_HIERARCHIES=(systemd unified)
@@ -22,6 +24,69 @@ TB_HARMLESS_UNITS=${TESTBED_HARMLESS_UNITS:-}
 
 tb_log() { printf '[testbed %s] %s\n' "$(date +%T.%3N)" "$*" >&2; }
 tb_die() { tb_log "ERROR: $*"; exit 1; }
+
+# tb_apt_mirror [FILE...]: the URI of the first Debian archive entry of apt's sources
+# (default: /etc/apt/sources.list and sources.list.d/*.list, *.sources), one-line
+# (`deb [options] URI SUITE COMPONENT...`) and deb822 (`Types:`/`URIs:`/`Suites:`)
+# formats alike. An entry counts when it is a `deb` one whose suite is a Debian release
+# (a codename, stable, testing...): not -security, -updates or -backports, not another
+# vendor's repository. Prints nothing and fails when there is none.
+tb_apt_mirror() {
+    local files=("$@")
+    if ((${#files[@]} == 0)); then
+        files=(/etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources)
+    fi
+    local f uri
+    for f in "${files[@]}"; do
+        [[ -f $f && -r $f ]] || continue
+        uri=$(awk -v deb822="$([[ $f == *.sources ]] && echo 1 || echo 0)" '
+            function debian(suite) {
+                if (suite ~ /-(security|updates|backports|proposed-updates)$/) return 0
+                return suite ~ /^(buzz|rex|bo|hamm|slink|potato|woody|sarge|etch|lenny|squeeze|wheezy|jessie|stretch|buster|bullseye|bookworm|trixie|forky|duke|sid|oldoldstable|oldstable|stable|testing|unstable|experimental)$/
+            }
+            function flush(   n, i, s, u) {
+                if (types ~ /(^| )deb( |$)/ && enabled !~ /^(no|false)$/ && uris != "") {
+                    split(uris, u, " ")
+                    n = split(suites, s, " ")
+                    for (i = 1; i <= n; i++) if (debian(s[i])) { print u[1]; found = 1; exit }
+                }
+                types = ""; uris = ""; suites = ""; enabled = ""
+            }
+            /^[ \t]*#/ { next }
+            { sub(/#.*/, "") }
+            deb822 == 1 {
+                if ($0 ~ /^[ \t]*$/) { flush(); next }
+                key = tolower($1); $1 = ""; sub(/^[ \t]+/, "")
+                if (key == "types:") types = $0
+                else if (key == "uris:") uris = $0
+                else if (key == "suites:") suites = $0
+                else if (key == "enabled:") enabled = tolower($0)
+                next
+            }
+            $1 == "deb" {
+                line = $0
+                sub(/^[ \t]*deb[ \t]+/, "", line)
+                if (line ~ /^\[/) sub(/^\[[^]]*\][ \t]*/, "", line)
+                split(line, w, /[ \t]+/)
+                if (w[1] != "" && debian(w[2])) { print w[1]; exit }
+            }
+            END { if (deb822 == 1 && !found) flush() }
+        ' "$f")
+        if [[ -n $uri ]]; then
+            printf '%s\n' "${uri%/}"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# tb_mirror: TB_MIRROR set, from TESTBED_MIRROR or this machine's apt sources, or die.
+tb_mirror() {
+    [[ -n $TB_MIRROR ]] && return 0
+    TB_MIRROR=$(tb_apt_mirror) ||
+        tb_die "no Debian mirror found in /etc/apt/sources.list or /etc/apt/sources.list.d/ \
+(a deb entry of a Debian release); set TESTBED_MIRROR=http://<mirror>/debian"
+}
 
 tb_require_root() {
     [[ $(id -u) -eq 0 ]] || tb_die "must run as root"
@@ -159,7 +224,8 @@ tb_ensure_base() {
             tb_log "base image: restoring $tar"
             zstd -q -d -c "$tar" | tar -x --numeric-owner --xattrs --xattrs-include='*' -C "$tmp"
         else
-            tb_log "base image: debootstrap $TB_SUITE (first run, takes 1-2 min)"
+            tb_mirror
+            tb_log "base image: debootstrap $TB_SUITE from $TB_MIRROR (first run, takes 1-2 min)"
             if ! debootstrap --variant=minbase --include="$TB_INCLUDE" "$TB_SUITE" "$tmp" "$TB_MIRROR" \
                 >"$TB_CACHE_DIR/debootstrap.log" 2>&1; then
                 tail -n 30 "$TB_CACHE_DIR/debootstrap.log" >&2

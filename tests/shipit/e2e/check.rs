@@ -72,8 +72,17 @@ fn key_file_agent_and_encrypted_key_all_authenticate() {
     out.code(0);
     let r = report(&out);
     assert_eq!(r["ok"], true);
-    for host in r["hosts"].as_array().unwrap() {
+    let hosts = r["hosts"].as_array().unwrap();
+    for host in hosts {
         all_pass(host);
+        // The test servers run on this machine: its architecture.
+        let uname = std::process::Command::new("uname")
+            .arg("-m")
+            .output()
+            .unwrap();
+        let uname = String::from_utf8(uname.stdout).unwrap();
+        assert_eq!(host["arch"], uname.trim(), "{host:#}");
+        assert!(host["os"].as_str().unwrap().contains("Debian"), "{host:#}");
     }
     // The human table says the same.
     let out = tb.shipit(&p, &["check"]);
@@ -83,21 +92,26 @@ fn key_file_agent_and_encrypted_key_all_authenticate() {
         lines[0].split_whitespace().collect::<Vec<_>>(),
         [
             "HOST",
+            "ARCH",
             "CONNECT",
             "DEPLOY_TO",
             "DISK",
             "TOOLS",
             "SYSTEMCTL",
             "UNIT",
-            "SUDO"
+            "SUDO",
+            "OS"
         ]
     );
     for (i, line) in lines[1..].iter().enumerate() {
         let cells: Vec<&str> = line.split_whitespace().collect();
+        let os = hosts[i]["os"].as_str().unwrap();
+        assert!(line.ends_with(&format!("  {os}")), "{line}");
         assert_eq!(
-            cells,
+            cells[..9],
             [
                 tb.host(i).ip.as_str(),
+                hosts[i]["arch"].as_str().unwrap(),
                 "ok",
                 "ok",
                 "ok",
