@@ -82,7 +82,7 @@ pub const UNIT_INSTALLED: &str = "@@unit installed";
 /// `@@restarted`: the service was restarted (or reloaded).
 pub const RESTARTED: &str = "@@restarted";
 /// `@@show <line>`: a line of `systemctl show`, the health check's baseline (written by
-/// `remote::unit::baseline_script`, which spells it with the space after it).
+/// `remote::unit::baseline_script`).
 pub const SHOW: &str = "@@show";
 
 // The finish.

@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use super::SH_FROM_ENV;
+use super::markers::{self, SHOW};
 use crate::config::ServiceManager;
 use crate::ssh::quote::{QuoteError, sh_quote};
 
@@ -39,10 +40,6 @@ pub fn show_script(manager: ServiceManager, service: &str) -> Result<String, Quo
     ))
 }
 
-/// Marks each line [`baseline_script`] prints: protocol for shipit, not the host's output.
-pub const SHOW_MARKER: &str = concat!("@@show", " ");
-const _: () = assert!(SHOW_MARKER.len() == super::markers::SHOW.len() + 1);
-
 /// The shell text that prints what [`shown_state`] reads, for a script that restarts
 /// the service and wants the baseline in the same round trip. Empty for `none`.
 pub fn baseline_script(manager: ServiceManager, service: &str) -> Result<String, QuoteError> {
@@ -52,7 +49,7 @@ pub fn baseline_script(manager: ServiceManager, service: &str) -> Result<String,
     // Every line marked as protocol (`@@show`), so none is printed as the host's output;
     // `true` last: a failing `show` leaves the baseline to a second look, not the script.
     Ok(format!(
-        "{{ {}}} 2>/dev/null | while IFS= read -r l; do printf '{SHOW_MARKER}%s\\n' \"$l\"; done\n\
+        "{{ {}}} 2>/dev/null | while IFS= read -r l; do printf '{SHOW} %s\\n' \"$l\"; done\n\
          true\n",
         show_script(manager, service)?
     ))
@@ -61,10 +58,7 @@ pub fn baseline_script(manager: ServiceManager, service: &str) -> Result<String,
 /// The unit state in the output of a script that ran [`baseline_script`]: its `@@show`
 /// lines, everything else ignored.
 pub fn shown_state(stdout: &str) -> UnitState {
-    let shown: Vec<&str> = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix(SHOW_MARKER))
-        .collect();
+    let shown: Vec<&str> = markers::values(stdout, SHOW).collect();
     UnitState::parse(&shown.join("\n"))
 }
 
