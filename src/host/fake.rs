@@ -314,7 +314,6 @@ impl FakeHost {
                 }
             }
             Op::Finish { live } => {
-                m.guard = None;
                 out.push_str("@@step cleanup\n");
                 m.releases.insert(live.clone(), State::Live);
                 m.history.push(format!("ok {live}"));

@@ -36,7 +36,7 @@ impl HostRun {
     /// Renew the guard and learn whether it is still armed (`Yes`), went off (`Fired`),
     /// or is gone (`NoGuard`: removed by hand, or the host could not be asked: `Err`).
     pub async fn renew(&mut self, plan: &Plan) -> Result<Confirmed, String> {
-        let script = guard::renew(&plan.owner.token).map_err(|e| e.to_string())?;
+        let script = plan.renew_script().map_err(|e| e.to_string())?;
         match self.run(plan, Op::Renew, &script).await {
             Ok(out) => Ok(guard::confirmed(&out)),
             Err((_, e)) => Err(e),
@@ -55,15 +55,14 @@ impl HostRun {
         self.end(plan, Outcome::RolledBack { reason });
     }
 
-    /// After a healthy switch: confirm it (a no-op when the rollout confirmed it already),
-    /// then the after hooks, the release states, cleanup, history and unlock.
+    /// After a healthy switch the rollout has confirmed: the after hooks, the release
+    /// states, cleanup, history and unlock.
     pub async fn finish(&mut self, plan: &Plan) {
         let Some(now_on) = self.switched_to.clone() else {
             return;
         };
         let rollback = plan.kind == Kind::Rollback;
-        let mut script = plan.confirm_script().unwrap_or_default();
-        script.push_str(&plan.after_hooks_script(false).unwrap_or_default());
+        let mut script = plan.after_hooks_script(false).unwrap_or_default();
         let mut releases = self.survey.releases.clone();
         if let (Some(d), Some(goal)) = (&plan.deploy, &self.goal)
             && !releases.iter().any(|r| &r.id == goal)

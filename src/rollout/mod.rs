@@ -256,7 +256,10 @@ fn heartbeat(plan: &Arc<Plan>, runs: &[HostRun]) -> Heartbeat {
         .filter_map(|r| r.remote.clone())
         .collect();
     let every = (plan.confirm_timeout / 3).max(Duration::from_millis(500));
-    let script = plan.renew_script().unwrap_or_default();
+    // Sent straight to the remote (not through a host's run): it enters deploy_to itself.
+    let script = crate::remote::enter(&plan.deploy_to, false)
+        .and_then(|enter| Ok(enter + &plan.renew_script()?))
+        .unwrap_or_default();
     Heartbeat(tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
