@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::exit::Exit;
+use crate::exit::{self, Ending, Exit};
 use crate::host::{Dialer, HostRun};
 use crate::plan::Plan;
 use crate::remote::layout;
@@ -54,7 +54,10 @@ pub async fn deploy(
     // Nothing is uploaded anywhere when a host cannot run the artifact.
     runs = match arch::refuse_foreign(runs, plan).await {
         Ok(runs) => runs,
-        Err(runs) => return (runs, Exit::Failed, release_id),
+        Err(runs) => {
+            let exit = exit::for_hosts(runs.iter().map(|r| &r.outcome), Ending::Early);
+            return (runs, exit, release_id);
+        }
     };
     if opts.dry_run {
         return (runs, Exit::Ok, release_id);
@@ -67,7 +70,10 @@ pub async fn deploy(
     // Staging: upload and unpack everywhere before anything is switched anywhere.
     let (runs, exit) = match stage::stage(runs, plan, policy.parallel, cancel).await {
         Ok(runs) => activate(runs, plan, policy, cancel).await,
-        Err(runs) => (runs, Exit::Failed),
+        Err(runs) => {
+            let exit = exit::for_hosts(runs.iter().map(|r| &r.outcome), Ending::Early);
+            (runs, exit)
+        }
     };
     (runs, exit, release_id)
 }

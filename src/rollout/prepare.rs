@@ -98,8 +98,8 @@ pub async fn prepare(
     }
     runs = survey_all(runs, plan, read_only).await;
     if read_only {
-        let exit = runs.iter().any(|r| !r.is_pending()).then_some(Exit::Failed);
-        return (runs, exit);
+        let exit = exit::for_hosts(runs.iter().map(|r| &r.outcome), Ending::Early);
+        return (runs, (exit != Exit::Ok).then_some(exit));
     }
     let deadline = wait_lock.map(|w| Instant::now() + w);
     loop {

@@ -66,7 +66,8 @@ pub async fn rollback(
     {
         // A host with nothing to roll back to: change nothing anywhere.
         let runs = release_all(runs, plan).await;
-        return (runs, Exit::Failed, true);
+        let exit = exit::for_hosts(runs.iter().map(|r| &r.outcome), Ending::Early);
+        return (runs, exit, true);
     }
     // Hosts already on the release `--to` names (e.g. a rerun after a rollback that was
     // killed once it had switched) are done: they give their lock back.
