@@ -204,10 +204,6 @@ impl FakeHost {
 
     /// A connection to it was lost during the run.
     pub fn lost_touch(&self) -> bool {
-        self.is_dead()
-    }
-
-    fn is_dead(&self) -> bool {
         self.dead.load(std::sync::atomic::Ordering::SeqCst)
     }
 
@@ -360,6 +356,44 @@ fn lost(host: &str) -> ssh::Error {
     }
 }
 
+impl Link {
+    /// What happens as `op` starts: after a moment (other hosts' tasks run in between),
+    /// the fault that strikes it, if any. A lost link, a kill (`after`: once `apply` did
+    /// the op's work), a panic, a signal and an early guard take effect here; the rest
+    /// (a failing script, a link lost after the op) is the caller's to play out.
+    async fn strike(&self, op: &Op, apply: impl FnOnce()) -> Result<Option<Effect>, ssh::Error> {
+        tokio::task::yield_now().await;
+        if self.host.lost_touch() {
+            return Err(lost(&self.host.name));
+        }
+        let effect = self.host.strike(op);
+        match &effect {
+            Some(Effect::Kill { after, killer }) => {
+                if *after {
+                    apply();
+                }
+                *killer.at.lock().unwrap() = Some((self.host.name.clone(), op.clone()));
+                killer.notify.notify_one();
+                std::future::pending().await
+            }
+            Some(Effect::LostBefore) => {
+                self.host.kill();
+                Err(lost(&self.host.name))
+            }
+            Some(Effect::Panic) => panic!("{}: injected panic", self.host.name),
+            Some(Effect::Signal(cancel)) => {
+                cancel.set();
+                Ok(effect)
+            }
+            Some(Effect::GuardFires) => {
+                self.host.fire_guard();
+                Ok(effect)
+            }
+            _ => Ok(effect),
+        }
+    }
+}
+
 #[async_trait]
 impl Remote for Link {
     async fn run(
@@ -370,40 +404,19 @@ impl Remote for Link {
         on_line: OnLine<'_>,
     ) -> Result<Ran, ssh::Error> {
         self.host.log.lock().unwrap().push(op.clone());
-        // A host answers after a moment: other hosts' tasks get to run in between.
-        tokio::task::yield_now().await;
-        if self.host.is_dead() {
-            return Err(lost(&self.host.name));
-        }
-        let effect = self.host.strike(&op);
-        if let Some(Effect::Kill { after, killer }) = &effect {
-            if *after {
-                let _ = self.host.apply(&op, &self.token);
-            }
-            *killer.at.lock().unwrap() = Some((self.host.name.clone(), op.clone()));
-            killer.notify.notify_one();
-            return std::future::pending().await;
-        }
-        match &effect {
-            Some(Effect::LostBefore) => {
-                self.host.kill();
-                return Err(lost(&self.host.name));
-            }
-            Some(Effect::Panic) => panic!("{}: injected panic", self.host.name),
-            Some(Effect::Signal(cancel)) => cancel.set(),
-            Some(Effect::GuardFires) => self.host.fire_guard(),
-            Some(Effect::Exit(step)) => {
-                on_line(&format!("@@step {step}"));
-                return Ok(Ran {
-                    out: ExecOutput {
-                        status: Some(1),
-                        stderr_tail: format!("injected failure at {step}"),
-                        ..ExecOutput::default()
-                    },
-                    sent: None,
-                });
-            }
-            _ => {}
+        let effect = self
+            .strike(&op, || drop(self.host.apply(&op, &self.token)))
+            .await?;
+        if let Some(Effect::Exit(step)) = &effect {
+            on_line(&format!("@@step {step}"));
+            return Ok(Ran {
+                out: ExecOutput {
+                    status: Some(1),
+                    stderr_tail: format!("injected failure at {step}"),
+                    ..ExecOutput::default()
+                },
+                sent: None,
+            });
         }
         let sent = match upload {
             Some(mut up) => {
@@ -448,24 +461,10 @@ impl Remote for Link {
     }
 
     async fn health(&self, _: &health::Spec<'_>, _: &str) -> Result<health::Outcome, String> {
-        tokio::task::yield_now().await;
-        if self.host.is_dead() {
+        let effect = self.strike(&Op::Other, || {}).await;
+        if let Ok(Some(Effect::LostAfter)) | Err(_) = effect {
+            self.host.kill();
             return Err(lost(&self.host.name).to_string());
-        }
-        match self.host.strike(&Op::Other) {
-            Some(Effect::LostBefore | Effect::LostAfter) => {
-                self.host.kill();
-                return Err(lost(&self.host.name).to_string());
-            }
-            Some(Effect::Panic) => panic!("{}: injected panic", self.host.name),
-            Some(Effect::Signal(cancel)) => cancel.set(),
-            Some(Effect::Kill { killer, .. }) => {
-                *killer.at.lock().unwrap() = Some((self.host.name.clone(), Op::Other));
-                killer.notify.notify_one();
-                return std::future::pending().await;
-            }
-            Some(Effect::GuardFires) => self.host.fire_guard(),
-            Some(Effect::Exit(_) | Effect::ExitAfter(_)) | None => {}
         }
         let m = self.host.model().clone();
         let running = m.running.unwrap_or_default();
