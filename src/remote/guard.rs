@@ -139,11 +139,9 @@ pub fn renew(token: &str) -> Result<String, QuoteError> {
     Ok(format!(
         "g=; {{ read -r g < {FILE}; }} 2>/dev/null\n\
          case \"$g\" in {token}' '*) touch -- {FILE} && echo '{GUARD} armed' ;; *)\n\
-         \x20 if tail -n 20 {HISTORY} 2>/dev/null | grep -q {fired}; then \
-         echo '{GUARD} fired'; fi\n\
-         esac\n",
+         \x20 {fired}esac\n",
         token = q(token)?,
-        fired = q(&format!("\"run\":\"{token}\""))?,
+        fired = went_off(token)?,
     ))
 }
 
@@ -156,9 +154,17 @@ pub fn confirm(token: &str) -> Result<String, QuoteError> {
          case \"$g\" in {token}' '*) mv -- {FILE} {FILE}.done.$$ 2>/dev/null \
          && rm -f -- {FILE}.done.$$ && echo '{GUARD} confirmed' ;; esac\n\
          for f in {FILE}.firing.*; do if [ -e \"$f\" ]; then echo '{GUARD} fired'; fi; done\n\
-         if tail -n 20 {HISTORY} 2>/dev/null | grep -q {fired}; then echo '{GUARD} fired'; fi\n",
+         {fired}",
         token = q(token)?,
-        fired = q(&format!("\"run\":\"{token}\""))?,
+        fired = went_off(token)?,
+    ))
+}
+
+/// `GUARD fired` when the history has the line this run's guard wrote when it fired.
+fn went_off(token: &str) -> Result<String, QuoteError> {
+    Ok(format!(
+        "if tail -n 20 {HISTORY} 2>/dev/null | grep -q {}; then echo '{GUARD} fired'; fi\n",
+        q(&format!("\"run\":\"{token}\""))?
     ))
 }
 
