@@ -23,7 +23,7 @@ impl HostRun {
 
     /// This run could not confirm the switch (it lost touch with the host): the host's
     /// guard will put the release it ran before back.
-    pub fn unconfirmed(&mut self, plan: &Plan, why: &str) {
+    pub fn lost_before_confirm(&mut self, plan: &Plan, why: &str) {
         let back = self.previous.clone().unwrap_or_else(|| "no release".into());
         let reason = format!(
             "lost touch before the switch was confirmed ({why}); its guard puts {back} back \

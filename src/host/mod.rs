@@ -7,8 +7,8 @@
 //!   stage the release;
 //! - [`activate`]: switch `current`, restart, health-check;
 //! - [`revert`]: put the host back on the release it ran before, record release states;
-//! - [`finish`]: after a healthy switch, hooks, cleanup, history and unlock in one round
-//!   trip.
+//! - [`finish`]: once the whole rollout is healthy, renew and confirm the host's guard
+//!   (see `remote::guard`), then hooks, cleanup, history and unlock in one round trip.
 //!
 //! Each phase is one script over the [`Remote`] (the seam to the wire); phases record the
 //! host's state and report [`crate::event::Event`]s; fleet policy is the rollout's.

@@ -300,7 +300,7 @@ async fn stop_host(mut run: HostRun, plan: Arc<Plan>, why: Arc<String>, halt: bo
             Ok(Confirmed::Fired) => run.went_back_by_itself(&plan),
             Ok(_) => run.finish(&plan).await,
             Err(e) => {
-                run.unconfirmed(&plan, &e);
+                run.lost_before_confirm(&plan, &e);
                 run.unlock(&plan).await;
             }
         }
