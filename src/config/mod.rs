@@ -8,6 +8,7 @@
 mod duration;
 mod error;
 mod health;
+mod proxy;
 pub mod host;
 pub mod interpolate;
 pub mod raw;
@@ -21,7 +22,7 @@ use serde_saphyr::{MessageFormatter, Spanned};
 pub use duration::Duration;
 pub use error::{ConfigError, Problem};
 pub use host::HostSpec;
-pub use raw::{DeltaMode, KnownHostsPolicy, OnFailure, RestartMode, ServiceManager};
+pub use raw::{DeltaMode, KnownHostsPolicy, OnFailure, ProxyMode, RestartMode, ServiceManager};
 pub use types::*;
 
 use crate::redact::Text;
@@ -433,6 +434,9 @@ impl Ctx<'_> {
         };
 
         let hosts = self.hosts(l.hosts.as_ref());
+        let proxy = l
+            .proxy
+            .and_then(|p| self.proxy(p, &service, &env, health.http.is_some()));
 
         Some(Config {
             file: self.file.to_owned(),
@@ -451,6 +455,7 @@ impl Ctx<'_> {
             health,
             hooks,
             rollout,
+            proxy,
             hosts,
         })
     }

@@ -30,6 +30,7 @@ pub struct Layer {
     pub health: Option<Health>,
     pub hooks: Option<Hooks>,
     pub rollout: Option<Rollout>,
+    pub proxy: Option<Proxy>,
     pub hosts: Option<S<Vec<S<HostEntry>>>>,
     pub environments: Option<BTreeMap<String, S<Layer>>>,
 }
@@ -109,6 +110,26 @@ pub struct Rollout {
     pub confirm_timeout: Option<S<Duration>>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Proxy {
+    pub listen: Option<S<u16>>,
+    pub slots: Option<S<Vec<S<u16>>>>,
+    pub mode: Option<S<ProxyMode>>,
+    pub drain_timeout: Option<S<Duration>>,
+    pub watch: Option<S<Duration>>,
+    pub steps: Option<S<Vec<S<u32>>>>,
+    pub analysis: Option<Analysis>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Analysis {
+    pub interval: Option<S<Duration>>,
+    pub max_error_rate: Option<S<String>>,
+    pub max_response_time: Option<S<Duration>>,
+}
+
 /// A host as written: `[user@]host[:port]`, or an object.
 #[derive(Debug)]
 pub enum HostEntry {
@@ -185,6 +206,13 @@ pub enum OnFailure {
     Halt,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyMode {
+    Http,
+    Tcp,
+}
+
 /// Field-by-field overlay: `over` wins where it sets a value; sections merge deeply,
 /// maps merge key by key, lists are replaced whole.
 pub trait Merge {
@@ -226,7 +254,10 @@ leaf!(
     ServiceManager,
     RestartMode,
     OnFailure,
+    ProxyMode,
     Vec<S<String>>,
+    Vec<S<u16>>,
+    Vec<S<u32>>,
     Vec<S<HostEntry>>
 );
 
@@ -288,6 +319,21 @@ merge_struct!(Rollout {
     confirm_timeout
 });
 
+merge_struct!(Proxy {
+    listen,
+    slots,
+    mode,
+    drain_timeout,
+    watch,
+    steps,
+    analysis
+});
+merge_struct!(Analysis {
+    interval,
+    max_error_rate,
+    max_response_time
+});
+
 impl Merge for Layer {
     /// `default_env` and `environments` belong to the top level only; the caller rejects
     /// them inside an environment before merging.
@@ -307,6 +353,7 @@ impl Merge for Layer {
             health: self.health.merge(over.health),
             hooks: self.hooks.merge(over.hooks),
             rollout: self.rollout.merge(over.rollout),
+            proxy: self.proxy.merge(over.proxy),
             hosts: self.hosts.merge(over.hosts),
             environments: None,
         }
@@ -357,6 +404,15 @@ pub const ALL_KEYS: &[&str] = &[
     "rollout.max_failures",
     "rollout.on_failure",
     "rollout.confirm_timeout",
+    "proxy.listen",
+    "proxy.slots",
+    "proxy.mode",
+    "proxy.drain_timeout",
+    "proxy.watch",
+    "proxy.steps",
+    "proxy.analysis.interval",
+    "proxy.analysis.max_error_rate",
+    "proxy.analysis.max_response_time",
     "hosts",
     "environments",
 ];
@@ -405,6 +461,8 @@ mod tests {
             "health.http",
             "hooks",
             "rollout",
+            "proxy",
+            "proxy.analysis",
         ];
         let mut accepted: Vec<String> = keys_of("")
             .into_iter()

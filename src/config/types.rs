@@ -7,7 +7,9 @@ use serde::Serialize;
 
 use super::duration::Duration;
 use super::host::HostSpec;
-use super::raw::{DeltaMode, KnownHostsPolicy, OnFailure, RestartMode, ServiceManager};
+use super::raw::{
+    DeltaMode, KnownHostsPolicy, OnFailure, ProxyMode, RestartMode, ServiceManager,
+};
 use crate::redact::Text;
 
 /// The resolved configuration for one environment.
@@ -33,6 +35,8 @@ pub struct Config {
     pub health: HealthConfig,
     pub hooks: HooksConfig,
     pub rollout: RolloutConfig,
+    /// Zero-downtime deploys behind HAProxy (`proxy:`), when set.
+    pub proxy: Option<ProxyConfig>,
     pub hosts: Vec<Host>,
 }
 
@@ -120,4 +124,32 @@ pub struct Host {
     pub host: String,
     pub user: Option<String>,
     pub port: Option<u16>,
+}
+
+/// `proxy:`: the app runs in two slots behind HAProxy, and a deploy shifts traffic.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProxyConfig {
+    /// The public port HAProxy holds for the app.
+    pub listen: u16,
+    /// The two private ports; each slot runs the app with its port in `PORT`.
+    pub slots: [u16; 2],
+    pub mode: ProxyMode,
+    /// How long the old slot keeps its open connections once traffic has moved.
+    pub drain_timeout: Duration,
+    /// After all traffic moved, the new slot must stay healthy this long.
+    pub watch: Duration,
+    /// Share (percent) of new requests for the new slot, step by step; the last is 100.
+    pub steps: Vec<u32>,
+    pub analysis: AnalysisConfig,
+}
+
+/// How each step is judged, from HAProxy's counters for the new slot.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AnalysisConfig {
+    pub interval: Duration,
+    /// Percent of requests (connections, in `tcp` mode) that failed: 5xx answers, failed
+    /// connections, broken responses.
+    pub max_error_rate: f64,
+    /// HAProxy's average response time of the new slot (`http` mode).
+    pub max_response_time: Option<Duration>,
 }

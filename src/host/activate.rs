@@ -11,6 +11,9 @@ use super::{HostRun, Op};
 impl HostRun {
     /// Switch to `id`, restart, and wait until healthy. `Err` holds why it is not.
     pub async fn activate(&mut self, plan: &Plan, id: &str, switch: Switch) -> Result<(), String> {
+        if plan.proxy.is_some() {
+            return self.activate_slot(plan, id, switch).await;
+        }
         self.say(plan, &format!("switching to {id}"));
         let script = plan
             .activate_script(id, switch)

@@ -61,6 +61,7 @@ impl HostRun {
         let Some(now_on) = self.switched_to.clone() else {
             return;
         };
+        self.retire_old_slot(plan).await;
         let rollback = plan.kind == Kind::Rollback;
         let mut script = plan.after_hooks_script(false).unwrap_or_default();
         let mut releases = self.survey.releases.clone();

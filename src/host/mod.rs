@@ -18,6 +18,7 @@ pub mod finish;
 pub mod remote;
 pub mod revert;
 pub mod ship;
+pub mod slots;
 pub mod survey;
 
 #[cfg(test)]
@@ -66,6 +67,11 @@ pub struct HostRun {
     pub goal: Option<String>,
     /// Why this run could not renew or confirm the host's guard, when it could not.
     pub unconfirmed: Option<String>,
+    /// With `proxy:`: what the survey found of the slots and HAProxy.
+    pub slots: Option<crate::remote::proxy::Found>,
+    /// With `proxy:`: the slot that was live before this run (if any) and the one it
+    /// started, once it started one.
+    pub slot_move: Option<(Option<u16>, u16)>,
 }
 
 /// A failed script: the step it was at (its last `@@step`) and why.
@@ -91,6 +97,8 @@ impl HostRun {
             journal: None,
             goal: None,
             unconfirmed: None,
+            slots: None,
+            slot_move: None,
         }
     }
 

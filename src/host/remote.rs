@@ -87,6 +87,12 @@ pub trait Remote: Send + Sync {
         sudo: bool,
         lines: usize,
     ) -> String;
+
+    /// One command to HAProxy's runtime API on its admin socket `socket`, and its answer.
+    async fn proxy_api(&self, socket: &str, command: &str) -> Result<String, String> {
+        let _ = (socket, command);
+        Err("this remote has no proxy".into())
+    }
 }
 
 /// Opens the connection to one host.
@@ -155,6 +161,24 @@ impl Remote for Session {
         lines: usize,
     ) -> String {
         health::journal_tail(self, manager, service, sudo, lines).await
+    }
+
+    async fn proxy_api(&self, socket: &str, command: &str) -> Result<String, String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let talk = async {
+            let mut t = self.unix_socket(socket).await.map_err(|e| e.to_string())?;
+            t.write_all(format!("{command}\n").as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut out = Vec::new();
+            t.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(String::from_utf8_lossy(&out).into_owned())
+        };
+        let out = tokio::time::timeout(std::time::Duration::from_secs(10), talk)
+            .await
+            .map_err(|_| format!("HAProxy's admin socket {socket} did not answer in 10s"))??;
+        tracing::debug!(host = self.name(), command, bytes = out.len(), "proxy api");
+        Ok(out)
     }
 }
 

@@ -19,6 +19,11 @@ impl HostRun {
             return;
         };
         let result = match self.previous.clone() {
+            // Behind the proxy the way back is the same with or without a release before.
+            prev if plan.proxy.is_some() => self
+                .activate(plan, prev.as_deref().unwrap_or(""), Switch::Back)
+                .await
+                .map(|()| prev.unwrap_or_else(|| "none".into())),
             Some(prev) => self
                 .activate(plan, &prev, Switch::Back)
                 .await

@@ -54,6 +54,9 @@ impl HostRun {
                 }
                 s.push_str(&lock::acquire(&plan.owner, break_token).map_err(|e| e.to_string())?);
             }
+            if let Some(slots) = plan.slots() {
+                s.push_str(&crate::remote::proxy::survey(&slots).map_err(|e| e.to_string())?);
+            }
             s.push_str(&survey::survey(wanted.as_ref()).map_err(|e| e.to_string())?);
             Ok(s)
         };
@@ -73,6 +76,7 @@ impl HostRun {
                 }
                 Ok(out) => {
                     self.survey = survey::parse_survey(&out);
+                    self.slots = crate::remote::proxy::Found::parse(&out);
                     self.previous = self.survey.current.clone();
                     match &self.survey.lock {
                         // Already on this artifact and config: the lock went back at once.

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::artifact::{Artifact, delta::Delta};
-use crate::config::{Config, DeltaMode, HealthConfig, RestartMode, ServiceManager};
+use crate::config::{
+    Config, DeltaMode, HealthConfig, ProxyConfig, RestartMode, ServiceManager,
+};
 use crate::event::Events;
 use crate::health;
 use crate::redact::Text;
@@ -19,6 +21,7 @@ use crate::remote::activate::{self, Activate};
 use crate::remote::finish;
 use crate::remote::guard::{self, Guard};
 use crate::remote::lock::Owner;
+use crate::remote::proxy::{self, Slots};
 use crate::remote::release::{ReleaseInfo, State};
 use crate::remote::stage::{self, Source, Stage};
 use crate::remote::survey::Survey;
@@ -76,6 +79,8 @@ pub struct Plan {
     /// How long a switched host waits for the deployer's confirmation before its guard
     /// puts the previous release back (`rollout.confirm_timeout`).
     pub confirm_timeout: Duration,
+    /// Zero-downtime slots behind HAProxy (`proxy:`), when configured.
+    pub proxy: Option<ProxyConfig>,
     pub deploy: Option<DeployPlan>,
     /// Where hosts and the rollout report what they do.
     pub events: Events,
@@ -123,9 +128,14 @@ impl DeployPlan {
         let exposed = |list: &[Text]| list.iter().map(|t| t.expose().to_owned()).collect();
         let shared_dirs: Vec<String> = exposed(&config.shared.dirs);
         let shared_files: Vec<String> = exposed(&config.shared.files);
+        let proxy = config.proxy.as_ref().map(|p| format!("{p:?}"));
+        let unit = match (unit, &proxy) {
+            (u, Some(p)) => Some(format!("{}\n{p}", u.unwrap_or(""))),
+            (u, None) => u.map(str::to_owned),
+        };
         let config_sha256 = config_digest(
             &env_file,
-            unit,
+            unit.as_deref(),
             &shared_dirs,
             &shared_files,
             &config.hooks.before_switch,
@@ -222,6 +232,7 @@ impl Plan {
             hooks_after_rollback: config.hooks.after_rollback.clone(),
             keep_releases: config.keep_releases as usize,
             confirm_timeout: config.rollout.confirm_timeout.0,
+            proxy: config.proxy.clone(),
             deploy: None,
             events,
         })
@@ -271,7 +282,7 @@ impl Plan {
     ) -> Result<String, QuoteError> {
         let json =
             |state| serde_json::to_string(&self.release_info(d, id, state)).unwrap_or_default();
-        stage::stage(&Stage {
+        let mut script = stage::stage(&Stage {
             id,
             sha256: &d.sha256,
             source,
@@ -287,7 +298,11 @@ impl Plan {
             before_switch: &d.before_switch,
             redact,
             record: d.delta == DeltaMode::Hardlink,
-        })
+        })?;
+        if let Some(slots) = self.slots() {
+            script.push_str(&proxy::setup(&slots, self.unit.as_deref())?);
+        }
+        Ok(script)
     }
 
     /// Switch to release `id` and restart the service, arming the host's guard first
@@ -308,6 +323,33 @@ impl Plan {
         })
     }
 
+    /// The app's slots and proxy, with `proxy:`.
+    pub fn slots(&self) -> Option<Slots<'_>> {
+        self.proxy.as_ref().map(|p| Slots {
+            app: &self.app,
+            deploy_to: &self.deploy_to,
+            service: &self.service,
+            sudo: self.sudo,
+            listen: p.listen,
+            ports: p.slots,
+            mode: p.mode,
+            drain_secs: p.drain_timeout.0.as_secs(),
+        })
+    }
+
+    /// Start release `id` in slot `idle` (traffic stays on `live`), arming the guard.
+    pub fn start_slot_script(
+        &self,
+        s: &Slots,
+        id: &str,
+        live: Option<u16>,
+        idle: u16,
+    ) -> Result<String, QuoteError> {
+        let mut g = self.guard(id);
+        g.slots = Some((*s, live, idle));
+        proxy::start_slot(s, id, idle, Some(&guard::arm(&g)?))
+    }
+
     /// The guard a forward switch to `target` arms.
     fn guard<'a>(&'a self, target: &'a str) -> Guard<'a> {
         let timeout = self.confirm_timeout.as_secs().max(1);
@@ -322,6 +364,7 @@ impl Plan {
             sudo: self.sudo,
             service: &self.service,
             action: self.kind.action(),
+            slots: None,
         }
     }
 

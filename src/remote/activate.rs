@@ -57,31 +57,12 @@ pub fn activate(a: &Activate) -> Result<String, QuoteError> {
     };
     let unit = q(a.service)?;
     if let Some(content) = a.unit {
-        let (dir, install) = match (a.manager, a.sudo) {
-            (ServiceManager::SystemdUser, _) => {
-                ("\"$HOME/.config/systemd/user\"", "install -m 644")
-            }
-            (_, true) => ("/etc/systemd/system", "sudo -n install -m 644"),
-            (_, false) => ("/etc/systemd/system", "install -m 644"),
-        };
         let name = if a.service.contains('.') {
             a.service.to_owned()
         } else {
             format!("{}.service", a.service)
         };
-        s.push_str(&format!("printf '{STEP} unit\\n'\n"));
-        s.push_str(&format!(
-            "u=$(mktemp) && printf '%s' {content} > \"$u\" || exit 1\n\
-             if [ \"$(sha256sum < \"$u\")\" != \
-             \"$( {{ sha256sum < {dir}/{name}; }} 2>/dev/null)\" ]; then\n  \
-             mkdir -p {dir} 2>/dev/null; {install} \"$u\" {dir}/{name} && \
-             {ctl} daemon-reload || {{ rm -f \"$u\"; exit 1; }}\n  \
-             echo '{UNIT_INSTALLED}'\n\
-             fi\n\
-             rm -f \"$u\"\n",
-            content = q(content)?,
-            name = q(&name)?
-        ));
+        s.push_str(&install_unit(a.manager, a.sudo, &name, content)?);
     }
     let verb = match a.restart {
         RestartMode::Restart => "restart",
@@ -97,6 +78,46 @@ pub fn activate(a: &Activate) -> Result<String, QuoteError> {
     // The health check's baseline, read in the same round trip.
     s.push_str(&super::unit::baseline_script(a.manager, a.service)?);
     Ok(s)
+}
+
+/// Install unit file `name` with `content` when it differs from the host's, then
+/// `daemon-reload` (prints `UNIT_INSTALLED`); nothing without a service manager.
+pub fn install_unit(
+    manager: ServiceManager,
+    sudo: bool,
+    name: &str,
+    content: &str,
+) -> Result<String, QuoteError> {
+    install_unit_from(manager, sudo, name, &format!("printf '%s' {}", q(content)?))
+}
+
+/// [`install_unit`] with the content from the shell command `write` (its stdout).
+pub fn install_unit_from(
+    manager: ServiceManager,
+    sudo: bool,
+    name: &str,
+    write: &str,
+) -> Result<String, QuoteError> {
+    let Some(ctl) = systemctl(manager, sudo) else {
+        return Ok(String::new());
+    };
+    let (dir, install) = match (manager, sudo) {
+        (ServiceManager::SystemdUser, _) => ("\"$HOME/.config/systemd/user\"", "install -m 644"),
+        (_, true) => ("/etc/systemd/system", "sudo -n install -m 644"),
+        (_, false) => ("/etc/systemd/system", "install -m 644"),
+    };
+    Ok(format!(
+        "printf '{STEP} unit\\n'\n\
+         u=$(mktemp) && {write} > \"$u\" || exit 1\n\
+         if [ \"$(sha256sum < \"$u\")\" != \
+         \"$( {{ sha256sum < {dir}/{name}; }} 2>/dev/null)\" ]; then\n  \
+         mkdir -p {dir} 2>/dev/null; {install} \"$u\" {dir}/{name} && \
+         {ctl} daemon-reload || {{ rm -f \"$u\"; exit 1; }}\n  \
+         echo '{UNIT_INSTALLED}'\n\
+         fi\n\
+         rm -f \"$u\"\n",
+        name = q(name)?
+    ))
 }
 
 /// Remove `current` and stop the service: how a host that had no release before a run

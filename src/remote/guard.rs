@@ -47,6 +47,8 @@ pub struct Guard<'a> {
     pub service: &'a str,
     /// What the history line says (`deploy` or `rollback`).
     pub action: &'a str,
+    /// With `proxy:`: the slots, the live slot before (if any) and the one started.
+    pub slots: Option<(super::proxy::Slots<'a>, Option<u16>, u16)>,
 }
 
 /// Arm the guard (in `deploy_to`, before the switch): write the guard file with the
@@ -55,7 +57,7 @@ pub fn arm(g: &Guard) -> Result<String, QuoteError> {
     let watcher = watcher(g)?;
     Ok(format!(
         "p=$(readlink {CURRENT} 2>/dev/null); p=${{p#{RELEASES}/}}\n\
-         printf '%s %s %s %s\\n' {token} \"${{p:--}}\" {target} {timeout} > {FILE}.tmp \
+         printf '%s %s %s %s{slots}\\n' {token} \"${{p:--}}\" {target} {timeout} > {FILE}.tmp \
          && mv -f -- {FILE}.tmp {FILE} || exit 1\n\
          setsid nohup sh -c {watcher} shipit-guard >/dev/null 2>&1 </dev/null &\n\
          echo '{GUARD} armed'\n",
@@ -63,6 +65,13 @@ pub fn arm(g: &Guard) -> Result<String, QuoteError> {
         target = q(g.target)?,
         timeout = g.timeout,
         watcher = q(&watcher)?,
+        slots = match g.slots {
+            Some((_, live, idle)) => format!(
+                " {} {idle}",
+                live.map_or("-".to_owned(), |l| l.to_string())
+            ),
+            None => String::new(),
+        },
     ))
 }
 
@@ -89,10 +98,20 @@ fn watcher(g: &Guard) -> Result<String, QuoteError> {
 
 /// What a firing guard does (`$g` holds the guard's line).
 fn revert(g: &Guard) -> Result<String, QuoteError> {
+    let mut s = String::from("  set -- $g; p=$2\n");
+    match &g.slots {
+        Some((slots, _, _)) => s.push_str(&super::proxy::guard_back(slots)?),
+        None => s.push_str(&restart_back(g)?),
+    }
+    s.push_str(&marked(g)?);
+    Ok(s)
+}
+
+/// The plain way back: `current` on the previous release, restarted (or stopped).
+fn restart_back(g: &Guard) -> Result<String, QuoteError> {
     let ctl = systemctl(g.manager, g.sudo);
     let unit = q(g.service)?;
-    let target = q(g.target)?;
-    let mut s = String::from("  set -- $g; p=$2\n");
+    let mut s = String::new();
     s.push_str(&format!(
         "  if [ \"$p\" != - ] && [ -d {RELEASES}/\"$p\" ]; then\n\
          \x20   ln -s -- {RELEASES}/\"$p\" .current.tmp.$$ && mv -T -- .current.tmp.$$ {CURRENT}\n"
@@ -107,6 +126,13 @@ fn revert(g: &Guard) -> Result<String, QuoteError> {
         s.push_str(&format!("    {ctl} stop -- {unit}\n"));
     }
     s.push_str("  fi\n");
+    Ok(s)
+}
+
+/// After the way back: the target marked failed, the history line, the lock given back.
+fn marked(g: &Guard) -> Result<String, QuoteError> {
+    let target = q(g.target)?;
+    let mut s = String::new();
     if g.mark_failed {
         s.push_str(&format!(
             "  f={RELEASES}/{target}/{RELEASE_JSON}\n\
@@ -251,7 +277,27 @@ mod tests {
             sudo: true,
             service: "hello",
             action: "deploy",
+            slots: None,
         }
+    }
+
+    #[test]
+    fn slot_snapshots() {
+        let slots = crate::remote::proxy::Slots {
+            app: "hello",
+            deploy_to: "/opt/hello",
+            service: "hello",
+            sudo: true,
+            listen: 80,
+            ports: [9001, 9002],
+            mode: crate::config::ProxyMode::Http,
+            drain_secs: 30,
+        };
+        let g = Guard {
+            slots: Some((slots, Some(9001), 9002)),
+            ..guard(ServiceManager::Systemd, true)
+        };
+        insta::assert_snapshot!("guard_arm_slots", arm(&g).unwrap());
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub const RESTARTED: &str = "@@restarted";
 /// `remote::unit::baseline_script`).
 pub const SHOW: &str = "@@show";
 
+/// `@@proxy <what>`: the slots and HAProxy (`remote::proxy`).
+pub const PROXY: &str = "@@proxy";
+
 // The finish.
 
 /// `@@warn <text>`: something failed that does not fail the run.

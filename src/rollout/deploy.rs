@@ -52,7 +52,7 @@ pub async fn deploy(
     }
     runs = stage::skip_unchanged(runs, plan).await;
     // Nothing is uploaded anywhere when a host cannot run the artifact.
-    runs = match arch::refuse_foreign(runs, plan).await {
+    runs = match arch::refuse_unfit(runs, plan).await {
         Ok(runs) => runs,
         Err(runs) => {
             let exit = exit::for_hosts(runs.iter().map(|r| &r.outcome), Ending::Early);

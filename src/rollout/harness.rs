@@ -75,6 +75,7 @@ pub fn plan(kind: Kind, events: Events) -> Plan {
         hooks_after_rollback: Vec::new(),
         keep_releases: 5,
         confirm_timeout: Duration::from_secs(60),
+        proxy: None,
         deploy: None,
         events,
     };

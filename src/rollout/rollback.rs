@@ -60,6 +60,13 @@ pub async fn rollback(
         let exit = exit::for_hosts(runs.iter().map(|r| &r.outcome), Ending::Early);
         return (runs, exit, true);
     }
+    let mut runs = match super::arch::refuse_unready_proxy(runs, plan).await {
+        Ok(runs) => runs,
+        Err(runs) => {
+            let exit = exit::for_hosts(runs.iter().map(|r| &r.outcome), Ending::Early);
+            return (runs, exit, true);
+        }
+    };
     if runs
         .iter()
         .any(|r| matches!(r.outcome, Outcome::Failed { .. }))

@@ -275,6 +275,23 @@ impl Session {
         })
     }
 
+    /// Opens a Unix socket on the host (HAProxy's admin socket), carried over this SSH
+    /// connection (`direct-streamlocal`; the server opens it as the login user).
+    pub async fn unix_socket(&self, path: &str) -> Result<Tunnel, Error> {
+        let channel = self
+            .handle
+            .channel_open_direct_streamlocal(path)
+            .await
+            .map_err(|e| Error::Tunnel {
+                host: self.name.clone(),
+                to: path.to_owned(),
+                reason: open_failure(&e),
+            })?;
+        Ok(Tunnel {
+            inner: channel.into_stream(),
+        })
+    }
+
     /// Says goodbye to the server (and to the jump hosts under this connection).
     pub async fn close(self) -> Result<(), Error> {
         let result = if self.handle.is_closed() {
