@@ -163,7 +163,7 @@ fn route(app: &App, path: &str) -> Answer {
         "/" => {
             let n = app.served.get() + 1;
             app.served.set(n);
-            if app.errors5 && n % 20 == 0 {
+            if app.errors5 && n.is_multiple_of(20) {
                 Answer::Plain("500 Internal Server Error", "error (errors5)\n".into())
             } else {
                 Answer::Plain("200 OK", format!("{}\n", app.message))
