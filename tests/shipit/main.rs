@@ -15,6 +15,7 @@ mod hostile;
 mod init;
 mod json;
 mod live_view;
+mod load_tools;
 mod mirror;
 mod package;
 mod release;

@@ -16,7 +16,7 @@ TB_CACHE_DIR=${TESTBED_CACHE_DIR:-/var/tmp/shipit-testbed}
 # sources (tb_apt_mirror), looked up only when a base image is built.
 TB_MIRROR=${TESTBED_MIRROR:-}
 TB_SUITE=bookworm
-TB_INCLUDE=systemd,systemd-sysv,dbus,libpam-systemd,openssh-server,sudo,python3,curl,iproute2,procps,busybox,ca-certificates
+TB_INCLUDE=systemd,systemd-sysv,dbus,libpam-systemd,openssh-server,sudo,python3,curl,iproute2,procps,busybox,ca-certificates,haproxy
 TB_CG_HIERARCHIES=(systemd unified)
 # Units whose failure does not make a host "not ready" (space separated, env override).
 # shellcheck disable=SC2034 # used by up.sh
@@ -170,6 +170,9 @@ tb_customize_base() {
         systemd-tmpfiles-clean.timer; do
         ln -sfn /dev/null "$d/etc/systemd/system/$u"
     done
+    # HAProxy is there for shipit's zero-downtime mode, which runs its own unit per app:
+    # the distribution's instance never runs.
+    ln -sfn /dev/null "$d/etc/systemd/system/haproxy.service"
     mkdir -p "$d/etc/systemd/journald.conf.d"
     printf '[Journal]\nStorage=volatile\n' >"$d/etc/systemd/journald.conf.d/testbed.conf"
     # sshd: key only, fast, many parallel connections.

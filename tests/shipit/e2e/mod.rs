@@ -19,6 +19,7 @@ mod deploy;
 mod faults;
 mod health;
 mod hostile;
+pub mod load;
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
