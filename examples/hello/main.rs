@@ -13,7 +13,7 @@
 //! `HELLO_MODE` makes a deliberately broken release for the rollback tests and the demo:
 //! `crash` exits at once with status 1, `unhealthy` starts but answers 500 on /healthz,
 //! `errors5` answers 500 to exactly one `GET /` in 20 (the 20th, 40th...; /healthz stays
-//! ok). `HELLO_START_DELAY_MS=N` waits N ms before binding the port (a slow starter).
+//! ok), `slow` answers every `GET /` after 300 ms. `HELLO_START_DELAY_MS=N` waits N ms before binding the port (a slow starter).
 //!
 //! `HELLO_PROTOCOL=echo` makes it a line echo server on PORT instead of HTTP: every line
 //! read is written back, many per connection, until the client closes.
@@ -40,6 +40,8 @@ struct App {
     errors5: bool,
     /// `GET /` requests answered so far (for errors5).
     served: Rc<Cell<u64>>,
+    /// `HELLO_MODE=slow`: every `GET /` waits 300 ms before its answer.
+    slow: bool,
 }
 
 fn env_num(name: &str, default: u64) -> u64 {
@@ -92,6 +94,7 @@ async fn serve_main() -> std::io::Result<()> {
         healthy: mode != "unhealthy",
         errors5: mode == "errors5",
         served: Rc::new(Cell::new(0)),
+        slow: mode == "slow",
     };
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -195,6 +198,9 @@ async fn serve(mut stream: TcpStream, app: App) {
     }
     let head = String::from_utf8_lossy(&buf[..len]);
     let path = head.split_whitespace().nth(1).unwrap_or("/");
+    if app.slow && path == "/" {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     match route(&app, path) {
         Answer::Plain(status, body) => {
             let response = format!(
@@ -313,6 +319,7 @@ mod tests {
             healthy: mode != "unhealthy",
             errors5: mode == "errors5",
             served: Rc::new(Cell::new(0)),
+            slow: mode == "slow",
         }
     }
 

@@ -8,9 +8,9 @@
 mod duration;
 mod error;
 mod health;
-mod proxy;
 pub mod host;
 pub mod interpolate;
+mod proxy;
 pub mod raw;
 mod types;
 

@@ -61,10 +61,7 @@ impl Ctx<'_> {
             Some(s) => {
                 let steps: Vec<u32> = s.value.iter().map(|p| p.value).collect();
                 let rising = steps.windows(2).all(|w| w[0] < w[1]);
-                let ok = !steps.is_empty()
-                    && rising
-                    && steps[0] >= 1
-                    && steps.last() == Some(&100);
+                let ok = !steps.is_empty() && rising && steps[0] >= 1 && steps.last() == Some(&100);
                 if !ok {
                     self.problem(
                         s,
@@ -169,7 +166,7 @@ impl Ctx<'_> {
             self.problem_at(
                 at,
                 "with `proxy`, `PORT` is each slot's own port: remove it from `env`".into(),
-                Some("the template unit sets `Environment=PORT=%i`, and the .env would override it"),
+                Some("the template unit sets `Environment=PORT=%i`; the .env would override it"),
             );
         }
     }

@@ -7,9 +7,7 @@ use serde::Serialize;
 
 use super::duration::Duration;
 use super::host::HostSpec;
-use super::raw::{
-    DeltaMode, KnownHostsPolicy, OnFailure, ProxyMode, RestartMode, ServiceManager,
-};
+use super::raw::{DeltaMode, KnownHostsPolicy, OnFailure, ProxyMode, RestartMode, ServiceManager};
 use crate::redact::Text;
 
 /// The resolved configuration for one environment.

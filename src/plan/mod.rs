@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::artifact::{Artifact, delta::Delta};
-use crate::config::{
-    Config, DeltaMode, HealthConfig, ProxyConfig, RestartMode, ServiceManager,
-};
+use crate::config::{Config, DeltaMode, HealthConfig, ProxyConfig, RestartMode, ServiceManager};
 use crate::event::Events;
 use crate::health;
 use crate::redact::Text;

@@ -66,10 +66,8 @@ pub fn arm(g: &Guard) -> Result<String, QuoteError> {
         timeout = g.timeout,
         watcher = q(&watcher)?,
         slots = match g.slots {
-            Some((_, live, idle)) => format!(
-                " {} {idle}",
-                live.map_or("-".to_owned(), |l| l.to_string())
-            ),
+            Some((_, live, idle)) =>
+                format!(" {} {idle}", live.map_or("-".to_owned(), |l| l.to_string())),
             None => String::new(),
         },
     ))

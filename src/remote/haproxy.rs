@@ -28,7 +28,10 @@ pub fn shifted(answer: &str) -> Result<(), String> {
     if said.is_empty() {
         Ok(())
     } else {
-        Err(format!("HAProxy refused to move traffic: {}", said.join("; ")))
+        Err(format!(
+            "HAProxy refused to move traffic: {}",
+            said.join("; ")
+        ))
     }
 }
 
@@ -208,7 +211,10 @@ hello,slot9001,0,0,2,1,,40,328,300,,0,,1,0,0,0,no check,50,1,0,,,1,,,1,3,1,,4,,2
     fn reads_a_slots_counters_and_judges_a_window() {
         let s = slots();
         let c = counters(&s, 9001, STAT).unwrap();
-        assert_eq!((c.scur, c.stot, c.econ, c.weight, c.rtime), (2, 40, 1, 50, 7));
+        assert_eq!(
+            (c.scur, c.stot, c.econ, c.weight, c.rtime),
+            (2, 40, 1, 50, 7)
+        );
         assert_eq!(c.hrsp, [0, 37, 0, 0, 2, 0]);
         assert_eq!(counters(&s, 9002, STAT), None);
         let w = Window::between(ProxyMode::Http, &Counters::default(), &c);
@@ -240,7 +246,10 @@ hello,slot9001,0,0,2,1,,40,328,300,,0,,1,0,0,0,no check,50,1,0,,,1,,,1,3,1,,4,,2
             shift(&s, 9002, 10, Some(9001)),
             "set server hello/slot9002 weight 10; set server hello/slot9001 weight 90"
         );
-        assert_eq!(shift(&s, 9001, 100, None), "set server hello/slot9001 weight 100");
+        assert_eq!(
+            shift(&s, 9001, 100, None),
+            "set server hello/slot9001 weight 100"
+        );
         assert!(shifted("\n\n").is_ok());
         assert!(shifted("No such server.\n").is_err());
     }

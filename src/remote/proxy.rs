@@ -298,7 +298,10 @@ impl Found {
 pub fn setup(s: &Slots, template: Option<&str>) -> Result<String, QuoteError> {
     let ctl = s.ctl();
     let unit = q(&s.proxy_unit())?;
-    let mut out = format!("printf '{STEP} proxy\\n'\nmkdir -p {DIR} {SLOTS} || exit 1\n");
+    // `$D` is deploy_to (`super::enter`): the stage before this may have left it.
+    let mut out = format!(
+        "printf '{STEP} proxy\\n'\ncd -- \"$D\" && mkdir -p {DIR} {SLOTS} || exit 1\n"
+    );
     out.push_str(&format!(
         "h=; for c in /usr/sbin/haproxy /usr/local/sbin/haproxy \"$(command -v haproxy)\"; do \
          if [ -n \"$c\" ] && [ -x \"$c\" ]; then h=$c; break; fi; done\n\
@@ -313,7 +316,8 @@ pub fn setup(s: &Slots, template: Option<&str>) -> Result<String, QuoteError> {
          render \"$l\" || exit 1\n\
          if ! \"$h\" -c -q -f {DIR}/haproxy.cfg; then\n  \
          echo 'HAProxy rejects the configuration shipit generated (above)' >&2\n  \
-         if [ -f {DIR}/haproxy.cfg.old ]; then mv -f -- {DIR}/haproxy.cfg.old {DIR}/haproxy.cfg; fi\n  \
+         if [ -f {DIR}/haproxy.cfg.old ]; then\n    \
+         mv -f -- {DIR}/haproxy.cfg.old {DIR}/haproxy.cfg\n  fi\n  \
          exit 1\nfi\n\
          changed=1; cmp -s {DIR}/haproxy.cfg {DIR}/haproxy.cfg.old && changed=\n\
          rm -f -- {DIR}/haproxy.cfg.old\n\
@@ -518,7 +522,10 @@ mod tests {
             "proxy_back",
             back(&s, Some(OLDER), Some(9001), 9002, false).unwrap()
         );
-        insta::assert_snapshot!("proxy_back_first", back(&s, None, None, 9001, true).unwrap());
+        insta::assert_snapshot!(
+            "proxy_back_first",
+            back(&s, None, None, 9001, true).unwrap()
+        );
         insta::assert_snapshot!("proxy_guard_back", guard_back(&s).unwrap());
         insta::assert_snapshot!("proxy_retire", retire(&s, 9001).unwrap());
     }

@@ -56,10 +56,16 @@ pub async fn refuse_unready_proxy(
     let Some(slots) = plan.slots() else {
         return Ok(runs);
     };
-    refuse(runs, plan, "proxy", "cannot take slots behind HAProxy", |run| {
-        let problems = run.slots.as_ref()?.problems(&slots);
-        (!problems.is_empty()).then(|| problems.join("; "))
-    })
+    refuse(
+        runs,
+        plan,
+        "proxy",
+        "cannot take slots behind HAProxy",
+        |run| {
+            let problems = run.slots.as_ref()?.problems(&slots);
+            (!problems.is_empty()).then(|| problems.join("; "))
+        },
+    )
     .await
 }
 

@@ -61,6 +61,7 @@ fn the_guard(timeout: u64) -> Guard<'static> {
         sudo: false,
         service: "hello",
         action: "deploy",
+        slots: None,
     }
 }
 

@@ -14,7 +14,7 @@ use crate::support::{Output, Project};
 use crate::e2e::CANARY as SECRET;
 
 /// The example app's binary, built by `cargo test` with the other targets.
-fn hello_binary() -> PathBuf {
+pub(super) fn hello_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let debug = exe.parent().and_then(|p| p.parent()).unwrap().to_owned();
     let path = debug.join("examples/hello");

@@ -20,6 +20,7 @@ mod faults;
 mod health;
 mod hostile;
 pub mod load;
+mod proxy;
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
