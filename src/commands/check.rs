@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::exit::Exit;
 use crate::remote::check::{self, Check, CheckInput, Status};
+use crate::remote::proxy::Slots;
 use crate::settings::Settings;
 use crate::ssh::{Connector, Target};
 
@@ -28,6 +29,9 @@ struct HostReport {
     error: Option<String>,
     checks: Vec<Check>,
     millis: u128,
+    /// What the check script printed (the proxy check reads it).
+    #[serde(skip)]
+    stdout: String,
 }
 
 impl HostReport {
@@ -54,7 +58,17 @@ pub fn run(settings: &Settings, json: bool) -> Result<Exit> {
         .unit_file
         .as_ref()
         .map(|u| u.expose().to_owned());
-    let script = check::script(&CheckInput {
+    let slots = config.proxy.as_ref().map(|p| Slots {
+        app: &config.app,
+        deploy_to: config.deploy_to.expose(),
+        service: &config.service.name,
+        sudo: config.service.sudo,
+        listen: p.listen,
+        ports: p.slots,
+        mode: p.mode,
+        drain_secs: p.drain_timeout.0.as_secs(),
+    });
+    let mut script = check::script(&CheckInput {
         deploy_to: config.deploy_to.expose(),
         needed_bytes: needed,
         manager: config.service.manager,
@@ -62,6 +76,7 @@ pub fn run(settings: &Settings, json: bool) -> Result<Exit> {
         unit_file: unit_file.as_deref(),
         sudo: config.service.sudo,
     })?;
+    script.push_str(&check::proxy_part(slots.as_ref())?);
     settings
         .printer
         .info(&format!("checking {} host(s)", targets.len()));
@@ -70,7 +85,15 @@ pub fn run(settings: &Settings, json: bool) -> Result<Exit> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let hosts = runtime.block_on(check_all(targets, &script));
+    let mut hosts = runtime.block_on(check_all(targets, &script));
+    if let Some(s) = &slots {
+        for h in hosts.iter_mut().filter(|h| h.reachable && h.error.is_none()) {
+            let proxy = check::proxy_check(&h.stdout, s);
+            if let Some(c) = h.checks.iter_mut().find(|c| c.name == "proxy") {
+                *c = proxy;
+            }
+        }
+    }
     let report = Report {
         ok: hosts.iter().all(HostReport::ok),
         environment: config.environment.clone(),
@@ -138,6 +161,7 @@ async fn check_host(connector: &Connector, target: Target, script: &str) -> Host
         error: None,
         checks: Vec::new(),
         millis: 0,
+        stdout: String::new(),
     };
     match connector.connect(&target).await {
         Err(e) => {
@@ -156,6 +180,7 @@ async fn check_host(connector: &Connector, target: Target, script: &str) -> Host
             }
             if let Ok(out) = &ran {
                 (report.arch, report.os) = check::platform(&out.stdout);
+                report.stdout = out.stdout.clone();
             }
             match ran {
                 Ok(out) if out.success() => report.checks = check::parse(&out.stdout),
@@ -285,6 +310,7 @@ mod tests {
                 os: Some("Debian GNU/Linux 12 (bookworm)".into()),
                 error: None,
                 checks: check::parse("disk\tfail\tonly 1 GiB free\n"),
+                stdout: String::new(),
                 millis: 12,
             }],
         };

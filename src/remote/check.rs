@@ -5,6 +5,7 @@
 //! every check reports.
 
 use crate::config::ServiceManager;
+use crate::remote::proxy::Slots;
 use crate::ssh::quote::QuoteError;
 
 use super::q;
@@ -20,7 +21,15 @@ pub struct CheckInput<'a> {
     pub sudo: bool,
 }
 
-pub const CHECKS: &[&str] = &["deploy_to", "disk", "tools", "systemctl", "unit", "sudo"];
+pub const CHECKS: &[&str] = &[
+    "deploy_to",
+    "disk",
+    "tools",
+    "systemctl",
+    "unit",
+    "sudo",
+    "proxy",
+];
 
 pub fn script(input: &CheckInput) -> Result<String, QuoteError> {
     let mut s = String::new();
@@ -115,6 +124,48 @@ else r sudo fail "sudo -n true fails for $me (needs a password, or not allowed)"
         s.push_str("r sudo skip \"service.sudo is false\"\n");
     }
     Ok(s)
+}
+
+/// The script's part for the `proxy` check: the proxy's survey with `proxy:`, else a
+/// skip line.
+pub fn proxy_part(slots: Option<&Slots>) -> Result<String, QuoteError> {
+    match slots {
+        Some(s) => super::proxy::survey(s),
+        None => Ok("printf 'proxy\tskip\tno proxy configured\n'\n".into()),
+    }
+}
+
+/// The `proxy` check from what [`proxy_part`] printed.
+pub fn proxy_check(stdout: &str, s: &Slots) -> Check {
+    let (status, detail) = match super::proxy::Found::parse(stdout) {
+        None => (Status::Fail, "the proxy survey did not report".to_owned()),
+        Some(f) => {
+            let problems = f.problems(s);
+            if problems.is_empty() {
+                let (path, version) = f.haproxy.clone().unwrap_or_default();
+                (
+                    Status::Ok,
+                    format!(
+                        "HAProxy {version} ({path}); {} {}; ports {}, {} and {} free or \
+                         shipit's; admin socket {}",
+                        s.proxy_unit(),
+                        f.unit,
+                        s.listen,
+                        s.ports[0],
+                        s.ports[1],
+                        s.socket()
+                    ),
+                )
+            } else {
+                (Status::Fail, problems.join("; "))
+            }
+        }
+    };
+    Check {
+        name: "proxy".into(),
+        status,
+        detail,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -48,7 +48,7 @@ pub struct Counters {
     pub eresp: u64,
     /// Answers by class: 1xx, 2xx, 3xx, 4xx, 5xx, other.
     pub hrsp: [u64; 6],
-    /// Average response time of the last 1024 requests, ms.
+    /// HAProxy's sliding average of response times, ms ([`SAMPLES`] requests).
     pub rtime: u64,
     pub weight: u64,
 }
@@ -95,13 +95,31 @@ pub fn counters(s: &Slots, port: u16, stat: &str) -> Option<Counters> {
     None
 }
 
+/// How many requests HAProxy's sliding averages (`rtime`) span (`TIME_STATS_SAMPLES`).
+pub const SAMPLES: f64 = 512.0;
+
+/// The mean response time of the `k` requests between two readings of HAProxy's
+/// sliding average (`a0` before, `a1` after, both rounded up to whole ms): each request
+/// moves the average by 1/[`SAMPLES`] of its distance, so after `k` of them
+/// `a1 = a0 r + m (1 - r)` with `r = (1 - 1/SAMPLES)^k`. Good to about SAMPLES/k ms: a
+/// step needs a few dozen requests for a sharp figure.
+pub fn window_mean_ms(a0: u64, a1: u64, k: u64) -> u64 {
+    if k == 0 {
+        return 0;
+    }
+    let r = (1.0 - 1.0 / SAMPLES).powf(k as f64);
+    let centre = |a: u64| if a == 0 { 0.0 } else { a as f64 - 0.5 };
+    let m = (centre(a1) - centre(a0) * r) / (1.0 - r);
+    m.max(0.0).round() as u64
+}
+
 /// What a slot did between two readings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Window {
     /// Requests answered or attempted (`http`), connections (`tcp`).
     pub requests: u64,
     pub errors: u64,
-    /// HAProxy's average response time at the end, ms (`http`).
+    /// The mean response time over the window, ms (`http`; see [`window_mean_ms`]).
     pub avg_ms: u64,
 }
 
@@ -115,7 +133,7 @@ impl Window {
                 Window {
                     requests: answered + failed,
                     errors: d(after.hrsp[4], before.hrsp[4]) + failed,
-                    avg_ms: after.rtime,
+                    avg_ms: window_mean_ms(before.rtime, after.rtime, answered),
                 }
             }
             ProxyMode::Tcp => Window {
@@ -234,6 +252,10 @@ hello,slot9001,0,0,2,1,,40,328,300,,0,,1,0,0,0,no check,50,1,0,,,1,,,1,3,1,,4,,2
         assert!(e.contains("max_response_time"), "{e}");
         let tcp = Window::between(ProxyMode::Tcp, &Counters::default(), &c);
         assert_eq!((tcp.requests, tcp.errors), (41, 1));
+        // HAProxy's sliding average, undone: 10 requests of 300 ms move it from 0 to 6.
+        assert_eq!(window_mean_ms(0, 6, 10), 284);
+        assert_eq!(window_mean_ms(6, 21, 26), 308);
+        assert_eq!(window_mean_ms(5, 5, 0), 0);
         // Nothing sent to the slot is no failure.
         let idle = Window::between(ProxyMode::Http, &c, &c);
         assert!(idle.judge(ProxyMode::Http, &a).is_ok());

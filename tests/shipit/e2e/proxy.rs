@@ -101,7 +101,7 @@ fn slot_stat(tb: &Testbed, i: usize, port: u16) -> (u64, u64) {
          \x20   r=sum(int(f[h.index(k)] or 0) for k in ['hrsp_1xx','hrsp_2xx','hrsp_3xx',\
          'hrsp_4xx','hrsp_5xx','hrsp_other'])\n    print(f[h.index('weight')], r)\n"
     );
-    let out = sh(tb, i, &format!("python3 -c \"$(printf '%s' '{py}')\""));
+    let out = sh(tb, i, &format!("python3 - <<'EOF'\n{py}EOF\n"));
     let mut w = out
         .split_whitespace()
         .map(|v| v.parse::<u64>().unwrap_or(0));
@@ -272,7 +272,7 @@ fn tcp_mode_config_changes_and_reloads_refuse_nothing() {
     let echo = [("HELLO_PROTOCOL", "echo")];
     assert_eq!(deploy(&a, "1", &echo).0, 0);
     let addr: SocketAddr = format!("{}:7000", tb.host(0).ip).parse().unwrap();
-    let load = EchoLoad::start(Some(&tb.state.client_netns), addr, 50, 5);
+    let load = EchoLoad::start(Some(&tb.state.client_netns), addr, 50, 0);
     for v in ["2", "3", "4"] {
         let (code, summary) = deploy(&a, v, &echo);
         assert_eq!(code, 0, "{summary:#}");
