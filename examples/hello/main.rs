@@ -107,7 +107,10 @@ async fn serve_main() -> std::io::Result<()> {
             _ = int.recv() => return Ok(()),
         }
     }
-    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    // `HELLO_BIND`: the address to listen on (the benchmark's in-place setup, reached
+    // from outside the host); 127.0.0.1 by default.
+    let bind = std::env::var("HELLO_BIND").unwrap_or_else(|_| "127.0.0.1".into());
+    let listener = TcpListener::bind((bind.as_str(), port)).await?;
     let what = if echo { "echo" } else { "http" };
     println!("hello: listening on 127.0.0.1:{port} ({what})");
 

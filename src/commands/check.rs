@@ -87,7 +87,10 @@ pub fn run(settings: &Settings, json: bool) -> Result<Exit> {
         .build()?;
     let mut hosts = runtime.block_on(check_all(targets, &script));
     if let Some(s) = &slots {
-        for h in hosts.iter_mut().filter(|h| h.reachable && h.error.is_none()) {
+        for h in hosts
+            .iter_mut()
+            .filter(|h| h.reachable && h.error.is_none())
+        {
             let proxy = check::proxy_check(&h.stdout, s);
             if let Some(c) = h.checks.iter_mut().find(|c| c.name == "proxy") {
                 *c = proxy;

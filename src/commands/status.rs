@@ -9,10 +9,12 @@ use serde::Serialize;
 use crate::event::Events;
 use crate::exit::Exit;
 use crate::health;
-use crate::host::{HostRun, Op};
+use crate::host::{HostRun, Op, Remote};
 use crate::outcome::Outcome;
 use crate::plan::{Kind, Plan};
+use crate::remote::haproxy;
 use crate::remote::lock;
+use crate::remote::proxy::{self, Slots};
 use crate::remote::release::State;
 use crate::remote::status;
 use crate::remote::survey::{self, LockAnswer};
@@ -44,6 +46,32 @@ struct HostStatus {
     release_count: usize,
     releases: Vec<ReleaseRow>,
     history: Vec<serde_json::Value>,
+    /// With `proxy:`: the slots behind HAProxy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy: Option<ProxyStatus>,
+}
+
+/// The slots and HAProxy on a host (`proxy:`).
+#[derive(Debug, Serialize)]
+struct ProxyStatus {
+    /// The proxy's unit: `active`, `inactive` or `absent`.
+    unit: String,
+    /// The live slot's port.
+    live: Option<u16>,
+    slots: Vec<SlotStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct SlotStatus {
+    port: u16,
+    /// The release the slot links to.
+    release: Option<String>,
+    /// Its instance runs.
+    running: bool,
+    /// Its share of new requests now, in percent (HAProxy's weight), when HAProxy answered.
+    weight: Option<u64>,
+    /// Connections open to it now, when HAProxy answered.
+    connections: Option<u64>,
 }
 
 /// `shipit status --json` (docs/json.md).
@@ -144,7 +172,13 @@ async fn host_status(run: HostRun, plan: &Plan, history: usize) -> HostStatus {
         return st;
     };
     st.reachable = true;
-    let script = match status::script(&plan.deploy_to, plan.manager, &plan.service, history) {
+    let slots = plan.slots();
+    let script = match status::script(&plan.deploy_to, plan.manager, &plan.service, history)
+        .and_then(|s| {
+            Ok(s + &slots
+                .as_ref()
+                .map_or(Ok(String::new()), crate::remote::proxy::survey)?)
+        }) {
         Ok(s) => s,
         Err(e) => {
             st.error = Some(e.to_string());
@@ -201,6 +235,22 @@ async fn host_status(run: HostRun, plan: &Plan, history: usize) -> HostStatus {
             .cloned();
     }
     st.history = status::history(&out);
+    let live = match &slots {
+        Some(s) => {
+            let p = proxy_status(remote.as_ref(), s, &out).await;
+            if let Some(port) = p.live {
+                let running = p.slots.iter().any(|x| x.port == port && x.running);
+                st.service = Some(format!(
+                    "{} (slot {port})",
+                    if running { "active" } else { "inactive" }
+                ));
+            }
+            let live = p.live;
+            st.proxy = Some(p);
+            live
+        }
+        None => None,
+    };
     st.releases = survey
         .releases
         .iter()
@@ -222,8 +272,22 @@ async fn host_status(run: HostRun, plan: &Plan, history: usize) -> HostStatus {
     // Health now: one short probe of the configured checks.
     if let Some(current) = &survey.current {
         let release_dir = plan.release_dir(current);
-        let command = plan.health.command.as_ref().map(|c| c.expose().to_owned());
-        let spec = plan.health_spec(&release_dir, command.as_deref(), true);
+        let command = plan.health.command.as_ref().map(|c| match live {
+            Some(port) => format!("PORT={port}; export PORT; {}", c.expose()),
+            None => c.expose().to_owned(),
+        });
+        let http = plan.health.http.clone().map(|mut h| {
+            if let Some(port) = live {
+                h.port = port;
+            }
+            h
+        });
+        let instance = live.zip(slots.as_ref()).map(|(port, s)| s.instance(port));
+        let mut spec = plan.health_spec(&release_dir, command.as_deref(), true);
+        spec.http = http.as_ref();
+        if let Some(i) = &instance {
+            spec.service = i;
+        }
         match remote.health(&spec, "").await {
             Ok(health::Outcome::Healthy { .. }) => {
                 st.healthy = Some(true);
@@ -237,6 +301,60 @@ async fn host_status(run: HostRun, plan: &Plan, history: usize) -> HostStatus {
         }
     }
     st
+}
+
+/// What the survey and HAProxy's counters say of the slots.
+async fn proxy_status(remote: &dyn Remote, s: &Slots<'_>, out: &str) -> ProxyStatus {
+    let found = proxy::Found::parse(out).unwrap_or_default();
+    let stat = remote.proxy_api(&s.socket(), "show stat").await.ok();
+    let slots = s
+        .ports
+        .iter()
+        .map(|&port| {
+            let c = stat.as_deref().and_then(|t| haproxy::counters(s, port, t));
+            SlotStatus {
+                port,
+                release: found.release_of(port).map(str::to_owned),
+                running: found.running(port),
+                weight: c.map(|c| c.weight),
+                connections: c.map(|c| c.scur),
+            }
+        })
+        .collect();
+    ProxyStatus {
+        unit: found.unit.clone(),
+        live: found.live,
+        slots,
+    }
+}
+
+/// `proxy active; slot 9002 live (R, 100%, 3 open); slot 9001 stopped (R)`.
+fn describe_proxy(p: &ProxyStatus) -> String {
+    let slots: Vec<String> = p
+        .slots
+        .iter()
+        .map(|x| {
+            let role = if Some(x.port) == p.live {
+                "live"
+            } else if x.running && x.connections.unwrap_or(0) > 0 {
+                "draining"
+            } else if x.running {
+                "running"
+            } else {
+                "stopped"
+            };
+            let mut t = format!(
+                "slot {} {role} ({}",
+                x.port,
+                x.release.as_deref().unwrap_or("-")
+            );
+            if let (Some(w), Some(c)) = (x.weight, x.connections) {
+                t.push_str(&format!(", {w}% of new requests, {c} open"));
+            }
+            t + ")"
+        })
+        .collect();
+    format!("proxy {}; {}", p.unit, slots.join("; "))
 }
 
 fn table(statuses: &[HostStatus], mixed: bool, show_releases: bool, history: usize) -> String {
@@ -311,6 +429,9 @@ fn table(statuses: &[HostStatus], mixed: bool, show_releases: bool, history: usi
         }
         if let (Some(false), Some(reason)) = (s.healthy, &s.health) {
             notes.push(format!("{}: health: {reason}", s.name));
+        }
+        if let Some(p) = &s.proxy {
+            notes.push(format!("{}: {}", s.name, describe_proxy(p)));
         }
         if let Some(since) = &s.service_since {
             notes.push(format!(

@@ -436,7 +436,7 @@ impl Ctx<'_> {
         let hosts = self.hosts(l.hosts.as_ref());
         let proxy = l
             .proxy
-            .and_then(|p| self.proxy(p, &service, &env, health.http.is_some()));
+            .and_then(|p| self.proxy(p, &service, &env, deploy_to.as_ref()));
 
         Some(Config {
             file: self.file.to_owned(),

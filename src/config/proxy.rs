@@ -17,7 +17,7 @@ impl Ctx<'_> {
         mut p: raw::Proxy,
         service: &ServiceConfig,
         env: &BTreeMap<String, Text>,
-        _http_check: bool,
+        deploy_to: Option<&Text>,
     ) -> Option<ProxyConfig> {
         let listen = match &p.listen {
             None => {
@@ -34,6 +34,7 @@ impl Ctx<'_> {
             }
             Some(s) => s.value,
         };
+        let mut bad = false;
         let slots = match &p.slots {
             None => [9001, 9002],
             Some(s) => {
@@ -51,9 +52,11 @@ impl Ctx<'_> {
                         ),
                         Some("e.g. `slots: [9001, 9002]`"),
                     );
-                    return None;
+                    bad = true;
+                    [9001, 9002]
+                } else {
+                    [ports[0], ports[1]]
                 }
-                [ports[0], ports[1]]
             }
         };
         let steps = match &p.steps {
@@ -71,7 +74,7 @@ impl Ctx<'_> {
                         ),
                         Some("e.g. `steps: [10, 50, 100]`, or `[100]` to move all at once"),
                     );
-                    return None;
+                    bad = true;
                 }
                 steps
             }
@@ -92,7 +95,8 @@ impl Ctx<'_> {
                         ),
                         Some("e.g. `max_error_rate: 1%` or `0.5%`"),
                     );
-                    return None;
+                    bad = true;
+                    1.0
                 }
             },
         };
@@ -108,6 +112,27 @@ impl Ctx<'_> {
             );
         }
         self.proxy_fits(&p, service, env);
+        if let Some(d) = deploy_to.map(Text::expose) {
+            // It goes into HAProxy's configuration and a unit's command line unquoted, and
+            // the admin socket's path must fit a Unix socket address (108 bytes).
+            let plain = d
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c));
+            if !plain || d.len() > 80 {
+                self.problem_at(
+                    (0, 0),
+                    format!(
+                        "with `proxy`, `deploy_to` must be at most 80 characters of letters, \
+                         digits and `/._-`; got `{d}`"
+                    ),
+                    None,
+                );
+                bad = true;
+            }
+        }
+        if bad {
+            return None;
+        }
         Some(ProxyConfig {
             listen,
             slots,
@@ -130,9 +155,10 @@ impl Ctx<'_> {
         service: &ServiceConfig,
         env: &BTreeMap<String, Text>,
     ) {
-        let at = p.listen.as_ref().map_or((0, 0), |s| {
-            (s.referenced.line() as u64, s.referenced.column() as u64)
-        });
+        let at = p
+            .listen
+            .as_ref()
+            .map_or((0, 0), |s| (s.referenced.line(), s.referenced.column()));
         if service.manager != ServiceManager::Systemd {
             self.problem_at(
                 at,

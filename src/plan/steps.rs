@@ -52,7 +52,7 @@ impl Plan {
                 format!("send the whole artifact ({whole}), unpack it as it arrives"),
             ),
         };
-        vec![
+        let mut steps = vec![
             Step {
                 title: "1. lock".into(),
                 script: lock::acquire(&self.owner, None).unwrap_or_default(),
@@ -78,7 +78,50 @@ impl Plan {
                 title: "5. after_switch hooks, history line, cleanup, unlock".into(),
                 script: self.after_hooks_script(true).unwrap_or_default(),
             },
-        ]
+        ];
+        if let Some(slot_steps) = self.slot_steps(id, &current) {
+            steps.splice(2..4, slot_steps);
+        }
+        steps
+    }
+
+    /// Steps 3 and 4 behind the proxy: the new slot, the traffic steps, the drain.
+    fn slot_steps(&self, id: &str, current: &str) -> Option<Vec<Step>> {
+        let (s, p) = (self.slots()?, self.proxy.as_ref()?);
+        let (live, idle) = (s.ports[0], s.ports[1]);
+        let steps: Vec<String> = p.steps.iter().map(|x| format!("{x}%")).collect();
+        let judged = match p.analysis.max_response_time {
+            Some(t) => format!(
+                "error rate over {}% or mean response time over {t}",
+                p.analysis.max_error_rate
+            ),
+            None => format!("error rate over {}%", p.analysis.max_error_rate),
+        };
+        Some(vec![
+            Step {
+                title: format!(
+                    "3. start {id} in the idle slot (here {idle}, with {live} live), \
+                     health-check it on port {idle}; HAProxy's configuration (written and \
+                     checked by step 2, the live slot's weight filled in on the host):"
+                ),
+                script: crate::remote::proxy::haproxy_config(&s),
+            },
+            Step {
+                title: format!(
+                    "4. move new requests to slot {idle} in steps of {} (HAProxy's runtime \
+                     API), each judged for {} ({judged} fails it), then watch {}; a failure \
+                     puts all traffic back on slot {live} ({current}) at once; after the \
+                     rollout is confirmed, slot {live} drains (up to {}) and stops",
+                    steps.join(", "),
+                    p.analysis.interval,
+                    p.watch,
+                    p.drain_timeout
+                ),
+                script: self
+                    .start_slot_script(&s, id, Some(live), idle)
+                    .unwrap_or_default(),
+            },
+        ])
     }
 
     /// What a rollback from `current` to release `to` does on a host.

@@ -299,9 +299,8 @@ pub fn setup(s: &Slots, template: Option<&str>) -> Result<String, QuoteError> {
     let ctl = s.ctl();
     let unit = q(&s.proxy_unit())?;
     // `$D` is deploy_to (`super::enter`): the stage before this may have left it.
-    let mut out = format!(
-        "printf '{STEP} proxy\\n'\ncd -- \"$D\" && mkdir -p {DIR} {SLOTS} || exit 1\n"
-    );
+    let mut out =
+        format!("printf '{STEP} proxy\\n'\ncd -- \"$D\" && mkdir -p {DIR} {SLOTS} || exit 1\n");
     out.push_str(&format!(
         "h=; for c in /usr/sbin/haproxy /usr/local/sbin/haproxy \"$(command -v haproxy)\"; do \
          if [ -n \"$c\" ] && [ -x \"$c\" ]; then h=$c; break; fi; done\n\
@@ -432,7 +431,7 @@ pub fn back(
     match old {
         Some(old) => out.push_str(&format!(
             "echo {old} > {LIVE}.tmp && mv -f -- {LIVE}.tmp {LIVE} && render {old}\n\
-             {ctl} enable -- {oldi} 2>/dev/null\n",
+             {ctl} enable -- {oldi} 2>/dev/null; {ctl} start -- {oldi}\n",
             oldi = q(&s.instance(old))?
         )),
         None => out.push_str(&format!("rm -f -- {LIVE}; render -\n")),

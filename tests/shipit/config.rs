@@ -348,3 +348,56 @@ fn human_output_is_yaml_with_a_header() {
     assert!(out.stdout.contains("app: hello\n"));
     assert!(out.stdout.contains("- name: a.example.com\n"));
 }
+
+#[test]
+fn proxy_settings_are_checked_against_each_other_and_the_rest() {
+    let yaml = "\
+app: hello
+env: {PORT: '8080'}
+service: {name: hello.service, restart: reload, manager: systemd-user}
+proxy:
+  listen: 80
+  slots: [80, 9002]
+  steps: [50, 10]
+  analysis: {max_error_rate: 2, max_response_time: 1s}
+";
+    let err = config_error(yaml);
+    for wanted in [
+        "`proxy.slots` must be two different ports",
+        "`proxy.steps` must be rising percentages",
+        "`proxy.analysis.max_error_rate` must be a percentage",
+    ] {
+        assert!(err.contains(wanted), "{wanted}:\n{err}");
+    }
+    let yaml = "\
+app: hello
+env: {PORT: '8080'}
+service: {name: hello.service, restart: reload, manager: systemd-user}
+proxy: {listen: 80, mode: tcp, analysis: {max_response_time: 1s}}
+";
+    let err = config_error(yaml);
+    for wanted in [
+        "needs `mode: http`",
+        "needs `service.manager: systemd`",
+        "without `.` or `@`",
+        "`service.restart: reload` does not apply",
+        "remove it from `env`",
+    ] {
+        assert!(err.contains(wanted), "{wanted}:\n{err}");
+    }
+    assert!(config_error("app: hello\nproxy: {slots: [1, 2]}\n").contains("needs `listen`"));
+}
+
+#[test]
+fn a_proxy_section_resolves_with_its_defaults() {
+    let p = Project::new();
+    p.file("deploy.yaml", "app: hello\nproxy: {listen: 80}\n");
+    let out = p.run(&["config", "--json"]);
+    out.code(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let proxy = &v["proxy"];
+    assert_eq!(proxy["slots"], serde_json::json!([9001, 9002]), "{v:#}");
+    assert_eq!(proxy["steps"], serde_json::json!([10, 50, 100]));
+    assert_eq!(proxy["mode"], "http");
+    assert_eq!(proxy["analysis"]["max_error_rate"], 1.0);
+}
