@@ -91,10 +91,7 @@ pub fn run(settings: &Settings, json: bool) -> Result<Exit> {
             .iter_mut()
             .filter(|h| h.reachable && h.error.is_none())
         {
-            let proxy = check::proxy_check(&h.stdout, s);
-            if let Some(c) = h.checks.iter_mut().find(|c| c.name == "proxy") {
-                *c = proxy;
-            }
+            h.checks.push(check::proxy_check(&h.stdout, s));
         }
     }
     let report = Report {
@@ -220,7 +217,16 @@ fn table(report: &Report) -> String {
         .unwrap_or(4)
         .max(4);
     let mut out = format!("{:<name_w$}  {:<arch_w$}  {:<8}", "HOST", "ARCH", "CONNECT");
-    for c in check::CHECKS {
+    let proxy = report
+        .hosts
+        .iter()
+        .any(|h| h.checks.iter().any(|c| c.name == check::PROXY));
+    let names: Vec<&str> = check::CHECKS
+        .iter()
+        .copied()
+        .chain(proxy.then_some(check::PROXY))
+        .collect();
+    for c in &names {
         out.push_str(&format!("  {:<9}", c.to_uppercase()));
     }
     out.push_str("  OS\n");
@@ -236,7 +242,7 @@ fn table(report: &Report) -> String {
             "{:<name_w$}  {arch:<arch_w$}  {connect:<8}",
             h.name
         ));
-        for name in check::CHECKS {
+        for name in &names {
             let cell = match h.checks.iter().find(|c| c.name == *name).map(|c| c.status) {
                 Some(Status::Ok) => "ok",
                 Some(Status::Fail) => "FAIL",
@@ -322,7 +328,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_documented("shipit check --json", &v, &[]);
         let doc = include_str!("../../docs/json.md");
-        for name in check::CHECKS {
+        for name in check::CHECKS.iter().chain([&check::PROXY]) {
             assert!(doc.contains(&format!("`{name}`")), "docs/json.md: `{name}`");
         }
     }

@@ -21,15 +21,10 @@ pub struct CheckInput<'a> {
     pub sudo: bool,
 }
 
-pub const CHECKS: &[&str] = &[
-    "deploy_to",
-    "disk",
-    "tools",
-    "systemctl",
-    "unit",
-    "sudo",
-    "proxy",
-];
+pub const CHECKS: &[&str] = &["deploy_to", "disk", "tools", "systemctl", "unit", "sudo"];
+
+/// The check added with `proxy:` in the config ([`proxy_check`]).
+pub const PROXY: &str = "proxy";
 
 pub fn script(input: &CheckInput) -> Result<String, QuoteError> {
     let mut s = String::new();
@@ -126,13 +121,9 @@ else r sudo fail "sudo -n true fails for $me (needs a password, or not allowed)"
     Ok(s)
 }
 
-/// The script's part for the `proxy` check: the proxy's survey with `proxy:`, else a
-/// skip line.
+/// The script's part for the `proxy` check: the proxy's survey with `proxy:`.
 pub fn proxy_part(slots: Option<&Slots>) -> Result<String, QuoteError> {
-    match slots {
-        Some(s) => super::proxy::survey(s),
-        None => Ok("printf 'proxy\tskip\tno proxy configured\n'\n".into()),
-    }
+    slots.map_or(Ok(String::new()), super::proxy::survey)
 }
 
 /// The `proxy` check from what [`proxy_part`] printed.
@@ -162,7 +153,7 @@ pub fn proxy_check(stdout: &str, s: &Slots) -> Check {
         }
     };
     Check {
-        name: "proxy".into(),
+        name: PROXY.into(),
         status,
         detail,
     }
