@@ -81,7 +81,7 @@ errs = sum(int(k) for k in re.findall(r"\[(\d+)\]\s+Get ", t))
 ok = sum(k for c, k in codes.items() if 200 <= c < 300)
 total = sum(codes.values()) + errs
 def pct(p):
-    m = re.search(r"%d%%%% in ([0-9.]+) secs" % p, t)
+    m = re.search(r"%d%% in ([0-9.]+) secs" % p, t)
     return float(m.group(1)) * 1000 if m else float("nan")
 print(f"{name:<12} deploys {n:>3}  requests {total:>7}  failed {total - ok:>5}  "
       f"per deploy {(total - ok) / n:>6.1f}  p50 {pct(50):6.1f} ms  p99 {pct(99):7.1f} ms")
