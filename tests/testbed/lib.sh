@@ -333,6 +333,9 @@ tb_host_exec() {
 # Tear down testbed $TB_NAME from whatever is left; idempotent, works on half-built ones.
 tb_teardown() {
     local hd pid pids=() deadline left hier ns m
+    # 0. The artifact store (store.sh), if one was started: its server is not in the
+    #    testbed's cgroups and its netns is not a host's.
+    tb_store_teardown
     # 1. SIGTERM every nspawn (clean poweroff of the container), by PID.
     for hd in "$TB_STATE"/hosts/*/; do
         [[ -f $hd/pid ]] || continue
@@ -402,6 +405,43 @@ tb_teardown() {
     #    while another testbed's up.sh is about to `ip netns add` reopens the race.
     tb_rm_tree "$TB_STATE"
     rmdir "$TB_STATE_ROOT" 2>/dev/null || true # only if no other testbed is left
+}
+
+# ---------------------------------------------------------------- artifact store (store.sh)
+
+tb_store_ns() { printf '%s-store' "$TB_PREFIX"; }
+tb_store_dir() { printf '%s/store' "$TB_STATE"; }
+
+# Stop the store server (every process in the store netns: only store.sh puts any there;
+# SIGTERM, bounded wait, SIGKILL), delete its veth and netns. Idempotent; no-op when there
+# is no store.
+tb_store_teardown() {
+    local ns pids=() left deadline
+    ns=$(tb_store_ns)
+    if [[ -e /run/netns/$ns ]]; then
+        mapfile -t pids < <(ip netns pids "$ns" 2>/dev/null)
+        if ((${#pids[@]})); then
+            tb_log "stopping the artifact store: SIGTERM ${pids[*]}"
+            kill -TERM "${pids[@]}" 2>/dev/null || true
+            deadline=$((SECONDS + 5))
+            while ((SECONDS < deadline)); do
+                mapfile -t left < <(ip netns pids "$ns" 2>/dev/null)
+                ((${#left[@]})) || break
+                sleep 0.1
+            done
+            mapfile -t left < <(ip netns pids "$ns" 2>/dev/null)
+            if ((${#left[@]})); then
+                tb_log "SIGKILL store processes ${left[*]} (did not stop in time)"
+                kill -KILL "${left[@]}" 2>/dev/null || true
+            fi
+        fi
+        ip netns delete "$ns" 2>/dev/null || tb_log "WARNING: cannot delete netns $ns"
+    fi
+    # The veth's client end went with the store netns (its peer); remove it if left.
+    if [[ -e /run/netns/$TB_CLIENT_NS ]] && ip -n "$TB_CLIENT_NS" link show vstore >/dev/null 2>&1; then
+        ip -n "$TB_CLIENT_NS" link delete vstore 2>/dev/null || true
+    fi
+    rm -f "$(tb_store_dir)/pid" "$(tb_store_dir)/store.json"
 }
 
 # Make /run/netns a shared bind mount of itself, as `ip netns add` would, but once and
