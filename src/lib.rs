@@ -27,6 +27,7 @@ pub mod remote;
 pub mod rollout;
 pub mod settings;
 pub mod ssh;
+pub mod store;
 pub mod targets;
 
 use clap::Parser;

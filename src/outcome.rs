@@ -57,4 +57,6 @@ pub enum Transfer {
     Full,
     /// Only what the live release lacks.
     Delta,
+    /// The host downloaded the whole artifact from the store (`artifacts.store`).
+    Store,
 }

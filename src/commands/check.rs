@@ -77,6 +77,9 @@ pub fn run(settings: &Settings, json: bool) -> Result<Exit> {
         sudo: config.service.sudo,
     })?;
     script.push_str(&check::proxy_part(slots.as_ref())?);
+    if config.artifacts.is_some() {
+        script.push_str(check::fetch_part());
+    }
     settings
         .printer
         .info(&format!("checking {} host(s)", targets.len()));
@@ -92,6 +95,13 @@ pub fn run(settings: &Settings, json: bool) -> Result<Exit> {
             .filter(|h| h.reachable && h.error.is_none())
         {
             h.checks.push(check::proxy_check(&h.stdout, s));
+        }
+    }
+    if config.artifacts.is_some() {
+        for h in hosts.iter_mut() {
+            if let Some(c) = check::reported(&h.stdout, check::FETCH) {
+                h.checks.push(c);
+            }
         }
     }
     let report = Report {
@@ -221,10 +231,17 @@ fn table(report: &Report) -> String {
         .hosts
         .iter()
         .any(|h| h.checks.iter().any(|c| c.name == check::PROXY));
+    let has = |name: &str| {
+        report
+            .hosts
+            .iter()
+            .any(|h| h.checks.iter().any(|c| c.name == name))
+    };
     let names: Vec<&str> = check::CHECKS
         .iter()
         .copied()
         .chain(proxy.then_some(check::PROXY))
+        .chain(has(check::FETCH).then_some(check::FETCH))
         .collect();
     for c in &names {
         out.push_str(&format!("  {:<9}", c.to_uppercase()));
@@ -328,7 +345,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_documented("shipit check --json", &v, &[]);
         let doc = include_str!("../../docs/json.md");
-        for name in check::CHECKS.iter().chain([&check::PROXY]) {
+        for name in check::CHECKS.iter().chain([&check::PROXY, &check::FETCH]) {
             assert!(doc.contains(&format!("`{name}`")), "docs/json.md: `{name}`");
         }
     }

@@ -11,6 +11,7 @@ mod health;
 pub mod host;
 pub mod interpolate;
 mod proxy;
+mod store;
 pub mod raw;
 mod types;
 
@@ -434,6 +435,7 @@ impl Ctx<'_> {
         };
 
         let hosts = self.hosts(l.hosts.as_ref());
+        let artifacts = l.artifacts.and_then(|a| self.artifacts(a));
         let proxy = l
             .proxy
             .and_then(|p| self.proxy(p, &service, &env, deploy_to.as_ref()));
@@ -456,6 +458,7 @@ impl Ctx<'_> {
             hooks,
             rollout,
             proxy,
+            artifacts,
             hosts,
         })
     }

@@ -31,6 +31,7 @@ pub struct Layer {
     pub hooks: Option<Hooks>,
     pub rollout: Option<Rollout>,
     pub proxy: Option<Proxy>,
+    pub artifacts: Option<Artifacts>,
     pub hosts: Option<S<Vec<S<HostEntry>>>>,
     pub environments: Option<BTreeMap<String, S<Layer>>>,
 }
@@ -120,6 +121,15 @@ pub struct Proxy {
     pub watch: Option<S<Duration>>,
     pub steps: Option<S<Vec<S<u32>>>>,
     pub analysis: Option<Analysis>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Artifacts {
+    pub store: Option<S<String>>,
+    pub endpoint: Option<S<String>>,
+    pub region: Option<S<String>>,
+    pub url_ttl: Option<S<Duration>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -328,6 +338,12 @@ merge_struct!(Proxy {
     steps,
     analysis
 });
+merge_struct!(Artifacts {
+    store,
+    endpoint,
+    region,
+    url_ttl
+});
 merge_struct!(Analysis {
     interval,
     max_error_rate,
@@ -354,6 +370,7 @@ impl Merge for Layer {
             hooks: self.hooks.merge(over.hooks),
             rollout: self.rollout.merge(over.rollout),
             proxy: self.proxy.merge(over.proxy),
+            artifacts: self.artifacts.merge(over.artifacts),
             hosts: self.hosts.merge(over.hosts),
             environments: None,
         }
@@ -413,6 +430,10 @@ pub const ALL_KEYS: &[&str] = &[
     "proxy.analysis.interval",
     "proxy.analysis.max_error_rate",
     "proxy.analysis.max_response_time",
+    "artifacts.store",
+    "artifacts.endpoint",
+    "artifacts.region",
+    "artifacts.url_ttl",
     "hosts",
     "environments",
 ];
@@ -463,6 +484,7 @@ mod tests {
             "rollout",
             "proxy",
             "proxy.analysis",
+            "artifacts",
         ];
         let mut accepted: Vec<String> = keys_of("")
             .into_iter()

@@ -35,6 +35,8 @@ pub struct Config {
     pub rollout: RolloutConfig,
     /// Zero-downtime deploys behind HAProxy (`proxy:`), when set.
     pub proxy: Option<ProxyConfig>,
+    /// Hosts fetch the artifact from an S3-compatible store (`artifacts:`), when set.
+    pub artifacts: Option<ArtifactsConfig>,
     pub hosts: Vec<Host>,
 }
 
@@ -150,4 +152,17 @@ pub struct AnalysisConfig {
     pub max_error_rate: f64,
     /// HAProxy's average response time of the new slot (`http` mode).
     pub max_response_time: Option<Duration>,
+}
+
+/// `artifacts:`: where hosts fetch artifacts from.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ArtifactsConfig {
+    /// `artifacts.store` as written (`s3://bucket/prefix/`).
+    pub store: String,
+    pub bucket: String,
+    /// Ends with `/` unless empty.
+    pub prefix: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub url_ttl: Duration,
 }

@@ -322,7 +322,7 @@ impl FakeHost {
                     m.lock = None;
                 }
             }
-            Op::Other => {}
+            Op::Other | Op::Fetch => {}
         }
         Ok(out)
     }

@@ -21,6 +21,8 @@ pub type OnLine<'a> = &'a mut (dyn FnMut(&str) + Send);
 pub enum Op {
     /// Survey the host, taking the lock first when `lock`.
     Survey { lock: bool },
+    /// Download the artifact from the store into the host's cache.
+    Fetch,
     /// Unpack (from the upload, the delta or the cache) and stage `release`.
     Stage { release: String },
     /// Switch `current` to `release` and restart the service; `forward`: arming the

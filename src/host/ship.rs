@@ -44,9 +44,14 @@ impl HostRun {
             Shipment::Full {
                 why_not_delta: Some(why),
             } if d.delta != DeltaMode::Off => {
-                self.say(plan, &format!("sending the whole artifact: {why}"));
+                self.say(plan, &format!("the whole artifact is needed: {why}"));
             }
             Shipment::Full { .. } => {}
+        }
+        if let Some(store) = &d.store
+            && self.fetch(plan, store).await
+        {
+            return;
         }
         let a = &d.artifact;
         let data: Box<dyn AsyncRead + Unpin + Send + '_> = match &a.bytes {
@@ -66,6 +71,61 @@ impl HostRun {
         {
             let reason = format!("the release does not match the artifact: {why}");
             self.fail(plan, "verify", reason);
+        }
+    }
+
+    /// The whole artifact from the store: `true` when the host downloaded and verified
+    /// it (then it is staged from its cache); `false` when it could not, with a warning:
+    /// then it is pushed over SSH as without a store.
+    async fn fetch(&mut self, plan: &Plan, lazy: &crate::store::Lazy) -> bool {
+        let Some(d) = &plan.deploy else { return false };
+        let (store, uploaded) = lazy.ready(&d.artifact).await;
+        if let Some(up) = uploaded {
+            plan.events.note(&if up.sent > 0 {
+                format!(
+                    "uploaded the artifact to {} ({} in {:.1}s)",
+                    lazy.configured(),
+                    human_bytes(up.sent),
+                    up.took.as_secs_f64()
+                )
+            } else {
+                format!("the store ({}) already has this artifact", lazy.configured())
+            });
+        }
+        let fallback = |run: &mut HostRun, why: String| {
+            let text = format!("could not fetch the artifact from the store ({why}); pushed it");
+            run.warn(plan, &text);
+            run.warnings.push(text);
+            false
+        };
+        let store = match store {
+            Ok(s) => s,
+            Err(e) => return fallback(self, e),
+        };
+        let started = std::time::Instant::now();
+        let max = 60 + d.artifact.size / (1 << 20);
+        let script = match crate::remote::fetch::fetch(&store.url(), &d.sha256, max, false) {
+            Ok(s) => s,
+            Err(e) => return fallback(self, e.to_string()),
+        };
+        // After the URL is signed: a test stopped here can let it expire.
+        crate::faultpoint::reached("fetch", &self.target.name);
+        let how = match self.run(plan, Op::Fetch, &script).await {
+            Ok(out) => crate::remote::fetch::fetched(&out),
+            Err((step, e)) => Err(format!("{step}: {e}")),
+        };
+        match how {
+            Ok(how) => {
+                self.transfer = Some(Transfer::Store);
+                let text = format!(
+                    "fetched the artifact from the store with {how} in {:.1}s",
+                    started.elapsed().as_secs_f64()
+                );
+                self.say(plan, &text);
+                let _ = self.stage(plan, Source::Cached, None::<(&[u8], u64)>).await;
+                true
+            }
+            Err(why) => fallback(self, why),
         }
     }
 

@@ -79,6 +79,8 @@ pub struct Plan {
     pub confirm_timeout: Duration,
     /// Zero-downtime slots behind HAProxy (`proxy:`), when configured.
     pub proxy: Option<ProxyConfig>,
+    /// `artifacts.url_ttl`, when hosts fetch from a store.
+    pub artifacts_ttl: Option<crate::config::Duration>,
     pub deploy: Option<DeployPlan>,
     /// Where hosts and the rollout report what they do.
     pub events: Events,
@@ -117,6 +119,8 @@ pub struct DeployPlan {
     pub force: bool,
     /// The deltas for this artifact, built once per live release they start from.
     pub deltas: Arc<Deltas>,
+    /// Where hosts fetch the whole artifact from (`artifacts:`), when configured.
+    pub store: Option<Arc<crate::store::Lazy>>,
 }
 
 impl DeployPlan {
@@ -158,6 +162,10 @@ impl DeployPlan {
             delta: config.delta,
             force,
             deltas,
+            store: config
+                .artifacts
+                .as_ref()
+                .map(|a| Arc::new(crate::store::Lazy::new(a, &config.app))),
         }
     }
 
@@ -231,6 +239,7 @@ impl Plan {
             keep_releases: config.keep_releases as usize,
             confirm_timeout: config.rollout.confirm_timeout.0,
             proxy: config.proxy.clone(),
+            artifacts_ttl: config.artifacts.as_ref().map(|a| a.url_ttl),
             deploy: None,
             events,
         })
@@ -319,6 +328,11 @@ impl Plan {
             unit: self.unit.as_deref(),
             guard: Some(&guard),
         })
+    }
+
+    /// `artifacts.url_ttl`, with a store.
+    pub fn store_ttl(&self) -> Option<crate::config::Duration> {
+        self.artifacts_ttl
     }
 
     /// The app's slots and proxy, with `proxy:`.

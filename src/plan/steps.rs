@@ -52,15 +52,32 @@ impl Plan {
                 format!("send the whole artifact ({whole}), unpack it as it arrives"),
             ),
         };
+        let full = matches!(shipment, Shipment::Full { .. });
+        let stage = match (&d.store, full) {
+            (Some(store), true) => Step {
+                title: format!(
+                    "2. fetch the artifact from {} ({whole}; a presigned URL valid for {}, \
+                     shown redacted), verify its sha256, stage it; if the host cannot fetch \
+                     it, {what}",
+                    store.configured(),
+                    self.store_ttl().map(|t| t.to_string()).unwrap_or_default()
+                ),
+                script: crate::remote::fetch::fetch("", &d.sha256, 60, true).unwrap_or_default()
+                    + &self
+                        .stage_script(d, id, Source::Cached, true)
+                        .unwrap_or_default(),
+            },
+            _ => Step {
+                title: format!("2. upload and stage: {what}"),
+                script: self.stage_script(d, id, source, true).unwrap_or_default(),
+            },
+        };
         let mut steps = vec![
             Step {
                 title: "1. lock".into(),
                 script: lock::acquire(&self.owner, None).unwrap_or_default(),
             },
-            Step {
-                title: format!("2. upload and stage: {what}"),
-                script: self.stage_script(d, id, source, true).unwrap_or_default(),
-            },
+            stage,
             Step {
                 title: "3. switch and restart".into(),
                 script: self

@@ -61,6 +61,7 @@ fn sent(r: &HostRun) -> String {
         Some(Transfer::Delta) => format!("{bytes} delta, {} reused", r.reused),
         Some(Transfer::Full) => bytes,
         Some(Transfer::Cached) => "cached".into(),
+        Some(Transfer::Store) => "from the store".into(),
         None if r.uploaded > 0 => bytes,
         None => "-".into(),
     }

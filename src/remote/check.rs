@@ -121,6 +121,39 @@ else r sudo fail "sudo -n true fails for $me (needs a password, or not allowed)"
     Ok(s)
 }
 
+/// The check added with `artifacts:` in the config: how the host can download from the
+/// store.
+pub const FETCH: &str = "fetch";
+
+/// The script's part for the `fetch` check (`artifacts:`): which download tool the host
+/// has. Without one the host still gets the artifact, pushed over SSH: not a failure.
+pub fn fetch_part() -> &'static str {
+    "if command -v curl >/dev/null 2>&1; then \
+     r fetch ok \"curl: hosts download the artifact from the store\"\n\
+     elif command -v wget >/dev/null 2>&1; then \
+     r fetch ok \"wget: hosts download the artifact from the store\"\n\
+     else r fetch ok \"neither curl nor wget: this host gets the artifact pushed over SSH\"; fi\n"
+}
+
+/// The line of check `name` in the script's output, if it reported one.
+pub fn reported(stdout: &str, name: &str) -> Option<Check> {
+    stdout.lines().find_map(|line| {
+        let mut parts = line.splitn(3, '\t');
+        let (n, status, detail) = (parts.next()?, parts.next()?, parts.next().unwrap_or(""));
+        let status = match status {
+            "ok" => Status::Ok,
+            "fail" => Status::Fail,
+            "skip" => Status::Skip,
+            _ => return None,
+        };
+        (n == name).then(|| Check {
+            name: n.to_owned(),
+            status,
+            detail: detail.to_owned(),
+        })
+    })
+}
+
 /// The script's part for the `proxy` check: the proxy's survey with `proxy:`.
 pub fn proxy_part(slots: Option<&Slots>) -> Result<String, QuoteError> {
     slots.map_or(Ok(String::new()), super::proxy::survey)

@@ -70,6 +70,8 @@ pub const GUARD: &str = "@@guard";
 
 /// `@@delta-mismatch <why>`: the host turned a delta down; the whole artifact follows.
 pub const DELTA_MISMATCH: &str = "@@delta-mismatch";
+/// `@@fetch ok <tool>` or `@@fetch failed <why>`: the host's download from the store.
+pub const FETCH: &str = "@@fetch";
 /// `@@staged`: the release is in place and its `before_switch` hooks passed.
 pub const STAGED: &str = "@@staged";
 

@@ -22,6 +22,7 @@
 
 pub mod activate;
 pub mod check;
+pub mod fetch;
 pub mod finish;
 pub mod guard;
 pub mod haproxy;

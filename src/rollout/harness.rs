@@ -76,6 +76,7 @@ pub fn plan(kind: Kind, events: Events) -> Plan {
         keep_releases: 5,
         confirm_timeout: Duration::from_secs(60),
         proxy: None,
+        artifacts_ttl: None,
         deploy: None,
         events,
     };
@@ -101,6 +102,7 @@ pub fn plan(kind: Kind, events: Events) -> Plan {
             commit: None,
             sha256: artifact.sha256.clone(),
             deltas: Arc::new(Deltas::new(artifact.clone(), Vec::new(), DeltaMode::Off)),
+            store: None,
             artifact,
             env_file: String::new(),
             env_file_redacted: String::new(),

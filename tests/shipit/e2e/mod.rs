@@ -21,6 +21,7 @@ mod health;
 mod hostile;
 pub mod load;
 mod proxy;
+mod store;
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -199,6 +200,23 @@ impl Testbed {
         assert!(
             out.status.success(),
             "fault.sh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `tests/testbed/store.sh` on this testbed (the artifact store), with `env`; its
+    /// stdout.
+    pub fn store(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        let out = Command::new(scripts().join("store.sh"))
+            .args(["--name", &self.state.name])
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("run store.sh");
+        assert!(
+            out.status.success(),
+            "store.sh {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
