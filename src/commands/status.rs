@@ -46,6 +46,9 @@ struct HostStatus {
     release_count: usize,
     releases: Vec<ReleaseRow>,
     history: Vec<serde_json::Value>,
+    /// How the artifact of the last deploy reached the host (`store`, `full`, `delta`,
+    /// `cached`) and how long that took, from the history's last line.
+    last_transfer: Option<String>,
     /// With `proxy:`: the slots behind HAProxy.
     #[serde(skip_serializing_if = "Option::is_none")]
     proxy: Option<ProxyStatus>,
@@ -173,18 +176,20 @@ async fn host_status(run: HostRun, plan: &Plan, history: usize) -> HostStatus {
     };
     st.reachable = true;
     let slots = plan.slots();
-    let script = match status::script(&plan.deploy_to, plan.manager, &plan.service, history)
-        .and_then(|s| {
+    // At least the last history line: how the last deploy's artifact arrived.
+    let asked = history.max(5);
+    let script =
+        match status::script(&plan.deploy_to, plan.manager, &plan.service, asked).and_then(|s| {
             Ok(s + &slots
                 .as_ref()
                 .map_or(Ok(String::new()), crate::remote::proxy::survey)?)
         }) {
-        Ok(s) => s,
-        Err(e) => {
-            st.error = Some(e.to_string());
-            return st;
-        }
-    };
+            Ok(s) => s,
+            Err(e) => {
+                st.error = Some(e.to_string());
+                return st;
+            }
+        };
     let out = match remote.run(Op::Other, &script, None, &mut |_| {}).await {
         Ok(o) => o.out.stdout,
         Err(e) => {
@@ -234,7 +239,21 @@ async fn host_status(run: HostRun, plan: &Plan, history: usize) -> HostStatus {
             .filter(|t| !t.is_empty())
             .cloned();
     }
-    st.history = status::history(&out);
+    let mut lines = status::history(&out);
+    st.last_transfer = lines
+        .iter()
+        .rev()
+        .find(|l| l["action"] == "deploy" && l["transfer"].is_string())
+        .map(|l| match l["transfer_ms"].as_u64() {
+            Some(ms) => format!(
+                "{} in {:.1}s",
+                l["transfer"].as_str().unwrap_or("-"),
+                ms as f64 / 1000.0
+            ),
+            None => l["transfer"].as_str().unwrap_or("-").to_owned(),
+        });
+    lines.drain(..lines.len().saturating_sub(history));
+    st.history = lines;
     let live = match &slots {
         Some(s) => {
             let p = proxy_status(remote.as_ref(), s, &out).await;
@@ -432,6 +451,9 @@ fn table(statuses: &[HostStatus], mixed: bool, show_releases: bool, history: usi
         }
         if let Some(p) = &s.proxy {
             notes.push(format!("{}: {}", s.name, describe_proxy(p)));
+        }
+        if let Some(t) = &s.last_transfer {
+            notes.push(format!("{}: last deploy's artifact: {t}", s.name));
         }
         if let Some(since) = &s.service_since {
             notes.push(format!(

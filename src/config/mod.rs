@@ -11,8 +11,8 @@ mod health;
 pub mod host;
 pub mod interpolate;
 mod proxy;
-mod store;
 pub mod raw;
+mod store;
 mod types;
 
 use std::collections::BTreeMap;

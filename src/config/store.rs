@@ -30,7 +30,8 @@ impl Ctx<'_> {
                 let e = self.text(s, "artifacts.endpoint")?;
                 let e = e.expose().trim_end_matches('/').to_owned();
                 let ok = (e.starts_with("http://") || e.starts_with("https://"))
-                    && reqwest::Url::parse(&e).is_ok_and(|u| u.path() == "/" && u.query().is_none());
+                    && reqwest::Url::parse(&e)
+                        .is_ok_and(|u| u.path() == "/" && u.query().is_none());
                 if !ok {
                     self.problem(
                         s,
@@ -53,7 +54,11 @@ impl Ctx<'_> {
         let url_ttl = self.positive(&a.url_ttl, "artifacts.url_ttl", 15 * 60_000);
         if url_ttl.0 > std::time::Duration::from_secs(7 * 24 * 3600) {
             if let Some(s) = &a.url_ttl {
-                self.problem(s, "`artifacts.url_ttl` must be at most 7 days (S3's limit)".into(), None);
+                self.problem(
+                    s,
+                    "`artifacts.url_ttl` must be at most 7 days (S3's limit)".into(),
+                    None,
+                );
             }
             return None;
         }
@@ -94,16 +99,24 @@ pub fn parse_store(s: &str) -> Result<(String, String), String> {
     Ok((bucket.to_owned(), prefix))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::parse_store;
 
     #[test]
     fn store_urls() {
-        assert_eq!(parse_store("s3://my-bucket/shipit/"), Ok(("my-bucket".into(), "shipit/".into())));
-        assert_eq!(parse_store("s3://my-bucket"), Ok(("my-bucket".into(), "".into())));
-        assert_eq!(parse_store("s3://b.c.d/a/b"), Ok(("b.c.d".into(), "a/b/".into())));
+        assert_eq!(
+            parse_store("s3://my-bucket/shipit/"),
+            Ok(("my-bucket".into(), "shipit/".into()))
+        );
+        assert_eq!(
+            parse_store("s3://my-bucket"),
+            Ok(("my-bucket".into(), "".into()))
+        );
+        assert_eq!(
+            parse_store("s3://b.c.d/a/b"),
+            Ok(("b.c.d".into(), "a/b/".into()))
+        );
         assert!(parse_store("https://x/").is_err());
         assert!(parse_store("s3://UPPER/").is_err());
         assert!(parse_store("s3://ok-bucket/../x").is_err());

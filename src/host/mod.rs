@@ -55,6 +55,8 @@ pub struct HostRun {
     pub uploaded: u64,
     /// How the release got there (`None`: not shipped).
     pub transfer: Option<Transfer>,
+    /// How long getting the artifact there and staging it took.
+    pub transfer_took: Option<Duration>,
     /// Files taken from the live release (delta deploys).
     pub reused: usize,
     /// Set once everything to upload has been sent: from then on an interrupted stage is
@@ -99,6 +101,7 @@ impl HostRun {
             unconfirmed: None,
             slots: None,
             slot_move: None,
+            transfer_took: None,
         }
     }
 

@@ -126,6 +126,8 @@ impl HostRun {
             "ci_url": plan.owner.ci_url,
             "reason": if reason.is_empty() { None } else { Some(reason) },
             "duration_ms": self.started.elapsed().as_millis() as u64,
+            "transfer": self.transfer,
+            "transfer_ms": self.transfer_took.map(|t| t.as_millis() as u64),
         })
         .to_string()
     }

@@ -18,6 +18,14 @@ impl HostRun {
     /// whole artifact. A delta that does not verify on the host is discarded, and the
     /// whole artifact follows, once.
     pub async fn ship(&mut self, plan: &Plan) {
+        let started = std::time::Instant::now();
+        self.ship_it(plan).await;
+        if self.transfer.is_some() {
+            self.transfer_took = Some(started.elapsed());
+        }
+    }
+
+    async fn ship_it(&mut self, plan: &Plan) {
         let Some(d) = &plan.deploy else { return };
         match d.shipment(&self.survey).await {
             Shipment::Cached => {
@@ -89,7 +97,10 @@ impl HostRun {
                     up.took.as_secs_f64()
                 )
             } else {
-                format!("the store ({}) already has this artifact", lazy.configured())
+                format!(
+                    "the store ({}) already has this artifact",
+                    lazy.configured()
+                )
             });
         }
         let fallback = |run: &mut HostRun, why: String| {

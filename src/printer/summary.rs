@@ -21,6 +21,8 @@ struct HostJson<'a> {
     uploaded_bytes: u64,
     /// `full`, `delta`, `cached`, or null when nothing was staged.
     transfer: Option<Transfer>,
+    /// How long getting the artifact there and staging it took.
+    transfer_ms: Option<u128>,
     reused_files: usize,
     warnings: &'a [String],
     journal: Option<&'a str>,
@@ -98,6 +100,7 @@ fn document<'a>(runs: &'a [HostRun], exit: Exit, ctx: &Context<'a>) -> Json<'a> 
                     .as_millis(),
                 uploaded_bytes: r.uploaded,
                 transfer: r.transfer,
+                transfer_ms: r.transfer_took.map(|t| t.as_millis()),
                 reused_files: r.reused,
                 warnings: &r.warnings,
                 journal: r.journal.as_deref(),

@@ -37,7 +37,8 @@ pub fn fetch(url: &str, sha256: &str, max_secs: u64, redact: bool) -> Result<Str
          echo '{FETCH} failed neither curl nor wget is installed'; exit 0\n\
          fi\n\
          if [ \"$rc\" != 0 ]; then\n  \
-         w=$(sed -n '1s/[^ -~]//g;1p' \"$e\" 2>/dev/null | cut -c1-200)\n  \
+         w=$(sed -n '1s/[^ -~]//g;1s/?[^ ]*/?[query redacted]/g;1p' \"$e\" 2>/dev/null \
+         | cut -c1-200)\n  \
          rm -f -- \"$t\" \"$e\"\n  \
          echo \"{FETCH} failed $how exited $rc${{w:+: $w}}\"; exit 0\n\
          fi\n\

@@ -128,7 +128,12 @@ impl Bucket {
             headers: headers.clone(),
             payload_sha256: &payload,
         };
-        let auth = sigv4::authorize(&self.creds, &self.region, &req, crate::remote::layout::now());
+        let auth = sigv4::authorize(
+            &self.creds,
+            &self.region,
+            &req,
+            crate::remote::layout::now(),
+        );
         let q: Vec<String> = query
             .iter()
             .map(|(k, v)| {
@@ -139,18 +144,17 @@ impl Bucket {
                 }
             })
             .collect();
-        let mut r = self.http.request(method.clone(), self.url(&path, &q.join("&")));
+        let mut r = self
+            .http
+            .request(method.clone(), self.url(&path, &q.join("&")));
         for (k, v) in headers.iter().chain(&auth) {
             r = r.header(k, v);
         }
-        let resp = r.body(body).send().await.map_err(|e| {
-            format!(
-                "{} {}: {}",
-                method,
-                self.url(&path, ""),
-                e.without_url()
-            )
-        })?;
+        let resp = r
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("{} {}: {}", method, self.url(&path, ""), e.without_url()))?;
         Ok(resp)
     }
 
@@ -196,7 +200,9 @@ impl Bucket {
         use tokio::io::AsyncReadExt;
         let meta = vec![("x-amz-meta-sha256".to_owned(), sha256.to_owned())];
         let uploads = vec![("uploads".to_owned(), String::new())];
-        let r = self.send(Method::POST, key, uploads, meta, Vec::new()).await?;
+        let r = self
+            .send(Method::POST, key, uploads, meta, Vec::new())
+            .await?;
         let text = check(r, "POST ?uploads", key).await?;
         let id = xml_value(&text, "UploadId").ok_or("no UploadId in the store's answer")?;
         let result: Result<Vec<String>, String> = async {
@@ -244,7 +250,9 @@ impl Bucket {
             Ok(e) => e,
             Err(e) => {
                 let q = vec![("uploadId".to_owned(), id.clone())];
-                let _ = self.send(Method::DELETE, key, q, Vec::new(), Vec::new()).await;
+                let _ = self
+                    .send(Method::DELETE, key, q, Vec::new(), Vec::new())
+                    .await;
                 return Err(e);
             }
         };
@@ -290,8 +298,7 @@ fn refused(what: &str, key: &str, status: reqwest::StatusCode, body: &str) -> St
         404 => "; check `artifacts.store` (does the bucket exist?)",
         _ => "",
     };
-    format!("the store refused {what} {key}: {status} {code} {message}{hint}")
-        .replace("  ", " ")
+    format!("the store refused {what} {key}: {status} {code} {message}{hint}").replace("  ", " ")
 }
 
 /// The text of the first `<tag>...</tag>` in `xml`.
@@ -317,7 +324,10 @@ mod tests {
     fn paths_and_presigned_urls() {
         let b = Bucket::new(Some("http://10.0.0.2:9000"), "bkt", "us-east-1", creds()).unwrap();
         assert_eq!(b.host(), "10.0.0.2:9000");
-        assert_eq!(b.path("shipit/hello/ab.tar.gz"), "/bkt/shipit/hello/ab.tar.gz");
+        assert_eq!(
+            b.path("shipit/hello/ab.tar.gz"),
+            "/bkt/shipit/hello/ab.tar.gz"
+        );
         let url = b.presign_get("a b.tar.gz", Duration::from_secs(900));
         assert!(url.starts_with("http://10.0.0.2:9000/bkt/a%20b.tar.gz?X-Amz-Algorithm="));
         assert!(url.contains("X-Amz-Expires=900") && url.contains("X-Amz-Signature="));
@@ -332,6 +342,9 @@ mod tests {
         let body = "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
         let e = refused("PUT", "k", reqwest::StatusCode::FORBIDDEN, body);
         assert!(e.contains("403") && e.contains("AccessDenied") && e.contains("s3:PutObject"));
-        assert_eq!(xml_value("<a><UploadId>x1</UploadId></a>", "UploadId"), Some("x1".into()));
+        assert_eq!(
+            xml_value("<a><UploadId>x1</UploadId></a>", "UploadId"),
+            Some("x1".into())
+        );
     }
 }

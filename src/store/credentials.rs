@@ -11,9 +11,7 @@ use std::time::Duration;
 use super::sigv4::Credentials;
 
 /// Looks the credentials up; `Err` says where it looked.
-pub async fn find(
-    lookup: &(dyn Fn(&str) -> Option<String> + Sync),
-) -> Result<Credentials, String> {
+pub async fn find(lookup: &(dyn Fn(&str) -> Option<String> + Sync)) -> Result<Credentials, String> {
     if let (Some(access_key), Some(secret_key)) = (
         lookup("AWS_ACCESS_KEY_ID").filter(|v| !v.is_empty()),
         lookup("AWS_SECRET_ACCESS_KEY").filter(|v| !v.is_empty()),
@@ -120,7 +118,12 @@ async fn from_instance_metadata() -> Result<Credentials, String> {
         }
     };
     let roles = get(format!("{base}/meta-data/iam/security-credentials/")).await?;
-    let role = roles.lines().next().ok_or("no instance role")?.trim().to_owned();
+    let role = roles
+        .lines()
+        .next()
+        .ok_or("no instance role")?
+        .trim()
+        .to_owned();
     let json = get(format!("{base}/meta-data/iam/security-credentials/{role}")).await?;
     let v: serde_json::Value = serde_json::from_str(&json).map_err(|e| e.to_string())?;
     let s = |k: &str| v[k].as_str().map(str::to_owned);
@@ -150,7 +153,10 @@ aws_session_token = tok
     #[test]
     fn profiles() {
         let d = from_profile(FILE, "default").unwrap();
-        assert_eq!((d.access_key.as_str(), d.session_token), ("AKIADEFAULT", None));
+        assert_eq!(
+            (d.access_key.as_str(), d.session_token),
+            ("AKIADEFAULT", None)
+        );
         let p = from_profile(FILE, "deploy").unwrap();
         assert_eq!(p.secret_key, "s3cret-deploy");
         assert_eq!(p.session_token.as_deref(), Some("tok"));

@@ -69,10 +69,7 @@ fn sha256_hex(data: &str) -> String {
 }
 
 fn canonical_query(query: &[(String, String)]) -> String {
-    let mut q: Vec<(String, String)> = query
-        .iter()
-        .map(|(k, v)| (encode(k), encode(v)))
-        .collect();
+    let mut q: Vec<(String, String)> = query.iter().map(|(k, v)| (encode(k), encode(v))).collect();
     q.sort();
     q.iter()
         .map(|(k, v)| format!("{k}={v}"))
@@ -250,6 +247,9 @@ mod tests {
     #[test]
     fn encoding() {
         assert_eq!(encode("a b/c~"), "a%20b%2Fc~");
-        assert_eq!(encode_path("/bucket/dir/a b.tar.gz"), "/bucket/dir/a%20b.tar.gz");
+        assert_eq!(
+            encode_path("/bucket/dir/a b.tar.gz"),
+            "/bucket/dir/a%20b.tar.gz"
+        );
     }
 }

@@ -66,7 +66,10 @@ hosts: [{hosts}]
 impl Setup<'_> {
     fn env(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("AWS_ACCESS_KEY_ID", self.store["access_key"].as_str().unwrap().to_owned()),
+            (
+                "AWS_ACCESS_KEY_ID",
+                self.store["access_key"].as_str().unwrap().to_owned(),
+            ),
             ("AWS_SECRET_ACCESS_KEY", CANARY.to_owned()),
             ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
         ]
@@ -75,10 +78,15 @@ impl Setup<'_> {
     /// `delta:` in deploy.yaml.
     fn delta(&self, mode: &str) {
         let text = self.app.p.read("deploy.yaml");
-        let line = text.lines().find(|l| l.starts_with("delta: ")).unwrap().to_owned();
-        self.app
-            .p
-            .file("deploy.yaml", &text.replace(&line, &format!("delta: {mode}")));
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("delta: "))
+            .unwrap()
+            .to_owned();
+        self.app.p.file(
+            "deploy.yaml",
+            &text.replace(&line, &format!("delta: {mode}")),
+        );
     }
 
     /// Deploy `version` (with `extra` environment; `DELTA` sets `delta:`); the exit
@@ -164,7 +172,10 @@ fn ten_hosts_fetch_from_the_store_and_the_deployer_sends_each_byte_once() {
     assert_eq!(code, 0, "{summary:#}");
     assert_eq!(transfers(&summary), vec!["delta"; 10], "{summary:#}");
     let sha2 = summary["artifact_sha256"].as_str().unwrap();
-    assert!(!s.object(sha2).exists(), "a delta deploy uploaded to the store");
+    assert!(
+        !s.object(sha2).exists(),
+        "a delta deploy uploaded to the store"
+    );
 
     // A host that cannot reach the store gets the artifact pushed; the others fetch.
     tb.store(&["block", &tb.host(9).name], &[]);
@@ -173,7 +184,10 @@ fn ten_hosts_fetch_from_the_store_and_the_deployer_sends_each_byte_once() {
     let t = transfers(&summary);
     assert_eq!(&t[..9], vec!["store"; 9].as_slice(), "{summary:#}");
     assert_eq!(t[9], "full", "{summary:#}");
-    assert!(warnings(&summary).contains("could not fetch"), "{summary:#}");
+    assert!(
+        warnings(&summary).contains("could not fetch"),
+        "{summary:#}"
+    );
     tb.store(&["unblock", &tb.host(9).name], &[]);
 
     // `shipit check` says how hosts download.
@@ -191,10 +205,10 @@ fn stopped_at_fetch(s: &Setup, version: &str, meanwhile: impl FnOnce(&str)) -> s
     s.app.set_version(version);
     s.delta("off");
     let env = s.env();
-    let mut cmd = s.app.tb.shipit_command(
-        &s.app.p,
-        &["deploy", "--app-version", version, "--json"],
-    );
+    let mut cmd = s
+        .app
+        .tb
+        .shipit_command(&s.app.p, &["deploy", "--app-version", version, "--json"]);
     cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("SHIPIT_TEST_STOP_AT", "fetch")
         .stdout(Stdio::piped())
@@ -204,13 +218,21 @@ fn stopped_at_fetch(s: &Setup, version: &str, meanwhile: impl FnOnce(&str)) -> s
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(pid) = line.strip_prefix("@@faultpoint ").and_then(|l| l.split(" pid ").nth(1)) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(pid) = line
+                .strip_prefix("@@faultpoint ")
+                .and_then(|l| l.split(" pid ").nth(1))
+            {
                 let _ = tx.send(pid.trim().to_owned());
             }
         }
     });
-    let pid = rx.recv_timeout(Duration::from_secs(60)).expect("the deploy reached fetch");
+    let pid = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the deploy reached fetch");
     // The artifact is in the store by now: the first fetch comes after the upload.
     let sha = {
         let dir = std::path::Path::new(s.store["data_dir"].as_str().unwrap())
@@ -224,7 +246,9 @@ fn stopped_at_fetch(s: &Setup, version: &str, meanwhile: impl FnOnce(&str)) -> s
         newest.path().display().to_string()
     };
     meanwhile(&sha);
-    let _ = std::process::Command::new("kill").args(["-CONT", &pid]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status();
     let deadline = Instant::now() + Duration::from_secs(120);
     let out = child.wait_with_output().unwrap();
     assert!(Instant::now() < deadline);
