@@ -136,7 +136,25 @@ impl HostRun {
                 let _ = self.stage(plan, Source::Cached, None::<(&[u8], u64)>).await;
                 true
             }
-            Err(why) => fallback(self, why),
+            Err(why) => {
+                if why.ends_with("not used")
+                    && let Some(r) = lazy.repair(&d.artifact).await
+                {
+                    plan.events.note(&match r {
+                        Ok(up) => format!(
+                            "the store's copy of the artifact did not match its sha256: \
+                             uploaded it again ({} in {:.1}s)",
+                            human_bytes(up.sent),
+                            up.took.as_secs_f64()
+                        ),
+                        Err(e) => format!(
+                            "the store's copy of the artifact did not match its sha256, and \
+                             uploading it again failed: {e}"
+                        ),
+                    });
+                }
+                fallback(self, why)
+            }
         }
     }
 

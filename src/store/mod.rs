@@ -25,6 +25,7 @@ pub struct Lazy {
     app: String,
     cell: tokio::sync::OnceCell<Result<(Store, Uploaded), String>>,
     said: std::sync::atomic::AtomicBool,
+    repaired: tokio::sync::OnceCell<Result<Uploaded, String>>,
 }
 
 impl Lazy {
@@ -34,7 +35,26 @@ impl Lazy {
             app: app.to_owned(),
             cell: tokio::sync::OnceCell::new(),
             said: std::sync::atomic::AtomicBool::new(false),
+            repaired: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// A host found the store's copy does not match its sha256 (changed in the bucket):
+    /// upload the artifact again over it, once per run, so later hosts and deploys get
+    /// the right bytes. `Some` for the one caller that should report it.
+    pub async fn repair(&self, artifact: &Artifact) -> Option<Result<Uploaded, String>> {
+        let Some(Ok((store, _))) = self.cell.get() else {
+            return None;
+        };
+        let mut first = false;
+        let got = self
+            .repaired
+            .get_or_init(|| async {
+                first = true;
+                store.upload(artifact).await
+            })
+            .await;
+        first.then(|| got.clone())
     }
 
     /// `artifacts.store`, as configured.
@@ -120,6 +140,12 @@ impl Store {
                 took: started.elapsed(),
             });
         }
+        self.upload(artifact).await
+    }
+
+    /// Upload the artifact, whatever the store has.
+    async fn upload(&self, artifact: &Artifact) -> Result<Uploaded, String> {
+        let started = Instant::now();
         if artifact.size > client::MULTIPART_OVER {
             self.bucket
                 .put_multipart(&self.key, &artifact.path, &artifact.sha256)

@@ -190,6 +190,19 @@ fn ten_hosts_fetch_from_the_store_and_the_deployer_sends_each_byte_once() {
     );
     tb.store(&["unblock", &tb.host(9).name], &[]);
 
+    // The dry run shows the fetch with the URL redacted.
+    s.app.set_version("4");
+    let env = s.env();
+    let mut cmd = tb.shipit_command(&s.app.p, &["deploy", "--dry-run", "--app-version", "4"]);
+    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("fetch the artifact from s3://"), "{text}");
+    assert!(
+        text.contains("U='[redacted]'") && !text.contains("X-Amz-Signature"),
+        "{text}"
+    );
+
     // `shipit check` says how hosts download.
     let env = s.env();
     let mut cmd = tb.shipit_command(&s.app.p, &["check"]);
@@ -283,6 +296,11 @@ fn an_expired_url_and_a_tampered_object_are_refused_before_anything_is_unpacked(
     assert_eq!(summary["exit_code"], 0, "{summary:#}");
     assert_eq!(transfers(&summary), vec!["full"; 2], "{summary:#}");
     assert!(warnings(&summary).contains("not used"), "{summary:#}");
+    // The store's copy was put right (uploaded again): the next host gets good bytes.
+    let sha = summary["artifact_sha256"].as_str().unwrap();
+    let object = std::fs::read(s.object(sha)).unwrap();
+    use sha2::Digest;
+    assert_eq!(hex::encode(sha2::Sha256::digest(&object)), sha);
     for i in 0..2 {
         let v = tb.root(i, "cat /opt/hello/current/VERSION");
         assert_eq!(v.trim(), "3");
