@@ -7,7 +7,8 @@
 //! ever stops the process, once; a SIGCONT resumes it exactly where it was. Unset, it
 //! costs one environment lookup.
 //!
-//! Steps: `lock`, `upload`, `health` (client side, before the step begins), and every
+//! Steps: `lock`, `upload`, `health`, `fetch` (after the store's URL is signed),
+//! `traffic` (behind the proxy, after each shift of traffic; client side), and every
 //! step a host script announces (`remote::markers::STEP`: `unpack`, `link`, `env`,
 //! `before_switch:N`, `switch`, `unit`, `restart`, `after_switch:N`, `after_rollback:N`,
 //! `cleanup`), as the marker line arrives; the host's script keeps running while the

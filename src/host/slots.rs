@@ -63,6 +63,8 @@ impl HostRun {
                 .proxy_api(&socket, &haproxy::shift(&s, idle, share, live))
                 .await?;
             haproxy::shifted(&answer)?;
+            // A test stopped here finds traffic split between the slots.
+            crate::faultpoint::reached("traffic", &self.target.name);
             if !judged {
                 self.say(plan, &format!("all traffic to slot {idle}"));
                 continue;

@@ -222,6 +222,43 @@ impl Testbed {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Start `shipit args` (with `env`) so that it stops itself at faultpoint `point`
+    /// (`SHIPIT_TEST_STOP_AT`); returns the child and its pid once it has stopped there.
+    pub fn stopped_at(
+        &self,
+        project: &Project,
+        args: &[&str],
+        env: &[(&str, &str)],
+        point: &str,
+    ) -> (std::process::Child, String) {
+        use std::io::BufRead;
+        let mut cmd = self.shipit_command(project, args);
+        cmd.envs(env.iter().copied())
+            .env("SHIPIT_TEST_STOP_AT", point)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn shipit");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let pid = line
+                    .strip_prefix("@@faultpoint ")
+                    .and_then(|l| l.split(" pid ").nth(1));
+                if let Some(pid) = pid {
+                    let _ = tx.send(pid.trim().to_owned());
+                }
+            }
+        });
+        let pid = rx
+            .recv_timeout(std::time::Duration::from_secs(90))
+            .unwrap_or_else(|_| panic!("shipit {args:?} never reached {point}"));
+        (child, pid)
+    }
+
     /// Run a shell command as root on host `i` and return its stdout.
     pub fn root(&self, i: usize, script: &str) -> String {
         let name = self.host(i).name.clone();

@@ -329,3 +329,102 @@ fn a_host_without_haproxy_or_with_a_taken_port_is_refused_before_anything_change
     assert!(all.contains("HAProxy is not installed"), "{all}");
     assert!(all.contains("slot port 9002"), "{all}");
 }
+
+/// The load and the slots' state of host `i`: the live slot and the release it runs.
+fn live(tb: &Testbed, i: usize) -> (String, String) {
+    let port = sh(tb, i, "cat /opt/hello/.shipit/proxy/live");
+    let release = sh(tb, i, &format!("readlink /opt/hello/slots/{port}"));
+    (port, release.rsplit('/').next().unwrap_or("").to_owned())
+}
+
+#[test]
+fn a_later_host_failing_flips_the_canary_back_to_its_old_slot_under_load() {
+    let Some(tb) = Testbed::up("e2e-proxy-fleet", 2) else {
+        return;
+    };
+    let a = app(
+        &tb,
+        &[0, 1],
+        &format!("{PROXY}rollout: {{canary: 1, parallel: 1}}"),
+    )
+    .with_health(&format!(
+        "{HTTP_HEALTH}  command: 'test ! -e /etc/shipit-unhealthy'\n"
+    ));
+    assert_eq!(deploy(&a, "1", &[]).0, 0);
+    let before = [live(&tb, 0), live(&tb, 1)];
+    // Host 2's new release will fail its health check: host 1 (the canary) has moved all
+    // its traffic by then, and must flip back at once.
+    tb.root(1, "touch /etc/shipit-unhealthy");
+    let ip = tb.host(0).ip.clone();
+    let load = HttpLoad::steady(Some(&tb.state.client_netns), &format!("http://{ip}:80/"));
+    let (code, summary) = deploy(&a, "2", &[]);
+    let report = load.stop();
+    assert_eq!(code, 5, "{summary:#}");
+    assert_eq!([live(&tb, 0), live(&tb, 1)], before, "{summary:#}");
+    assert_eq!(report.failed(), 0, "{report:#?}");
+    for (i, (port, release)) in before.iter().enumerate() {
+        assert!(sh(&tb, i, "readlink /opt/hello/current").ends_with(release.as_str()));
+        assert_eq!(slot_stat(&tb, i, port.parse().unwrap()).0, 100, "host {i}");
+        let other = if port == "9001" { 9002 } else { 9001 };
+        assert_eq!(
+            sh(
+                &tb,
+                i,
+                &format!("systemctl is-active hello@{other} || true")
+            ),
+            "inactive"
+        );
+    }
+}
+
+#[test]
+fn a_vanished_deployer_mid_steps_is_undone_by_the_hosts_guard() {
+    let Some(tb) = Testbed::up("e2e-proxy-guard", 1) else {
+        return;
+    };
+    let a = http_app(&tb, &[0]);
+    let text = a.p.read("deploy.yaml");
+    a.p.file(
+        "deploy.yaml",
+        &text.replace("hosts: [", "rollout: {confirm_timeout: 3s}\nhosts: ["),
+    );
+    assert_eq!(deploy(&a, "1", &[]).0, 0);
+    let (port, release) = live(&tb, 0);
+    a.set_version("2");
+    // Stopped with 10% of new requests going to the new slot, then killed: no word from
+    // the deployer again. The guard puts everything back within confirm_timeout.
+    let (mut child, pid) = tb.stopped_at(
+        &a.p,
+        &["deploy", "--app-version", "2"],
+        &[],
+        &format!("traffic@{}", tb.host(0).ip),
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status();
+    let _ = child.wait();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let history = loop {
+        let h = sh(&tb, 0, "tail -n 1 /opt/hello/.shipit/history.jsonl");
+        if h.contains("reverted-by-guard") {
+            break h;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the guard never fired: {h}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    };
+    assert_eq!(live(&tb, 0), (port.clone(), release.clone()), "{history}");
+    assert!(sh(&tb, 0, "readlink /opt/hello/current").ends_with(&release));
+    let other = if port == "9001" { 9002 } else { 9001 };
+    let idle = sh(
+        &tb,
+        0,
+        &format!("systemctl is-active hello@{other} || true"),
+    );
+    assert_eq!(idle, "inactive");
+    assert_eq!(slot_stat(&tb, 0, port.parse().unwrap()).0, 100);
+    // The next deploy needs no unlock.
+    assert_eq!(deploy(&a, "3", &[]).0, 0);
+}

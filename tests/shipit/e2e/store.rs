@@ -3,7 +3,6 @@
 //! once; a host that cannot reach the store, an expired URL and a tampered object all
 //! end with the artifact pushed over SSH, and nothing unverified is ever unpacked.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::e2e::deploy::{App, hello_binary};
@@ -218,34 +217,9 @@ fn stopped_at_fetch(s: &Setup, version: &str, meanwhile: impl FnOnce(&str)) -> s
     s.app.set_version(version);
     s.delta("off");
     let env = s.env();
-    let mut cmd = s
-        .app
-        .tb
-        .shipit_command(&s.app.p, &["deploy", "--app-version", version, "--json"]);
-    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("SHIPIT_TEST_STOP_AT", "fetch")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Some(pid) = line
-                .strip_prefix("@@faultpoint ")
-                .and_then(|l| l.split(" pid ").nth(1))
-            {
-                let _ = tx.send(pid.trim().to_owned());
-            }
-        }
-    });
-    let pid = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the deploy reached fetch");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let args = ["deploy", "--app-version", version, "--json"];
+    let (child, pid) = s.app.tb.stopped_at(&s.app.p, &args, &env, "fetch");
     // The artifact is in the store by now: the first fetch comes after the upload.
     let sha = {
         let dir = std::path::Path::new(s.store["data_dir"].as_str().unwrap())
