@@ -307,7 +307,10 @@ pub fn setup(s: &Slots, template: Option<&str>) -> Result<String, QuoteError> {
          [ -n \"$h\" ] || {{ echo 'HAProxy is not installed (proxy: needs it): install it from \
          the distribution packages' >&2; exit 1; }}\n\
          me=$(id -un)\n\
-         printf '%s' {cfg} | sed \"s/@USER@/$me/\" > {DIR}/haproxy.cfg.in.tmp && \
+         drop=; if id -u haproxy >/dev/null 2>&1; then \
+         drop='s/^global$/global\\n    user haproxy\\n    group haproxy/'; fi\n\
+         printf '%s' {cfg} | sed -e \"s/@USER@/$me/\" -e \"${{drop:-p;d}}\" \
+         > {DIR}/haproxy.cfg.in.tmp && \
          mv -f -- {DIR}/haproxy.cfg.in.tmp {DIR}/haproxy.cfg.in || exit 1\n\
          {render}\
          l=-; {{ read -r l < {LIVE}; }} 2>/dev/null; [ -n \"$l\" ] || l=-\n\

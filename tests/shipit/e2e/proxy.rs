@@ -214,6 +214,12 @@ fn a_failing_release_is_caught_at_the_first_step_and_an_unhealthy_one_never_gets
     let ip = tb.host(0).ip.clone();
     assert_eq!(deploy(&a, "1", &[]).0, 0);
     let good = sh(&tb, 0, "readlink /opt/hello/current");
+    // HAProxy's master runs as root (it binds port 80 and re-executes on reload); the
+    // worker that handles traffic and the admin socket runs as the distribution's user.
+    assert_eq!(
+        sh(&tb, 0, "ps -o user= -C haproxy | sort -u"),
+        "haproxy\nroot"
+    );
 
     // Unhealthy: its slot never gets a single request.
     let load = HttpLoad::steady(Some(&tb.state.client_netns), &format!("http://{ip}:80/"));
