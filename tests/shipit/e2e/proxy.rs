@@ -127,6 +127,24 @@ fn every_request_survives_deploys_and_rollbacks_under_load() {
         "active\nactive\ninactive"
     );
     assert_eq!(sh(&tb, 0, "cat /opt/hello/.shipit/proxy/live"), "9001");
+    // `status` reads the slots and HAProxy's own figures; `--dry-run` shows the steps and
+    // the configuration it would use.
+    let out = a.shipit(&["status", "--json"]);
+    let st: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let proxy = &st["hosts"][0]["proxy"];
+    assert_eq!(proxy["live"], 9001, "{st:#}");
+    assert_eq!(proxy["unit"], "active", "{st:#}");
+    assert_eq!(proxy["slots"][0]["weight"], 100, "{st:#}");
+    assert_eq!(proxy["slots"][1]["running"], false, "{st:#}");
+    assert_eq!(st["hosts"][0]["healthy"], true, "{st:#}");
+    a.set_version("dry");
+    let out = a.shipit(&["deploy", "--dry-run", "--app-version", "dry"]);
+    assert!(
+        out.stdout.contains("move new requests to slot 9002 in steps of 10%, 50%, 100%")
+            && out.stdout.contains("server slot9002 127.0.0.1:9002 weight @W9002@"),
+        "{}",
+        out.stdout
+    );
     let url = format!("http://{ip}:80/");
     let load = HttpLoad::steady(Some(&tb.state.client_netns), &url);
     let addr: SocketAddr = format!("{ip}:80").parse().unwrap();
