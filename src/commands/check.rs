@@ -32,6 +32,9 @@ struct HostReport {
     /// What the check script printed (the proxy check reads it).
     #[serde(skip)]
     stdout: String,
+    /// With `proxy:` and the proxy running: whether its admin socket answered over SSH.
+    #[serde(skip)]
+    proxy_api: Option<Result<(), String>>,
 }
 
 impl HostReport {
@@ -88,13 +91,24 @@ pub fn run(settings: &Settings, json: bool) -> Result<Exit> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let mut hosts = runtime.block_on(check_all(targets, &script));
+    let socket = slots.as_ref().map(Slots::socket);
+    let mut hosts = runtime.block_on(check_all(targets, &script, socket));
     if let Some(s) = &slots {
         for h in hosts
             .iter_mut()
             .filter(|h| h.reachable && h.error.is_none())
         {
-            h.checks.push(check::proxy_check(&h.stdout, s));
+            let mut c = check::proxy_check(&h.stdout, s);
+            if let Some(Err(e)) = &h.proxy_api {
+                c.status = Status::Fail;
+                c.detail = format!(
+                    "HAProxy's admin socket {} does not answer over SSH ({e}): sshd must allow \
+                     stream-local forwarding (`AllowStreamLocalForwarding yes`, the default, \
+                     and no `DisableForwarding yes`), or a deploy cannot move traffic",
+                    s.socket()
+                );
+            }
+            h.checks.push(c);
         }
     }
     if config.artifacts.is_some() {
@@ -135,14 +149,17 @@ pub fn run(settings: &Settings, json: bool) -> Result<Exit> {
     })
 }
 
-async fn check_all(targets: Vec<Target>, script: &str) -> Vec<HostReport> {
+/// `socket`: with `proxy:`, HAProxy's admin socket, asked once over each host's SSH
+/// connection when the proxy runs (what a deploy's steps need of sshd).
+async fn check_all(targets: Vec<Target>, script: &str, socket: Option<String>) -> Vec<HostReport> {
     let connector = Connector::default();
     let tasks: Vec<_> = targets
         .into_iter()
         .map(|target| {
             let connector = connector.clone();
             let script = script.to_owned();
-            tokio::spawn(async move { check_host(&connector, target, &script).await })
+            let socket = socket.clone();
+            tokio::spawn(async move { check_host(&connector, target, &script, socket).await })
         })
         .collect();
     let mut reports = Vec::with_capacity(tasks.len());
@@ -154,7 +171,12 @@ async fn check_all(targets: Vec<Target>, script: &str) -> Vec<HostReport> {
     reports
 }
 
-async fn check_host(connector: &Connector, target: Target, script: &str) -> HostReport {
+async fn check_host(
+    connector: &Connector,
+    target: Target,
+    script: &str,
+    socket: Option<String>,
+) -> HostReport {
     let started = Instant::now();
     let address = if target.host.contains(':') {
         format!("[{}]:{}", target.host, target.port)
@@ -172,6 +194,7 @@ async fn check_host(connector: &Connector, target: Target, script: &str) -> Host
         checks: Vec::new(),
         millis: 0,
         stdout: String::new(),
+        proxy_api: None,
     };
     match connector.connect(&target).await {
         Err(e) => {
@@ -203,6 +226,12 @@ async fn check_host(connector: &Connector, target: Target, script: &str) -> Host
                     ));
                 }
                 Err(e) => report.error = Some(e.to_string()),
+            }
+            if let Some(socket) = socket
+                && report.stdout.contains("@@proxy unit active")
+            {
+                use crate::host::Remote;
+                report.proxy_api = Some(session.proxy_api(&socket, "show info").await.map(|_| ()));
             }
             let _ = session.close().await;
         }
@@ -337,6 +366,7 @@ mod tests {
                 error: None,
                 checks: check::parse("disk\tfail\tonly 1 GiB free\n"),
                 stdout: String::new(),
+                proxy_api: None,
                 millis: 12,
             }],
         };

@@ -140,8 +140,11 @@ fn every_request_survives_deploys_and_rollbacks_under_load() {
     a.set_version("dry");
     let out = a.shipit(&["deploy", "--dry-run", "--app-version", "dry"]);
     assert!(
-        out.stdout.contains("move new requests to slot 9002 in steps of 10%, 50%, 100%")
-            && out.stdout.contains("server slot9002 127.0.0.1:9002 weight @W9002@"),
+        out.stdout
+            .contains("move new requests to slot 9002 in steps of 10%, 50%, 100%")
+            && out
+                .stdout
+                .contains("server slot9002 127.0.0.1:9002 weight @W9002@"),
         "{}",
         out.stdout
     );
@@ -284,6 +287,28 @@ fn a_failing_release_is_caught_at_the_first_step_and_an_unhealthy_one_never_gets
     let failed = report.by_status.get(&500).copied().unwrap_or(0);
     assert!(failed <= answered, "{failed} 500s, {answered} answered");
     assert_eq!(report.errors.len(), 0, "{report:#?}");
+
+    // An sshd that forwards nothing: `check` says the admin socket cannot be reached, and
+    // a deploy that cannot move traffic puts everything back (through a proxy reload).
+    a.shipit(&["check"]).code(0);
+    tb.root(
+        0,
+        "echo 'DisableForwarding yes' > /etc/ssh/sshd_config.d/00-noforward.conf && \
+         systemctl reload ssh",
+    );
+    let out = a.shipit(&["check"]);
+    out.code(1);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("does not answer over SSH"), "{all}");
+    let (code, summary) = deploy(&a, "4", &[]);
+    assert_eq!(code, 5, "{summary:#}");
+    assert_eq!(sh(&tb, 0, "readlink /opt/hello/current"), good);
+    assert_eq!(sh(&tb, 0, "cat /opt/hello/.shipit/proxy/live"), "9001");
+    assert_eq!(slot_stat(&tb, 0, 9001).0, 100);
+    assert_eq!(
+        sh(&tb, 0, "systemctl is-active hello@9002 || true"),
+        "inactive"
+    );
 }
 
 #[test]

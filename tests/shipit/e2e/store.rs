@@ -172,7 +172,10 @@ fn ten_hosts_fetch_from_the_store_and_the_deployer_sends_each_byte_once() {
     cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     let out = cmd.output().unwrap();
     let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let last = st["hosts"][0]["last_transfer"].as_str().unwrap_or("").to_owned();
+    let last = st["hosts"][0]["last_transfer"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
     assert!(last.starts_with("store in "), "{st:#}");
 
     // A delta deploy: hosts take the delta over SSH; the store gets nothing.
