@@ -259,6 +259,16 @@ impl Found {
                     .to_owned(),
             );
         }
+        if let Some(live) = self.live
+            && !s.ports.contains(&live)
+        {
+            out.push(format!(
+                "the live slot's port {live} is not one of `proxy.slots` {:?}: a deploy would \
+                 leave HAProxy with no server for it. Change one slot port at a time, keeping \
+                 the live one (e.g. `[{live}, {}]`), deploy, then change the other",
+                s.ports, s.ports[1]
+            ));
+        }
         let unit = s.proxy_unit();
         if self.unit == "inactive" && self.live.is_some() {
             out.push(format!(
@@ -553,5 +563,12 @@ mod tests {
         assert!(p[0].contains("not installed") && p[1].contains("stopped"));
         assert!(p[2].contains("port 80") && p[3].contains("slot port 9002"));
         assert_eq!(Found::parse("nothing\n"), None);
+        // A live slot outside `proxy.slots` (the ports were changed both at once).
+        let moved = out.replace("live 9001", "live 8001");
+        let p = Found::parse(&moved).unwrap().problems(&s);
+        assert!(
+            p.len() == 1 && p[0].contains("one slot port at a time"),
+            "{p:#?}"
+        );
     }
 }
