@@ -100,6 +100,64 @@ pub struct Model {
     pub healthy_seen: Vec<String>,
     /// What its `uname -m` says (`FakeHost::new`: x86_64).
     pub arch: String,
+    /// Behind the proxy ([`FakeHost::behind_proxy`]): HAProxy's side of the host.
+    pub proxy: Option<FakeProxy>,
+}
+
+/// HAProxy on a fake host: the live slot, each slot's weight, and the traffic each slot
+/// has answered (requests, failures), which grows with its weight at every `show stat`.
+#[derive(Debug, Default, Clone)]
+pub struct FakeProxy {
+    pub live: Option<u16>,
+    pub weights: BTreeMap<u16, u32>,
+    /// The slot the last shift moved traffic to, and whether its release is bad.
+    pub new: Option<(u16, bool)>,
+    pub served: BTreeMap<u16, (u64, u64)>,
+    /// Releases that fail a fifth of their requests.
+    pub bad: Vec<String>,
+}
+
+impl FakeProxy {
+    /// The runtime API's answer to `command`.
+    /// `bad`: the release the host last started fails requests.
+    fn api(&mut self, command: &str, bad: bool) -> String {
+        if command == "show stat" {
+            let mut out = String::from(
+                "# pxname,svname,scur,stot,econ,eresp,weight,hrsp_1xx,hrsp_2xx,hrsp_3xx,\
+                 hrsp_4xx,hrsp_5xx,hrsp_other,rtime\n",
+            );
+            for port in [9001, 9002] {
+                let w = u64::from(self.weights.get(&port).copied().unwrap_or(0));
+                let bad = self.new.is_some_and(|(p, b)| p == port && b);
+                let (total, failed) = self.served.entry(port).or_default();
+                *total += w;
+                if bad {
+                    *failed += w / 5;
+                }
+                out.push_str(&format!(
+                    "hello,slot{port},0,{total},0,0,{w},0,{},0,0,{failed},0,1\n",
+                    *total - *failed,
+                    total = *total
+                ));
+            }
+            return out;
+        }
+        for part in command.split(';') {
+            let w: Vec<&str> = part.split_whitespace().collect();
+            if let ["set", "server", server, "weight", weight] = w.as_slice() {
+                let port = server.rsplit("slot").next().and_then(|p| p.parse().ok());
+                if let (Some(port), Ok(weight)) = (port, weight.parse()) {
+                    if self.new.as_ref().is_none_or(|(p, _)| *p != port)
+                        && part == command.split(';').next().unwrap_or("")
+                    {
+                        self.new = Some((port, bad));
+                    }
+                    self.weights.insert(port, weight);
+                }
+            }
+        }
+        String::new()
+    }
 }
 
 pub struct FakeHost {
@@ -170,6 +228,24 @@ impl FakeHost {
     /// Release `release` fails its health check; `"new"`: any release staged in the run.
     pub fn unhealthy(self: &Arc<Self>, release: &str) -> Arc<Self> {
         self.unhealthy.lock().unwrap().push(release.to_owned());
+        self.clone()
+    }
+
+    /// Behind the proxy, slot 9001 live with all the weight.
+    pub fn behind_proxy(self: &Arc<Self>) -> Arc<Self> {
+        self.model().proxy = Some(FakeProxy {
+            live: Some(9001),
+            weights: BTreeMap::from([(9001, 100), (9002, 0)]),
+            ..FakeProxy::default()
+        });
+        self.clone()
+    }
+
+    /// Behind the proxy, `release` fails a fifth of the requests it answers.
+    pub fn bad_traffic(self: &Arc<Self>, release: &str) -> Arc<Self> {
+        if let Some(p) = self.model().proxy.as_mut() {
+            p.bad.push(release.to_owned());
+        }
         self.clone()
     }
 
@@ -260,6 +336,18 @@ impl FakeHost {
                     "@@current releases/{current}\n@@cached no\n@@arch {}\n",
                     m.arch
                 ));
+                if let Some(p) = &m.proxy {
+                    let live = p.live.map_or("-".to_owned(), |l| l.to_string());
+                    out.push_str(&format!(
+                        "@@proxy haproxy /usr/sbin/haproxy 2.6.12\n@@proxy unit active\n\
+                         @@proxy live {live}\n@@proxy port 80 1 inactive -\n"
+                    ));
+                    for port in [9001, 9002] {
+                        let on = p.live == Some(port) && m.running.is_some();
+                        let (l, a) = if on { (1, "active") } else { (0, "inactive") };
+                        out.push_str(&format!("@@proxy port {port} {l} {a} -\n"));
+                    }
+                }
                 for (id, state) in &m.releases {
                     let info = release_info(id, *state);
                     let json = serde_json::to_string(&info).unwrap_or_default();
@@ -276,6 +364,10 @@ impl FakeHost {
                     return Err(("prepare", format!("release {release} is not on this host")));
                 }
                 m.guard = forward.then(|| (m.current.clone(), release.clone()));
+                // Behind the proxy, the way back made the slot with the traffic live.
+                if let (false, Some(p)) = (*forward, m.proxy.as_mut()) {
+                    p.live = p.weights.iter().max_by_key(|(_, w)| **w).map(|(s, _)| *s);
+                }
                 if *forward {
                     out.push_str("@@guard armed\n");
                 }
@@ -322,7 +414,14 @@ impl FakeHost {
                     m.lock = None;
                 }
             }
-            Op::Other | Op::Fetch => {}
+            Op::Promote { .. } => {
+                if let Some(p) = m.proxy.as_mut()
+                    && let Some((port, _)) = p.new
+                {
+                    p.live = Some(port);
+                }
+            }
+            Op::Other | Op::Fetch | Op::Retire => {}
         }
         Ok(out)
     }
@@ -494,6 +593,22 @@ impl Remote for Link {
 
     async fn journal(&self, _: ServiceManager, service: &str, _: bool, _: usize) -> String {
         format!("{service}: last words")
+    }
+
+    async fn proxy_api(&self, _: &str, command: &str) -> Result<String, String> {
+        if self.host.lost_touch() {
+            return Err(lost(&self.host.name).to_string());
+        }
+        let mut m = self.host.model();
+        let running = m.running.clone().unwrap_or_default();
+        let made = m.made.contains(&running);
+        match m.proxy.as_mut() {
+            Some(p) => {
+                let bad = p.bad.iter().any(|b| *b == running || (b == "new" && made));
+                Ok(p.api(command, bad))
+            }
+            None => Err("no proxy on this fake host".into()),
+        }
     }
 }
 

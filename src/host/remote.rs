@@ -28,6 +28,11 @@ pub enum Op {
     /// Switch `current` to `release` and restart the service; `forward`: arming the
     /// guard (else disarming it: a revert).
     Activate { release: String, forward: bool },
+    /// Behind the proxy: `release`, in its slot, took all the traffic; it becomes the live
+    /// slot on disk and `current` names it.
+    Promote { release: String },
+    /// Behind the proxy: stop the old slot once it drained.
+    Retire,
     /// Confirm (or disarm) this run's guard.
     Confirm,
     /// Push this run's guard's deadline back.

@@ -81,7 +81,10 @@ impl HostRun {
             self.say(plan, &format!("watched: {}", w.describe(p.mode)));
         }
         let script = proxy::promote(&s, id, idle).map_err(|e| e.to_string())?;
-        self.run(plan, Op::Other, &script)
+        let op = Op::Promote {
+            release: id.to_owned(),
+        };
+        self.run(plan, op, &script)
             .await
             .map_err(|(step, r)| format!("{step}: {r}"))?;
         Ok(())
@@ -211,7 +214,7 @@ impl HostRun {
         self.say(plan, &drained);
         match proxy::retire(&s, old) {
             Ok(script) => {
-                if let Err((_, e)) = self.run(plan, Op::Other, &script).await {
+                if let Err((_, e)) = self.run(plan, Op::Retire, &script).await {
                     self.warnings.push(format!("stopping slot {old}: {e}"));
                 }
             }

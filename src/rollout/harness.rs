@@ -210,6 +210,27 @@ pub async fn deploy_natives(
     run_artifact(Kind::Deploy, hosts, policy, cancel, killer, natives).await
 }
 
+/// `run`, with the app behind the proxy (steps 10/50/100, 1 ms analysis windows, no watch,
+/// no drain wait). The hosts should be [`FakeHost::behind_proxy`].
+pub async fn run_behind_proxy(kind: Kind, hosts: Vec<Arc<FakeHost>>, policy: Policy) -> Ran {
+    use crate::config::{AnalysisConfig, Duration as D, ProxyConfig, ProxyMode};
+    let proxy = ProxyConfig {
+        listen: 80,
+        slots: [9001, 9002],
+        mode: ProxyMode::Http,
+        drain_timeout: D(Duration::ZERO),
+        watch: D(Duration::ZERO),
+        steps: vec![10, 50, 100],
+        analysis: AnalysisConfig {
+            interval: D(Duration::from_millis(1)),
+            max_error_rate: 1.0,
+            max_response_time: None,
+        },
+    };
+    let (cancel, killer) = (Cancel::new(), Arc::default());
+    run_with(kind, hosts, policy, cancel, killer, Vec::new(), Some(proxy)).await
+}
+
 async fn run_artifact(
     kind: Kind,
     hosts: Vec<Arc<FakeHost>>,
@@ -218,8 +239,21 @@ async fn run_artifact(
     killer: Arc<Killer>,
     natives: Vec<Native>,
 ) -> Ran {
+    run_with(kind, hosts, policy, cancel, killer, natives, None).await
+}
+
+async fn run_with(
+    kind: Kind,
+    hosts: Vec<Arc<FakeHost>>,
+    policy: Policy,
+    cancel: Arc<Cancel>,
+    killer: Arc<Killer>,
+    natives: Vec<Native>,
+    proxy: Option<crate::config::ProxyConfig>,
+) -> Ran {
     let recorder = Arc::new(Recorder::default());
     let mut plan = plan(kind, Events::new(recorder.clone()));
+    plan.proxy = proxy;
     if let Some(d) = plan.deploy.as_mut() {
         let mut artifact = (*d.artifact).clone();
         artifact.natives = natives;

@@ -18,6 +18,8 @@ pub mod stage;
 #[cfg(test)]
 mod harness;
 #[cfg(test)]
+mod proxy_tests;
+#[cfg(test)]
 mod simulation;
 #[cfg(test)]
 mod tests;
