@@ -213,6 +213,18 @@ pub async fn deploy_natives(
 /// `run`, with the app behind the proxy (steps 10/50/100, 1 ms analysis windows, no watch,
 /// no drain wait). The hosts should be [`FakeHost::behind_proxy`].
 pub async fn run_behind_proxy(kind: Kind, hosts: Vec<Arc<FakeHost>>, policy: Policy) -> Ran {
+    let (cancel, killer) = (Cancel::new(), Arc::default());
+    run_until_killed_behind_proxy(kind, hosts, policy, cancel, killer).await
+}
+
+/// [`run_until_killed`] behind the proxy (as [`run_behind_proxy`]).
+pub async fn run_until_killed_behind_proxy(
+    kind: Kind,
+    hosts: Vec<Arc<FakeHost>>,
+    policy: Policy,
+    cancel: Arc<Cancel>,
+    killer: Arc<Killer>,
+) -> Ran {
     use crate::config::{AnalysisConfig, Duration as D, ProxyConfig, ProxyMode};
     let proxy = ProxyConfig {
         listen: 80,
@@ -227,7 +239,6 @@ pub async fn run_behind_proxy(kind: Kind, hosts: Vec<Arc<FakeHost>>, policy: Pol
             max_response_time: None,
         },
     };
-    let (cancel, killer) = (Cancel::new(), Arc::default());
     run_with(kind, hosts, policy, cancel, killer, Vec::new(), Some(proxy)).await
 }
 

@@ -33,7 +33,7 @@ use crate::outcome::Outcome;
 use crate::plan::Kind;
 use crate::remote::release::State;
 
-use super::harness::{Ran, run_until_killed};
+use super::harness::{Ran, run_until_killed, run_until_killed_behind_proxy};
 use super::{Cancel, Policy};
 
 const OLDER: &str = "20200101T000000Z-0000000a";
@@ -68,6 +68,8 @@ struct Scenario {
     policy: Policy,
     cancel: Arc<Cancel>,
     killer: Arc<Killer>,
+    /// The app behind the proxy (fake HAProxy on every host).
+    proxy: bool,
     /// What was set up, for the replay's printout.
     story: Vec<String>,
 }
@@ -91,6 +93,7 @@ fn scenario(seed: u64) -> Scenario {
     };
     let cancel = Cancel::new();
     let killer = Arc::new(Killer::default());
+    // Drawn after everything else of the seed, so seeds replay as before this existed.
     let mut story = vec![format!("{kind:?}, {policy:?}")];
     let mut killed = false;
     let n = 1 + rng.below(5);
@@ -156,12 +159,24 @@ fn scenario(seed: u64) -> Scenario {
         }
         hosts.push(host);
     }
+    let proxy = rng.chance(30);
+    if proxy {
+        story.push("behind the proxy".into());
+        for h in &mut hosts {
+            *h = h.behind_proxy();
+            if kind == Kind::Deploy && rng.chance(15) {
+                *h = h.bad_traffic("new");
+                story.push(format!("{}: new fails requests behind the proxy", h.name));
+            }
+        }
+    }
     Scenario {
         kind,
         hosts,
         policy,
         cancel,
         killer,
+        proxy,
         story,
     }
 }
@@ -185,7 +200,11 @@ async fn check(seed: u64) -> Result<(), String> {
     let halt = s.policy.on_failure == OnFailure::Halt;
     let max_failures = s.policy.max_failures;
     let kind = s.kind;
-    let ran = run_until_killed(s.kind, s.hosts, s.policy, s.cancel, s.killer).await;
+    let ran = if s.proxy {
+        run_until_killed_behind_proxy(s.kind, s.hosts, s.policy, s.cancel, s.killer).await
+    } else {
+        run_until_killed(s.kind, s.hosts, s.policy, s.cancel, s.killer).await
+    };
     // Time passes: every guard still armed fires.
     for h in &ran.fleet.hosts {
         h.fire_guard();
@@ -385,4 +404,46 @@ fn replay() {
 fn the_same_seed_builds_the_same_scenario() {
     assert_eq!(scenario(42).story, scenario(42).story);
     assert_ne!(scenario(42).story, scenario(43).story);
+}
+
+/// The proxy's paths are really reached: among the first seeds, fleets behind the proxy
+/// promote new slots, and some of their new releases are caught at a step.
+#[test]
+fn seeds_behind_the_proxy_move_traffic_and_catch_bad_releases() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (mut promoted, mut caught) = (0, 0);
+    for seed in 0..400 {
+        let s = scenario(seed);
+        if !s.proxy {
+            continue;
+        }
+        let ran = rt.block_on(run_until_killed_behind_proxy(
+            s.kind, s.hosts, s.policy, s.cancel, s.killer,
+        ));
+        for h in &ran.fleet.hosts {
+            if h.log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|op| matches!(op, Op::Promote { .. }))
+            {
+                promoted += 1;
+            }
+        }
+        caught += ran
+            .runs
+            .iter()
+            .filter(|r| match &r.outcome {
+                Outcome::RolledBack { reason } => reason.contains("max_error_rate"),
+                _ => false,
+            })
+            .count();
+    }
+    assert!(
+        promoted > 20 && caught > 2,
+        "promoted {promoted}, caught {caught}"
+    );
 }
