@@ -35,6 +35,10 @@ impl HostRun {
                 if step != "switch" && step != "prepare" {
                     self.switched_to = Some(id.to_owned());
                 }
+                // systemd's own message only says "see journalctl": the why is there.
+                if step == "restart" {
+                    self.read_journal(plan, &plan.service).await;
+                }
                 return Err(format!("{step}: {reason}"));
             }
         };
@@ -63,14 +67,20 @@ impl HostRun {
                 Ok(())
             }
             health::Outcome::Unhealthy { reason, .. } => {
-                if plan.manager != ServiceManager::None {
-                    let journal = remote
-                        .journal(plan.manager, &plan.service, plan.sudo, 20)
-                        .await;
-                    self.journal = Some(journal);
-                }
+                self.read_journal(plan, &plan.service).await;
                 Err(reason)
             }
+        }
+    }
+
+    /// The last lines of `unit`'s journal, for the summary of a host that failed.
+    pub(super) async fn read_journal(&mut self, plan: &Plan, unit: &str) {
+        if plan.manager == ServiceManager::None {
+            return;
+        }
+        if let Some(remote) = &self.remote {
+            let journal = remote.journal(plan.manager, unit, plan.sudo, 20).await;
+            self.journal = Some(journal);
         }
     }
 }

@@ -42,10 +42,15 @@ impl HostRun {
         // From here the way back stops this slot (and moves traffic back if it moved).
         self.slot_move = Some((live, idle));
         self.switched_to = Some(id.to_owned());
-        let activated = self
-            .run(plan, op, &script)
-            .await
-            .map_err(|(step, r)| format!("{step}: {r}"))?;
+        let activated = match self.run(plan, op, &script).await {
+            Ok(out) => out,
+            Err((step, r)) => {
+                if step == "restart" {
+                    self.read_journal(plan, &s.instance(idle)).await;
+                }
+                return Err(format!("{step}: {r}"));
+            }
+        };
         let remote = self.remote.clone().ok_or("not connected")?;
         self.check_slot(plan, &s, remote.as_ref(), id, idle, &activated)
             .await?;
@@ -124,8 +129,7 @@ impl HostRun {
                 Ok(())
             }
             health::Outcome::Unhealthy { reason, .. } => {
-                let journal = remote.journal(plan.manager, &instance, plan.sudo, 20).await;
-                self.journal = Some(journal);
+                self.read_journal(plan, &instance).await;
                 Err(format!("slot {port} (never given traffic): {reason}"))
             }
         }

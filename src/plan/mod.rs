@@ -305,6 +305,8 @@ impl Plan {
             before_switch: &d.before_switch,
             redact,
             record: d.delta == DeltaMode::Hardlink,
+            // Behind the proxy the unit is the slots' template, installed by the setup.
+            unit: self.unit.as_deref().filter(|_| self.proxy.is_none()),
         })?;
         if let Some(slots) = self.slots() {
             script.push_str(&proxy::setup(&slots, self.unit.as_deref())?);

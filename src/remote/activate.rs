@@ -3,7 +3,7 @@
 //! all in one round trip. A deploy activates its new release; a rollback (and a revert)
 //! an older one, with the same script.
 
-use super::layout::{CURRENT, RELEASES};
+use super::layout::{CURRENT, RELEASES, UNIT_COPY};
 use super::markers::{self, RESTARTED, STEP, SWITCHED, UNIT_INSTALLED};
 use super::q;
 use crate::config::{RestartMode, ServiceManager};
@@ -62,7 +62,14 @@ pub fn activate(a: &Activate) -> Result<String, QuoteError> {
         } else {
             format!("{}.service", a.service)
         };
-        s.push_str(&install_unit(a.manager, a.sudo, &name, content)?);
+        // The release's own copy when it has one (kept at its stage): going back to a
+        // release puts back the unit it ran with, not the one of the run that failed.
+        let own = format!("{RELEASES}/{id}/{UNIT_COPY}");
+        let write = format!(
+            "if [ -f {own} ]; then cat {own}; else printf '%s' {}; fi",
+            q(content)?
+        );
+        s.push_str(&install_unit_from(a.manager, a.sudo, &name, &write)?);
     }
     let verb = match a.restart {
         RestartMode::Restart => "restart",

@@ -26,6 +26,8 @@ pub const RELEASE_JSON: &str = ".shipit/release.json";
 /// delta trusts a file it links from this release only while it still matches its line.
 pub const VERIFIED: &str = ".shipit/verified";
 pub const STAGING_PREFIX: &str = ".tmp-";
+/// In a release: the unit file it was deployed with (when shipit installs the unit).
+pub const UNIT_COPY: &str = ".shipit/unit";
 
 /// `2026-11-22T05:12:33Z` from seconds since the epoch (proleptic Gregorian, UTC).
 pub fn iso8601(secs: u64) -> String {

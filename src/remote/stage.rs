@@ -6,6 +6,7 @@
 pub use super::unpack::{DeltaSource, Source};
 use std::collections::BTreeMap;
 
+use super::layout::UNIT_COPY;
 use super::layout::{RELEASE_JSON, RELEASES, SHARED, STAGING_PREFIX};
 use super::markers::{self, DELTA_MISMATCH, STAGED, STEP};
 use super::{SH_FROM_ENV, hook_text, q, unpack};
@@ -53,6 +54,9 @@ pub struct Stage<'a> {
     pub redact: bool,
     /// Write the release's `.shipit/verified` (`delta: hardlink`).
     pub record: bool,
+    /// The unit file this release runs with, kept in the release (`.shipit/unit`) so that
+    /// going back to it (a revert, a rollback) installs its own unit again.
+    pub unit: Option<&'a str>,
 }
 
 pub fn stage(p: &Stage) -> Result<String, QuoteError> {
@@ -90,8 +94,12 @@ pub fn stage(p: &Stage) -> Result<String, QuoteError> {
          {{ rm -rf -- \"$tmp\"; exit 1; }}\n",
         q(p.env)?
     ));
+    let unit = match p.unit {
+        Some(u) => format!("printf '%s' {} > \"$tmp/{UNIT_COPY}\" && ", q(u)?),
+        None => String::new(),
+    };
     s.push_str(&format!(
-        "dotdir && printf '%s\\n' {} > \"$tmp/{RELEASE_JSON}\" && \
+        "dotdir && printf '%s\\n' {} > \"$tmp/{RELEASE_JSON}\" && {unit}\
          mv -T -- \"$tmp\" \"$rel\" || {{ rm -rf -- \"$tmp\"; exit 1; }}\n",
         q(p.staged_json)?
     ));
@@ -205,6 +213,7 @@ mod tests {
             before_switch: &[],
             redact: false,
             record,
+            unit: None,
         })
         .unwrap()
     }
@@ -222,6 +231,7 @@ mod tests {
             before_switch: &hooks(),
             redact,
             record: false,
+            unit: Some(crate::remote::fixtures::UNIT),
         })
         .unwrap()
     }

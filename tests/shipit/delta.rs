@@ -152,6 +152,7 @@ impl Host {
                 before_switch: &[],
                 redact: false,
                 record,
+                unit: None,
             })
             .unwrap(),
             data,

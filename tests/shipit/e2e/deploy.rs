@@ -1206,3 +1206,37 @@ fn a_host_whose_link_goes_down_during_activation_counts_as_failed() {
     assert_eq!(app.current(1), good);
     assert_eq!(app.http(1), "hello v1");
 }
+
+/// `systemctl restart` itself fails (the unit cannot start at all): the summary carries
+/// the journal lines that say why, not only systemd's "see journalctl".
+#[test]
+fn a_unit_that_cannot_start_shows_its_journal_in_the_summary() {
+    let Some(tb) = Testbed::up("e2e-start-fails", 1) else {
+        return;
+    };
+    let app = App::new(&tb, &[0], "");
+    assert_eq!(app.deploy("1", &[], &[]).0.code, 0);
+    let good = app.current(0);
+    // Type=exec: the restart waits for the exec, and fails with it.
+    let unit = include_str!("../../../examples/hello/deploy/hello.service")
+        .replace("Type=simple", "Type=exec")
+        .replace(
+            "ExecStart=/opt/hello/current/bin/hello",
+            "ExecStart=/opt/hello/current/bin/nope",
+        );
+    app.p.file("deploy/hello.service", &unit);
+    app.set_version("2");
+    let (out, summary) = app.deploy("2", &[], &[]);
+    assert_eq!(out.code, 5, "{}\n{}", out.stdout, out.stderr);
+    let host = &summary["hosts"][0];
+    assert!(
+        host["reason"].as_str().unwrap_or("").contains("restart"),
+        "{summary:#}"
+    );
+    let journal = host["journal"].as_str().unwrap_or("");
+    assert!(
+        journal.contains("bin/nope"),
+        "the journal does not say why:\n{summary:#}"
+    );
+    assert_eq!(app.current(0), good);
+}
