@@ -152,6 +152,12 @@ pub enum Command {
     /// Remove a deploy lock left by a dead deploy, printing who held it
     Unlock(UnlockArgs),
 
+    /// Hold deploys and rollbacks on the hosts, saying why, until `shipit unlock`
+    ///
+    /// Takes the deploy lock by hand with a message; deploys then exit 3 naming it, and
+    /// `status` shows it. Exit 3 when a host is already locked by someone else.
+    Lock(LockArgs),
+
     /// Print a shell completion script
     ///
     /// e.g. `shipit completions bash > /etc/bash_completion.d/shipit`
@@ -274,6 +280,17 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct UnlockArgs {
+    /// Only these hosts (names, comma-separated)
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    pub hosts: Option<Vec<String>>,
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// Why deploys are held, e.g. "db maintenance until 14:00"
+    #[arg(long, short, value_name = "TEXT")]
+    pub message: String,
+
     /// Only these hosts (names, comma-separated)
     #[arg(long, value_name = "A,B", value_delimiter = ',')]
     pub hosts: Option<Vec<String>>,

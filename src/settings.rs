@@ -43,6 +43,10 @@ pub enum Action {
     Unlock {
         hosts: Option<Vec<String>>,
     },
+    Lock {
+        message: String,
+        hosts: Option<Vec<String>>,
+    },
     Status {
         json: bool,
         releases: bool,
@@ -130,6 +134,10 @@ impl Cli {
                 json: a.json,
             }),
             Command::Unlock(a) => Action::Unlock { hosts: a.hosts },
+            Command::Lock(a) => Action::Lock {
+                message: a.message,
+                hosts: a.hosts,
+            },
             Command::Status(a) => Action::Status {
                 json: a.json,
                 releases: a.releases,

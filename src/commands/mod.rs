@@ -7,6 +7,7 @@ mod deploy;
 mod detect;
 mod dry_run;
 mod init;
+mod lock;
 mod man;
 mod package;
 mod rollback;
@@ -28,6 +29,7 @@ pub fn run(settings: &Settings, action: Action) -> Result<Exit> {
         Action::Deploy(opts) => deploy::run(settings, opts),
         Action::Rollback(opts) => rollback::run(settings, opts),
         Action::Unlock { hosts } => unlock::run(settings, hosts),
+        Action::Lock { message, hosts } => lock::run(settings, &message, hosts),
         Action::Status {
             json,
             releases,

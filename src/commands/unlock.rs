@@ -17,10 +17,65 @@ use crate::settings::Settings;
 use crate::ssh::Connector;
 
 pub fn run(settings: &Settings, hosts: Option<Vec<String>>) -> Result<Exit> {
+    on_each_host(
+        settings,
+        hosts,
+        Kind::Unlock,
+        |plan| {
+            // An unconfirmed run's guard goes with its lock.
+            format!(
+                "{}{}{}",
+                crate::remote::enter(&plan.deploy_to, false).unwrap_or_default(),
+                guard::force_disarm(),
+                lock::force_release()
+            )
+        },
+        |out| {
+            let text = match survey::parse_survey(out).lock {
+                Some(LockAnswer::Held { owner, since }) if lock::unlocked(out) => {
+                    let now = crate::remote::layout::now();
+                    match owner {
+                        Some(o) => format!("removed the lock of {}", o.describe(now)),
+                        None => format!(
+                            "removed a lock without owner file{}",
+                            since
+                                .map(|m| format!(
+                                    ", taken {} ago",
+                                    lock::age(now.saturating_sub(m))
+                                ))
+                                .unwrap_or_default()
+                        ),
+                    }
+                }
+                // No deploy_to, or no lock dir.
+                _ => "no lock".to_owned(),
+            };
+            Outcome::Skipped {
+                reason: match guard::removed(out) {
+                    true => format!("{text}; removed an unconfirmed run's guard"),
+                    false => text,
+                },
+            }
+        },
+    )
+}
+
+/// Run the script `script(plan)` on every targeted host (all at once), turn what each
+/// printed into its outcome with `judge`, print one line per host, and exit as
+/// [`exit::for_hosts`] says.
+pub(super) fn on_each_host(
+    settings: &Settings,
+    hosts: Option<Vec<String>>,
+    kind: Kind,
+    script: impl Fn(&Plan) -> String,
+    judge: impl Fn(&str) -> Outcome + Send + Sync + 'static,
+) -> Result<Exit> {
     let config = settings.load_config()?;
     let targets = crate::targets::resolve(&config, hosts.as_deref())?;
     let printer = settings.printer;
-    let plan = Arc::new(Plan::new(&config, Kind::Unlock, None, Events::none())?);
+    let plan = Arc::new(Plan::new(&config, kind, None, Events::none())?);
+    let script = Arc::new(script(&plan));
+    let judge = Arc::new(judge);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -33,61 +88,22 @@ pub fn run(settings: &Settings, hosts: Option<Vec<String>>) -> Result<Exit> {
             &plan,
             ALL,
             |r| r.remote.is_some(),
-            move |mut run, plan| {
+            move |mut run, _plan| {
+                let (script, judge) = (script.clone(), judge.clone());
                 async move {
                     if let Some(remote) = &run.remote {
-                        // An unconfirmed run's guard goes with its lock.
-                        let script = format!(
-                            "{}{}{}",
-                            crate::remote::enter(&plan.deploy_to, false).unwrap_or_default(),
-                            guard::force_disarm(),
-                            lock::force_release()
-                        );
                         let ran = remote.run(Op::Other, &script, None, &mut |_| {}).await;
-                        match ran.map(|r| r.out) {
-                            Ok(out) if out.success() => {
-                                let text = match survey::parse_survey(&out.stdout).lock {
-                                    Some(LockAnswer::Held { owner, since })
-                                        if lock::unlocked(&out.stdout) =>
-                                    {
-                                        let now = crate::remote::layout::now();
-                                        match owner {
-                                            Some(o) => {
-                                                format!("removed the lock of {}", o.describe(now))
-                                            }
-                                            None => format!(
-                                                "removed a lock without owner file{}",
-                                                since
-                                                    .map(|m| format!(
-                                                        ", taken {} ago",
-                                                        lock::age(now.saturating_sub(m))
-                                                    ))
-                                                    .unwrap_or_default()
-                                            ),
-                                        }
-                                    }
-                                    // No deploy_to, or no lock dir.
-                                    _ => "no lock".to_owned(),
-                                };
-                                let text = match guard::removed(&out.stdout) {
-                                    true => format!("{text}; removed an unconfirmed run's guard"),
-                                    false => text,
-                                };
-                                run.outcome = Outcome::Skipped { reason: text };
-                            }
-                            Ok(out) => {
-                                run.outcome = Outcome::Failed {
-                                    step: "unlock".into(),
-                                    reason: out.stderr_tail,
-                                }
-                            }
-                            Err(e) => {
-                                run.outcome = Outcome::Failed {
-                                    step: "unlock".into(),
-                                    reason: e.to_string(),
-                                }
-                            }
-                        }
+                        run.outcome = match ran.map(|r| r.out) {
+                            Ok(out) if out.success() => judge(&out.stdout),
+                            Ok(out) => Outcome::Failed {
+                                step: kind.action().into(),
+                                reason: out.stderr_tail,
+                            },
+                            Err(e) => Outcome::Failed {
+                                step: kind.action().into(),
+                                reason: e.to_string(),
+                            },
+                        };
                     }
                     run
                 }
@@ -98,9 +114,14 @@ pub fn run(settings: &Settings, hosts: Option<Vec<String>>) -> Result<Exit> {
     let mut lines = Vec::new();
     for run in &runs {
         lines.push(match &run.outcome {
-            Outcome::Skipped { reason } => format!("{}: {reason}", run.target.name),
+            Outcome::Skipped { reason } | Outcome::NotSwitched { reason } => {
+                format!("{}: {reason}", run.target.name)
+            }
             Outcome::Unreachable { reason } | Outcome::Failed { reason, .. } => {
                 format!("{}: FAILED: {}", run.target.name, reason.trim())
+            }
+            Outcome::Locked { holder } => {
+                format!("{}: already locked, by {holder}", run.target.name)
             }
             other => format!("{}: {other:?}", run.target.name),
         });

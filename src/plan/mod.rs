@@ -34,6 +34,7 @@ pub enum Kind {
     Rollback,
     Status,
     Unlock,
+    Lock,
 }
 
 impl Kind {
@@ -44,6 +45,7 @@ impl Kind {
             Kind::Rollback => "shipit rollback",
             Kind::Status => "shipit status",
             Kind::Unlock => "shipit unlock",
+            Kind::Lock => "shipit lock",
         }
     }
 
@@ -54,6 +56,7 @@ impl Kind {
             Kind::Rollback => "rollback",
             Kind::Status => "status",
             Kind::Unlock => "unlock",
+            Kind::Lock => "lock",
         }
     }
 }

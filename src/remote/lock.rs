@@ -24,6 +24,10 @@ pub struct Owner {
     pub version: Option<String>,
     #[serde(default)]
     pub ci_url: Option<String>,
+    /// A lock taken by hand (`shipit lock --message`): why deploys are held. Such a
+    /// lock is never stale; `shipit unlock` lifts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl Owner {
@@ -38,11 +42,21 @@ impl Owner {
             command: command.to_owned(),
             version: version.map(str::to_owned),
             ci_url: ci_url(),
+            message: None,
         }
     }
 
     /// `alice@laptop (pid 4242), `shipit deploy` v1.2, since 2026-11-22T05:12:33Z (3m ago)`
     pub fn describe(&self, now: u64) -> String {
+        if let Some(m) = &self.message {
+            return format!(
+                "held by hand by {}@{} since {} ({} ago): \"{m}\" (`shipit unlock` lifts it)",
+                self.user,
+                self.machine,
+                super::layout::iso8601(self.started_at),
+                age(now.saturating_sub(self.started_at))
+            );
+        }
         let mut s = format!(
             "{}@{} (pid {}) running `{}`",
             self.user, self.machine, self.pid, self.command
@@ -63,7 +77,9 @@ impl Owner {
 
     /// Held by a process of this machine that is gone.
     pub fn is_stale_here(&self) -> bool {
-        self.machine == machine() && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+        self.message.is_none()
+            && self.machine == machine()
+            && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
     }
 }
 
@@ -258,6 +274,7 @@ mod tests {
             command: "shipit deploy".into(),
             version: Some("v2".into()),
             ci_url: None,
+            message: None,
         };
         assert_eq!(
             o.describe(1_700_000_190),
@@ -278,6 +295,7 @@ mod tests {
             command: "shipit deploy".into(),
             version: Some("v1.2.0".into()),
             ci_url: Some("https://ci.example/runs/7".into()),
+            message: None,
         }
     }
 

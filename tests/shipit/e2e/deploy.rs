@@ -1240,3 +1240,45 @@ fn a_unit_that_cannot_start_shows_its_journal_in_the_summary() {
     );
     assert_eq!(app.current(0), good);
 }
+
+/// `shipit lock --message` holds deploys, says why everywhere, and `unlock` lifts it.
+#[test]
+fn a_lock_by_hand_holds_deploys_with_its_message_until_unlock() {
+    let Some(tb) = Testbed::up("e2e-lock-message", 1) else {
+        return;
+    };
+    let app = App::new(&tb, &[0], "");
+    assert_eq!(app.deploy("1", &[], &[]).0.code, 0);
+    let why = "db maintenance until 14:00";
+    let out = app.shipit(&["lock", "--message", why]);
+    out.code(0);
+    assert!(
+        out.stdout.contains("locked: \"db maintenance"),
+        "{}",
+        out.stdout
+    );
+    // A deploy stops at the lock, naming it; nothing changes.
+    let before = app.current(0);
+    app.set_version("2");
+    let (out, summary) = app.deploy("2", &[], &[]);
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    assert!(summary.to_string().contains(why), "{summary:#}");
+    assert_eq!(app.current(0), before);
+    // `status` shows it, and it is never taken for a dead deploy's lock.
+    let st: serde_json::Value =
+        serde_json::from_str(&app.shipit(&["status", "--json"]).stdout).unwrap();
+    assert!(
+        st["hosts"][0]["lock"].as_str().unwrap().contains(why),
+        "{st:#}"
+    );
+    assert_eq!(st["hosts"][0]["lock_stale"], false, "{st:#}");
+    // A second lock is refused, naming the first.
+    let out = app.shipit(&["lock", "-m", "another reason"]);
+    out.code(3);
+    assert!(out.stdout.contains(why), "{}", out.stdout);
+    // `unlock` lifts it; the deploy goes through.
+    let out = app.shipit(&["unlock"]);
+    out.code(0);
+    assert!(out.stdout.contains(why), "{}", out.stdout);
+    assert_eq!(app.deploy("2", &[], &[]).0.code, 0);
+}
