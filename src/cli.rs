@@ -152,6 +152,13 @@ pub enum Command {
     /// Remove a deploy lock left by a dead deploy, printing who held it
     Unlock(UnlockArgs),
 
+    /// Run a command on the hosts, in the live release with its .env loaded
+    ///
+    /// e.g. `shipit exec -- ./bin/hello migrate --status`. Hosts run it in parallel; each
+    /// line of output is prefixed with its host. Exit 0 only when it succeeded on every
+    /// host (the failures are listed), 4 when a host cannot be reached.
+    Exec(ExecArgs),
+
     /// Hold deploys and rollbacks on the hosts, saying why, until `shipit unlock`
     ///
     /// Takes the deploy lock by hand with a message; deploys then exit 3 naming it, and
@@ -283,6 +290,17 @@ pub struct UnlockArgs {
     /// Only these hosts (names, comma-separated)
     #[arg(long, value_name = "A,B", value_delimiter = ',')]
     pub hosts: Option<Vec<String>>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Only these hosts (names, comma-separated)
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    pub hosts: Option<Vec<String>>,
+
+    /// The command (shell text; words are joined with spaces)
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -47,6 +47,10 @@ pub enum Action {
         message: String,
         hosts: Option<Vec<String>>,
     },
+    Exec {
+        command: String,
+        hosts: Option<Vec<String>>,
+    },
     Status {
         json: bool,
         releases: bool,
@@ -134,6 +138,10 @@ impl Cli {
                 json: a.json,
             }),
             Command::Unlock(a) => Action::Unlock { hosts: a.hosts },
+            Command::Exec(a) => Action::Exec {
+                command: a.command.join(" "),
+                hosts: a.hosts,
+            },
             Command::Lock(a) => Action::Lock {
                 message: a.message,
                 hosts: a.hosts,

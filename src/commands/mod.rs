@@ -6,6 +6,7 @@ mod config;
 mod deploy;
 mod detect;
 mod dry_run;
+mod exec;
 mod init;
 mod lock;
 mod man;
@@ -30,6 +31,7 @@ pub fn run(settings: &Settings, action: Action) -> Result<Exit> {
         Action::Rollback(opts) => rollback::run(settings, opts),
         Action::Unlock { hosts } => unlock::run(settings, hosts),
         Action::Lock { message, hosts } => lock::run(settings, &message, hosts),
+        Action::Exec { command, hosts } => exec::run(settings, &command, hosts),
         Action::Status {
             json,
             releases,

@@ -115,6 +115,21 @@ pub fn command_script(
     ))
 }
 
+/// Runs `command` in `current` (in `deploy_to`) with the live release's `.env` exported,
+/// its stderr merged into its stdout (`shipit exec`). Exits 125 when there is no live
+/// release or it cannot start, otherwise with the command's status.
+pub fn exec_script(command: &str) -> Result<String, QuoteError> {
+    Ok(format!(
+        "[ -d current/ ] || {{ echo 'no live release here (never deployed?)'; exit 125; }}\n\
+         cd -P -- current || exit 125\n\
+         if [ -f ./.env ]; then set -a; . ./.env || exit 125; set +a; fi\n\
+         SHIPIT_CMD={cmd}; export SHIPIT_CMD\n\
+         {run} 2>&1 </dev/null\n",
+        run = SH_FROM_ENV,
+        cmd = sh_quote(command)?,
+    ))
+}
+
 /// `hello` -> `hello.service`; names with a unit suffix stay as they are.
 pub fn unit_name(service: &str) -> String {
     const SUFFIXES: &[&str] = &[

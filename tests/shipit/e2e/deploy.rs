@@ -1282,3 +1282,48 @@ fn a_lock_by_hand_holds_deploys_with_its_message_until_unlock() {
     assert!(out.stdout.contains(why), "{}", out.stdout);
     assert_eq!(app.deploy("2", &[], &[]).0.code, 0);
 }
+
+/// `shipit exec` runs in the live release with its env, prefixes each host's output,
+/// and fails when the command fails anywhere, naming where.
+#[test]
+fn exec_runs_in_the_live_release_and_reports_where_it_failed() {
+    let Some(tb) = Testbed::up("e2e-exec", 2) else {
+        return;
+    };
+    let app = App::new(&tb, &[0, 1], "");
+    assert_eq!(app.deploy("1", &[], &[]).0.code, 0);
+    let out = app.shipit(&[
+        "exec",
+        "--",
+        "echo \"$MESSAGE from $(cat VERSION) in $PWD\"",
+    ]);
+    out.code(0);
+    for i in 0..2 {
+        let ip = &tb.host(i).ip;
+        let release = app.current(0);
+        let want = format!("{ip}: hello v1 from 1 in /opt/hello/releases/{release}");
+        assert!(
+            out.stdout.lines().any(|l| l == want),
+            "{want}\n{}",
+            out.stdout
+        );
+    }
+    tb.root(1, "touch /etc/exec-fails-here");
+    let out = app.shipit(&[
+        "exec",
+        "--hosts",
+        &tb.host(1).ip,
+        "--",
+        "test ! -e /etc/exec-fails-here",
+    ]);
+    out.code(1);
+    assert!(
+        out.stderr
+            .contains(&format!("failed on {}: exit status 1", tb.host(1).ip)),
+        "{}",
+        out.stderr
+    );
+    let out = app.shipit(&["exec", "--", "test ! -e /etc/exec-fails-here"]);
+    out.code(1);
+    assert!(out.stderr.contains("succeeded on 1 of 2"), "{}", out.stderr);
+}
