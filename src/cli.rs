@@ -152,6 +152,12 @@ pub enum Command {
     /// Remove a deploy lock left by a dead deploy, printing who held it
     Unlock(UnlockArgs),
 
+    /// The app's journal on the hosts, each line prefixed with its host
+    ///
+    /// Without `-f`, the last lines of every host merged in time order; with `-f`, then
+    /// new lines as they come until Ctrl-C. Behind the proxy, every slot's instance.
+    Logs(LogsArgs),
+
     /// Run a command on the hosts, in the live release with its .env loaded
     ///
     /// e.g. `shipit exec -- ./bin/hello migrate --status`. Hosts run it in parallel; each
@@ -287,6 +293,25 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct UnlockArgs {
+    /// Only these hosts (names, comma-separated)
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    pub hosts: Option<Vec<String>>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep printing new lines until Ctrl-C
+    #[arg(long, short)]
+    pub follow: bool,
+
+    /// How many lines of each host's journal to show first
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 50)]
+    pub lines: usize,
+
+    /// Only lines since TIME (journalctl's syntax: "2026-12-05 14:00", "1h ago", "today")
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+
     /// Only these hosts (names, comma-separated)
     #[arg(long, value_name = "A,B", value_delimiter = ',')]
     pub hosts: Option<Vec<String>>,

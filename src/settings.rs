@@ -51,6 +51,12 @@ pub enum Action {
         command: String,
         hosts: Option<Vec<String>>,
     },
+    Logs {
+        follow: bool,
+        lines: usize,
+        since: Option<String>,
+        hosts: Option<Vec<String>>,
+    },
     Status {
         json: bool,
         releases: bool,
@@ -138,6 +144,12 @@ impl Cli {
                 json: a.json,
             }),
             Command::Unlock(a) => Action::Unlock { hosts: a.hosts },
+            Command::Logs(a) => Action::Logs {
+                follow: a.follow,
+                lines: a.lines,
+                since: a.since,
+                hosts: a.hosts,
+            },
             Command::Exec(a) => Action::Exec {
                 command: a.command.join(" "),
                 hosts: a.hosts,

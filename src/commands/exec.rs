@@ -1,11 +1,13 @@
 //! `shipit exec -- COMMAND`: the command on every targeted host at once, in the live
 //! release (`current`) with its `.env` loaded, each output line prefixed with its host as
-//! it arrives; the exit code says whether it succeeded everywhere.
+//! it arrives; the exit code says whether it succeeded everywhere. [`everywhere`] is the
+//! part `shipit logs` shares.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 
+use crate::config::Config;
 use crate::event::Events;
 use crate::exit::Exit;
 use crate::host::{HostRun, Op};
@@ -20,60 +22,71 @@ pub fn run(settings: &Settings, command: &str, hosts: Option<Vec<String>>) -> Re
         anyhow::bail!("give the command after `--`, e.g. `shipit exec -- ./bin/app --version`");
     }
     let config = settings.load_config()?;
-    let targets = crate::targets::resolve(&config, hosts.as_deref())?;
+    let script = crate::remote::unit::exec_script(command)?;
     let printer = settings.printer;
-    let plan = Arc::new(Plan::new(&config, Kind::Status, None, Events::none())?);
+    let sink = move |host: &str, line: &str| printer.data(&format!("{host}: {line}"));
+    everywhere(settings, &config, hosts, &script, Arc::new(sink))
+}
+
+/// What a host's script did: `Ok`, or why not.
+pub type HostResult = (String, Result<(), String>);
+
+/// Run `script` (in deploy_to) on every targeted host at once, handing each line it
+/// prints to `sink` with the host's name as it arrives; then report how many succeeded,
+/// list the failures, and exit 0 (all), 1 (a failure) or 4 (a host unreachable).
+pub(super) fn everywhere(
+    settings: &Settings,
+    config: &Config,
+    hosts: Option<Vec<String>>,
+    script: &str,
+    sink: Arc<dyn Fn(&str, &str) + Send + Sync>,
+) -> Result<Exit> {
+    let targets = crate::targets::resolve(config, hosts.as_deref())?;
+    let printer = settings.printer;
+    let plan = Arc::new(Plan::new(config, Kind::Status, None, Events::none())?);
     let script = Arc::new(format!(
-        "{}{}",
-        crate::remote::enter(&plan.deploy_to, false)?,
-        crate::remote::unit::exec_script(command)?
+        "{}{script}",
+        crate::remote::enter(&plan.deploy_to, false)?
     ));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let (runs, results) = runtime.block_on(async {
+    let results: Arc<Mutex<Vec<HostResult>>> = Arc::default();
+    let seen = results.clone();
+    let runs = runtime.block_on(async {
         let runs: Vec<HostRun> = targets.into_iter().map(HostRun::new).collect();
         let runs = connect_all(runs, &plan, Arc::new(Connector::default())).await;
-        let results = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = results.clone();
-        let runs = each(
-            runs,
-            &plan,
-            ALL,
-            |r| r.remote.is_some(),
-            move |run, _plan| {
-                let (script, seen) = (script.clone(), seen.clone());
-                async move {
-                    let name = run.target.name.clone();
-                    if let Some(remote) = &run.remote {
-                        let mut print = |line: &str| printer.data(&format!("{name}: {line}"));
-                        let ran = remote.run(Op::Other, &script, None, &mut print).await;
-                        let result = match ran.map(|r| r.out) {
-                            Ok(out) if crate::remote::is_missing(&out.stdout) => {
-                                Err("deploy_to does not exist: never deployed".to_owned())
+        let work = move |run: HostRun, _plan| {
+            let (script, seen, sink) = (script.clone(), seen.clone(), sink.clone());
+            async move {
+                let name = run.target.name.clone();
+                if let Some(remote) = &run.remote {
+                    let mut print = |line: &str| sink(&name, line);
+                    let ran = remote.run(Op::Other, &script, None, &mut print).await;
+                    let result = match ran.map(|r| r.out) {
+                        Ok(out) if crate::remote::is_missing(&out.stdout) => {
+                            Err("deploy_to does not exist: never deployed".to_owned())
+                        }
+                        Ok(out) if out.success() => Ok(()),
+                        Ok(out) => Err(match (out.status, out.signal) {
+                            (Some(125), _) => {
+                                "could not start it (no live release, or its .env failed)".into()
                             }
-                            Ok(out) if out.success() => Ok(()),
-                            Ok(out) => Err(match (out.status, out.signal) {
-                                (Some(125), _) => "could not start it (no live release, or \
-                                                   its .env failed)"
-                                    .to_owned(),
-                                (Some(code), _) => format!("exit status {code}"),
-                                (None, Some(sig)) => format!("killed by {sig}"),
-                                _ => "no exit status".to_owned(),
-                            }),
-                            Err(e) => Err(e.to_string()),
-                        };
-                        seen.lock().unwrap().push((name, result));
-                    }
-                    run
+                            (Some(code), _) => format!("exit status {code}"),
+                            (None, Some(sig)) => format!("killed by {sig}"),
+                            _ => "no exit status".to_owned(),
+                        }),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    seen.lock().unwrap().push((name, result));
                 }
-            },
-        )
-        .await;
-        let results = results.lock().unwrap().clone();
-        (runs, results)
+                run
+            }
+        };
+        each(runs, &plan, ALL, |r| r.remote.is_some(), work).await
     });
+    let results = results.lock().unwrap().clone();
     let unreachable: Vec<String> = runs
         .iter()
         .filter(|r| r.remote.is_none())

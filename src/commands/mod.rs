@@ -9,6 +9,7 @@ mod dry_run;
 mod exec;
 mod init;
 mod lock;
+mod logs;
 mod man;
 mod package;
 mod rollback;
@@ -32,6 +33,20 @@ pub fn run(settings: &Settings, action: Action) -> Result<Exit> {
         Action::Unlock { hosts } => unlock::run(settings, hosts),
         Action::Lock { message, hosts } => lock::run(settings, &message, hosts),
         Action::Exec { command, hosts } => exec::run(settings, &command, hosts),
+        Action::Logs {
+            follow,
+            lines,
+            since,
+            hosts,
+        } => logs::run(
+            settings,
+            logs::Logs {
+                follow,
+                lines,
+                since: since.as_deref(),
+                hosts,
+            },
+        ),
         Action::Status {
             json,
             releases,

@@ -72,22 +72,52 @@ pub fn journal_script(
     sudo: bool,
     lines: usize,
 ) -> Result<Option<String>, QuoteError> {
-    let n = lines.max(1);
+    journal_with(manager, service, sudo, &format!("-n {}", lines.max(1)))
+}
+
+/// `shipit logs`: the last `lines` lines (0: none) of the service's journal, since `since`
+/// when given, with UTC ISO timestamps (so hosts' lines merge in order); `follow` keeps
+/// printing new lines.
+pub fn logs_script(
+    manager: ServiceManager,
+    service: &str,
+    sudo: bool,
+    lines: usize,
+    since: Option<&str>,
+    follow: bool,
+) -> Result<Option<String>, QuoteError> {
+    let mut args = format!("-o short-iso --utc -n {lines}");
+    if let Some(s) = since {
+        args.push_str(&format!(" --since {}", sh_quote(s)?));
+    }
+    if follow {
+        args.push_str(" -f");
+    }
+    journal_with(manager, service, sudo, &args)
+}
+
+/// `journalctl ARGS` for the service's unit, as the manager and `sudo` need it.
+fn journal_with(
+    manager: ServiceManager,
+    service: &str,
+    sudo: bool,
+    args: &str,
+) -> Result<Option<String>, QuoteError> {
     Ok(match manager {
         ServiceManager::None => None,
         ServiceManager::Systemd => {
             let sudo = if sudo { "sudo -n " } else { "" };
             Some(format!(
-                "{sudo}journalctl --no-pager -n {n} -u {}",
+                "{sudo}journalctl --no-pager {args} -u {}",
                 sh_quote(service)?
             ))
         }
         ServiceManager::SystemdUser if sudo => Some(format!(
-            "sudo -n journalctl --no-pager -n {n} {} _UID=\"$(id -u)\"",
+            "sudo -n journalctl --no-pager {args} {} _UID=\"$(id -u)\"",
             sh_quote(&format!("_SYSTEMD_USER_UNIT={}", unit_name(service)))?
         )),
         ServiceManager::SystemdUser => Some(format!(
-            "{}journalctl --user --no-pager -n {n} -u {}",
+            "{}journalctl --user --no-pager {args} -u {}",
             USER_ENV,
             sh_quote(service)?
         )),

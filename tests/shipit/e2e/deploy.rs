@@ -1327,3 +1327,65 @@ fn exec_runs_in_the_live_release_and_reports_where_it_failed() {
     out.code(1);
     assert!(out.stderr.contains("succeeded on 1 of 2"), "{}", out.stderr);
 }
+
+/// `shipit logs` shows the app's journal per host; `-f` shows a line the app writes
+/// after it started following.
+#[test]
+fn logs_shows_the_journal_and_follows_new_lines() {
+    let Some(tb) = Testbed::up("e2e-logs", 2) else {
+        return;
+    };
+    let app = App::new(&tb, &[0, 1], "");
+    assert_eq!(app.deploy("1", &[], &[]).0.code, 0);
+    let out = app.shipit(&["logs", "-n", "20"]);
+    out.code(0);
+    for i in 0..2 {
+        let ip = &tb.host(i).ip;
+        assert!(
+            out.stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{ip}: ")) && l.contains("listening")),
+            "{}",
+            out.stdout
+        );
+    }
+    // Follow from now on: no old line, then the app's own line after a restart.
+    let mut child = app
+        .tb
+        .shipit_command(
+            &app.p,
+            &["logs", "-f", "-n", "0", "--hosts", &tb.host(0).ip],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let keep = seen.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            keep.lock().unwrap().push(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let found = loop {
+        tb.root(0, "systemctl restart hello");
+        std::thread::sleep(Duration::from_millis(700));
+        let lines = seen.lock().unwrap().clone();
+        if lines.iter().any(|l| l.contains("listening")) {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "nothing followed: {lines:?}");
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let ip = &tb.host(0).ip;
+    assert!(
+        found.iter().all(|l| l.starts_with(&format!("{ip}: "))),
+        "{found:?}"
+    );
+}
