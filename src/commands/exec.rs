@@ -31,6 +31,9 @@ pub fn run(settings: &Settings, command: &str, hosts: Option<Vec<String>>) -> Re
 /// What a host's script did: `Ok`, or why not.
 pub type HostResult = (String, Result<(), String>);
 
+/// Where each line a host prints goes, with the host's name.
+pub type Sink = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
 /// Run `script` (in deploy_to) on every targeted host at once, handing each line it
 /// prints to `sink` with the host's name as it arrives; then report how many succeeded,
 /// list the failures, and exit 0 (all), 1 (a failure) or 4 (a host unreachable).
@@ -39,7 +42,7 @@ pub(super) fn everywhere(
     config: &Config,
     hosts: Option<Vec<String>>,
     script: &str,
-    sink: Arc<dyn Fn(&str, &str) + Send + Sync>,
+    sink: Sink,
 ) -> Result<Exit> {
     let targets = crate::targets::resolve(config, hosts.as_deref())?;
     let printer = settings.printer;
