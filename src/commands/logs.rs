@@ -74,7 +74,7 @@ fn stamp(line: &str) -> &str {
 mod tests {
     #[test]
     fn lines_sort_by_their_timestamp() {
-        let mut l = vec![
+        let mut l = [
             "2026-12-05T07:00:02+00:00 host1 hello[1]: b",
             "-- No entries --",
             "2026-12-05T07:00:01+00:00 host2 hello[1]: a",
