@@ -216,7 +216,7 @@ pub struct DeployArgs {
     #[arg(long, value_name = "FILE")]
     pub artifact: Option<PathBuf>,
 
-    /// Only these hosts (names, comma-separated)
+    /// Only these hosts (names or globs like `app*`, comma-separated)
     #[arg(long, value_name = "A,B", value_delimiter = ',')]
     pub hosts: Option<Vec<String>>,
 
@@ -259,7 +259,7 @@ pub struct RollbackArgs {
     #[arg(long, value_name = "RELEASE")]
     pub to: Option<String>,
 
-    /// Only these hosts (names, comma-separated)
+    /// Only these hosts (names or globs like `app*`, comma-separated)
     #[arg(long, value_name = "A,B", value_delimiter = ',')]
     pub hosts: Option<Vec<String>>,
 
@@ -289,11 +289,15 @@ pub struct StatusArgs {
     /// Show the last N entries of each host's deploy history
     #[arg(long, value_name = "N")]
     pub history: Option<usize>,
+
+    /// Only these hosts (names or globs like `app*`, comma-separated)
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    pub hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Args)]
 pub struct UnlockArgs {
-    /// Only these hosts (names, comma-separated)
+    /// Only these hosts (names or globs like `app*`, comma-separated)
     #[arg(long, value_name = "A,B", value_delimiter = ',')]
     pub hosts: Option<Vec<String>>,
 }
@@ -312,14 +316,14 @@ pub struct LogsArgs {
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
 
-    /// Only these hosts (names, comma-separated)
+    /// Only these hosts (names or globs like `app*`, comma-separated)
     #[arg(long, value_name = "A,B", value_delimiter = ',')]
     pub hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
-    /// Only these hosts (names, comma-separated)
+    /// Only these hosts (names or globs like `app*`, comma-separated)
     #[arg(long, value_name = "A,B", value_delimiter = ',')]
     pub hosts: Option<Vec<String>>,
 
@@ -334,7 +338,7 @@ pub struct LockArgs {
     #[arg(long, short, value_name = "TEXT")]
     pub message: String,
 
-    /// Only these hosts (names, comma-separated)
+    /// Only these hosts (names or globs like `app*`, comma-separated)
     #[arg(long, value_name = "A,B", value_delimiter = ',')]
     pub hosts: Option<Vec<String>>,
 }
@@ -344,6 +348,10 @@ pub struct CheckArgs {
     /// Print one JSON document instead of the table
     #[arg(long)]
     pub json: bool,
+
+    /// Only these hosts (names or globs like `app*`, comma-separated)
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    pub hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Args)]

@@ -61,6 +61,7 @@ pub enum Action {
         json: bool,
         releases: bool,
         history: usize,
+        hosts: Option<Vec<String>>,
     },
     Init {
         app: Option<String>,
@@ -70,6 +71,7 @@ pub enum Action {
     },
     Check {
         json: bool,
+        hosts: Option<Vec<String>>,
     },
     Build {
         app_version: Option<String>,
@@ -95,7 +97,7 @@ impl Action {
             Action::Deploy(o) if o.json && !o.dry_run => Some("deploy"),
             Action::Rollback(o) if o.json && !o.dry_run => Some("rollback"),
             Action::Status { json: true, .. } => Some("status"),
-            Action::Check { json: true } => Some("check"),
+            Action::Check { json: true, .. } => Some("check"),
             Action::Config { json: true } => Some("config"),
             _ => None,
         }
@@ -123,7 +125,10 @@ impl Cli {
         let action = match self.command {
             Command::Init(a) => Action::Init { app: a.app },
             Command::Config(a) => Action::Config { json: a.json },
-            Command::Check(a) => Action::Check { json: a.json },
+            Command::Check(a) => Action::Check {
+                json: a.json,
+                hosts: a.hosts,
+            },
             Command::Deploy(a) => Action::Deploy(DeployOptions {
                 artifact: a.artifact,
                 hosts: a.hosts,
@@ -162,6 +167,7 @@ impl Cli {
                 json: a.json,
                 releases: a.releases,
                 history: a.history.unwrap_or(0),
+                hosts: a.hosts,
             },
             Command::Build(a) => Action::Build {
                 app_version: a.version.app_version,

@@ -7,7 +7,52 @@ use crate::config::{Config, KnownHostsPolicy};
 use crate::exit::{Exit, Failure};
 use crate::ssh::{self, Target, ssh_config};
 
-/// Every host of the environment, or those named in `only` (by name), as SSH targets.
+/// `--hosts`: names, or globs (`app*`, `web-[12]`), any of which picks a host.
+pub struct Selection {
+    names: Vec<String>,
+    globs: Vec<(String, globset::GlobMatcher)>,
+}
+
+impl Selection {
+    pub fn new(only: &[String]) -> Result<Selection, String> {
+        let mut s = Selection {
+            names: Vec::new(),
+            globs: Vec::new(),
+        };
+        for o in only {
+            if o.contains(['*', '?', '[', '{']) {
+                let g = globset::Glob::new(o)
+                    .map_err(|e| format!("--hosts: `{o}` is not a valid glob: {e}"))?;
+                s.globs.push((o.clone(), g.compile_matcher()));
+            } else {
+                s.names.push(o.clone());
+            }
+        }
+        Ok(s)
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n == name) || self.globs.iter().any(|(_, g)| g.is_match(name))
+    }
+
+    /// The selectors that pick none of `names`.
+    pub fn unmatched<'a>(&self, names: impl Iterator<Item = &'a str> + Clone) -> Vec<String> {
+        let names: Vec<&str> = names.collect();
+        self.names
+            .iter()
+            .filter(|n| !names.contains(&n.as_str()))
+            .cloned()
+            .chain(
+                self.globs
+                    .iter()
+                    .filter(|(_, g)| !names.iter().any(|n| g.is_match(n)))
+                    .map(|(o, _)| o.clone()),
+            )
+            .collect()
+    }
+}
+
+/// Every host of the environment, or those `only` picks (names or globs), as SSH targets.
 pub fn resolve(config: &Config, only: Option<&[String]>) -> Result<Vec<Target>, Failure> {
     if config.hosts.is_empty() {
         let env = config
@@ -20,12 +65,12 @@ pub fn resolve(config: &Config, only: Option<&[String]>) -> Result<Vec<Target>, 
                 .hint("list them under `hosts:` (or `environments.<env>.hosts:`) in deploy.yaml"),
         );
     }
-    if let Some(only) = only {
-        let unknown: Vec<&str> = only
-            .iter()
-            .filter(|n| !config.hosts.iter().any(|h| &h.name == *n))
-            .map(String::as_str)
-            .collect();
+    let pick = match only {
+        Some(only) => Some(Selection::new(only).map_err(|e| Failure::new(Exit::Invalid, e))?),
+        None => None,
+    };
+    if let Some(pick) = &pick {
+        let unknown = pick.unmatched(config.hosts.iter().map(|h| h.name.as_str()));
         if !unknown.is_empty() {
             let known: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
             return Err(Failure::new(
@@ -60,7 +105,7 @@ pub fn resolve(config: &Config, only: Option<&[String]>) -> Result<Vec<Target>, 
     config
         .hosts
         .iter()
-        .filter(|h| only.is_none_or(|only| only.contains(&h.name)))
+        .filter(|h| pick.as_ref().is_none_or(|p| p.matches(&h.name)))
         .map(|host| {
             let explicit = ssh_config::Explicit {
                 name: Some(host.name.clone()),
@@ -86,6 +131,19 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use crate::ssh::ssh_config::expand_tilde;
+
+    #[test]
+    fn selections_take_names_and_globs() {
+        let s = super::Selection::new(&["app*".into(), "db1".into(), "web-[12]".into()]).unwrap();
+        assert!(s.matches("app7") && s.matches("db1") && s.matches("web-2"));
+        assert!(!s.matches("db2") && !s.matches("web-3"));
+        let names = ["app1", "db1"];
+        assert_eq!(
+            s.unmatched(names.iter().copied()),
+            vec!["web-[12]".to_owned()]
+        );
+        assert!(super::Selection::new(&["a[".into()]).is_err());
+    }
 
     #[test]
     fn tilde() {

@@ -52,9 +52,9 @@ struct Report {
     hosts: Vec<HostReport>,
 }
 
-pub fn run(settings: &Settings, json: bool) -> Result<Exit> {
+pub fn run(settings: &Settings, json: bool, hosts: Option<Vec<String>>) -> Result<Exit> {
     let config = settings.load_config()?;
-    let targets = crate::targets::resolve(&config, None)?;
+    let targets = crate::targets::resolve(&config, hosts.as_deref())?;
     let needed = last_artifact(&config).and_then(|p| needed_bytes(&p));
     let unit_file = config
         .service

@@ -27,7 +27,7 @@ pub fn run(settings: &Settings, action: Action) -> Result<Exit> {
     match action {
         Action::Init { app } => init::run(settings, app.as_deref()),
         Action::Config { json } => config::run(settings, json),
-        Action::Check { json } => check::run(settings, json),
+        Action::Check { json, hosts } => check::run(settings, json, hosts),
         Action::Deploy(opts) => deploy::run(settings, opts),
         Action::Rollback(opts) => rollback::run(settings, opts),
         Action::Unlock { hosts } => unlock::run(settings, hosts),
@@ -51,7 +51,8 @@ pub fn run(settings: &Settings, action: Action) -> Result<Exit> {
             json,
             releases,
             history,
-        } => status::run(settings, json, releases, history),
+            hosts,
+        } => status::run(settings, json, releases, history, hosts),
         Action::Build { app_version } => build::run(settings, app_version.as_deref()),
         Action::Package {
             no_build,

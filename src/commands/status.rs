@@ -105,9 +105,15 @@ struct ReleaseRow {
     current: bool,
 }
 
-pub fn run(settings: &Settings, json: bool, show_releases: bool, history: usize) -> Result<Exit> {
+pub fn run(
+    settings: &Settings,
+    json: bool,
+    show_releases: bool,
+    history: usize,
+    hosts: Option<Vec<String>>,
+) -> Result<Exit> {
     let config = settings.load_config()?;
-    let targets = crate::targets::resolve(&config, None)?;
+    let targets = crate::targets::resolve(&config, hosts.as_deref())?;
     let printer = settings.printer;
     let plan = Arc::new(Plan::new(&config, Kind::Status, None, Events::none())?);
     let runtime = tokio::runtime::Builder::new_multi_thread()

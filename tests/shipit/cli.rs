@@ -103,6 +103,11 @@ fn host_lists_parse() {
         &["deploy", "--hosts", "x,y", "--no-build"][..],
         &["rollback", "--hosts", "x"],
         &["unlock", "--hosts", "x,y"],
+        &["status", "--hosts", "x"],
+        &["check", "--hosts", "x*"],
+        &["exec", "--hosts", "x", "--", "true"],
+        &["logs", "--hosts", "x"],
+        &["lock", "-m", "m", "--hosts", "x"],
     ] {
         let out = p.run(cmd);
         out.code(2);

@@ -1308,6 +1308,17 @@ fn exec_runs_in_the_live_release_and_reports_where_it_failed() {
             out.stdout
         );
     }
+    // A glob picks hosts by name: `*.<last octet of host 2>` is host 2 alone.
+    let octet = tb.host(1).ip.rsplit('.').next().unwrap().to_owned();
+    let out = app.shipit(&[
+        "exec",
+        "--hosts",
+        &format!("*.{octet}"),
+        "--",
+        "echo picked",
+    ]);
+    out.code(0);
+    assert_eq!(out.stdout.trim(), format!("{}: picked", tb.host(1).ip));
     tb.root(1, "touch /etc/exec-fails-here");
     let out = app.shipit(&[
         "exec",
