@@ -19,17 +19,17 @@ pub fn run(settings: &Settings, app_version: Option<&str>) -> Result<Exit> {
 
 /// Run every build step; the first failure stops the rest.
 pub fn build(config: &Config, version: &str, printer: &Printer) -> Result<()> {
-    run_steps(config, "build step", &config.build, version, None, printer)
+    run_steps(config, "build step", &config.build, version, &[], printer)
 }
 
 /// `hooks.local_before` / `hooks.local_after`: local commands around a rollout, run like
-/// build steps; `SHIPIT_RESULT` (ok|failed) is set for local_after.
+/// build steps, with `env` (the run's `SHIPIT_*` variables) in their environment.
 pub fn run_hooks(
     config: &Config,
     kind: &str,
     hooks: &[crate::redact::Text],
     version: &str,
-    result: Option<&str>,
+    env: &[(&str, String)],
     printer: &Printer,
 ) -> Result<()> {
     run_steps(
@@ -37,7 +37,7 @@ pub fn run_hooks(
         &format!("{kind} hook"),
         hooks,
         version,
-        result,
+        env,
         printer,
     )
 }
@@ -47,7 +47,7 @@ fn run_steps(
     what: &str,
     steps: &[crate::redact::Text],
     version: &str,
-    result: Option<&str>,
+    env: &[(&str, String)],
     printer: &Printer,
 ) -> Result<()> {
     let total = steps.len();
@@ -56,9 +56,7 @@ fn run_steps(
         printer.info(&format!("{what} {n}/{total}: `{step}`"));
         let started = std::time::Instant::now();
         let mut command = Command::new("sh");
-        if let Some(result) = result {
-            command.env("SHIPIT_RESULT", result);
-        }
+        command.envs(env.iter().map(|(k, v)| (*k, v)));
         let mut child = command
             .arg("-c")
             .arg(step.expose())

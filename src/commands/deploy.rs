@@ -65,17 +65,25 @@ pub fn run(settings: &Settings, opts: DeployOptions) -> Result<Exit> {
         .map(|d| d.sha256.clone())
         .unwrap_or_default();
 
+    let first_id = layout::release_id(plan.owner.started_at, &sha256);
+    let hosts: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+    let mut env = vec![
+        ("SHIPIT_ENV", config.environment.clone().unwrap_or_default()),
+        ("SHIPIT_RELEASE", first_id.clone()),
+        ("SHIPIT_COMMAND", "deploy".to_owned()),
+        ("SHIPIT_PERFORMER", plan.deployed_by.clone()),
+        ("SHIPIT_HOSTS", hosts.join(",")),
+    ];
     if !opts.dry_run {
         super::build::run_hooks(
             &config,
             "local_before",
             &config.hooks.local_before,
             &version,
-            None,
+            &env,
             &printer,
         )?;
     }
-    let first_id = layout::release_id(plan.owner.started_at, &sha256);
     printer.info(&format!(
         "{} {} {version} ({}) as release {first_id} to {} host(s)",
         if opts.dry_run {
@@ -122,14 +130,37 @@ pub fn run(settings: &Settings, opts: DeployOptions) -> Result<Exit> {
             opts.json,
         );
         let result = if exit == Exit::Ok { "ok" } else { "failed" };
-        super::build::run_hooks(
+        let context = summary::Context {
+            action: plan.kind.action(),
+            release: Some(&release_id),
+            version: Some(&version),
+            sha256: Some(&sha256),
+        };
+        // The run's JSON summary, for a notification hook to read.
+        // A fresh file (created exclusively, removed when dropped), never a fixed name.
+        let file = tempfile::Builder::new()
+            .prefix("shipit-summary-")
+            .suffix(".json")
+            .tempfile()?;
+        if !config.hooks.local_after.is_empty() {
+            std::fs::write(file.path(), summary::json(&runs, exit, &context))?;
+        }
+        env.extend([
+            ("SHIPIT_RELEASE", release_id.clone()),
+            ("SHIPIT_RESULT", result.to_owned()),
+            ("SHIPIT_EXIT_CODE", exit.code().to_string()),
+            ("SHIPIT_SUMMARY", file.path().display().to_string()),
+        ]);
+        let ran = super::build::run_hooks(
             &config,
             "local_after",
             &config.hooks.local_after,
             &version,
-            Some(result),
+            &env,
             &printer,
-        )?;
+        );
+        drop(file);
+        ran?;
     }
     Ok(exit)
 }

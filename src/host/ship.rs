@@ -168,9 +168,14 @@ impl HostRun {
     ) -> Option<String> {
         let d = plan.deploy.as_ref()?;
         let id = self.goal.clone().unwrap_or_default();
-        let script = match plan.stage_script(d, &id, source, false) {
-            Ok(s) => s,
-            Err(e) => {
+        let env = plan.hook_env(self.name(), &id, self.previous.as_deref());
+        let script = match (env, plan.stage_script(d, &id, source, false)) {
+            (Ok(env), Ok(s)) => env + &s,
+            (Err(e), _) => {
+                self.fail(plan, "stage", e.to_string());
+                return None;
+            }
+            (_, Err(e)) => {
                 self.fail(plan, "stage", e.to_string());
                 return None;
             }

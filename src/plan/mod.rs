@@ -66,6 +66,8 @@ pub struct Plan {
     pub kind: Kind,
     pub deploy_to: String,
     pub app: String,
+    /// The environment (`-e`), if the config has several.
+    pub environment: Option<String>,
     pub owner: Owner,
     pub deployed_by: String,
     pub manager: ServiceManager,
@@ -229,6 +231,7 @@ impl Plan {
             kind,
             deploy_to: config.deploy_to.expose().to_owned(),
             app: config.app.clone(),
+            environment: config.environment.clone(),
             deployed_by: format!("{}@{}", owner.user, owner.machine),
             owner,
             manager: config.service.manager,
@@ -400,6 +403,35 @@ impl Plan {
     /// Push this run's guard's deadline back while the rollout goes on.
     pub fn renew_script(&self) -> Result<String, QuoteError> {
         guard::renew(&self.owner.token)
+    }
+
+    /// What every remote hook finds in its environment, as `export` lines for the start
+    /// of a script: the app, the environment, the version, the release this run makes
+    /// live on `host`, the one it ran before, the host, its role (none yet: empty), the
+    /// command, and who runs it.
+    pub fn hook_env(
+        &self,
+        host: &str,
+        release: &str,
+        previous: Option<&str>,
+    ) -> Result<String, QuoteError> {
+        let version = self.deploy.as_ref().map_or("", |d| d.version.as_str());
+        let vars = [
+            ("SHIPIT_APP", self.app.as_str()),
+            ("SHIPIT_ENV", self.environment.as_deref().unwrap_or("")),
+            ("SHIPIT_VERSION", version),
+            ("SHIPIT_RELEASE", release),
+            ("SHIPIT_PREVIOUS_RELEASE", previous.unwrap_or("")),
+            ("SHIPIT_HOST", host),
+            ("SHIPIT_ROLE", ""),
+            ("SHIPIT_COMMAND", self.kind.action()),
+            ("SHIPIT_PERFORMER", self.deployed_by.as_str()),
+        ];
+        let mut s = String::new();
+        for (k, v) in vars {
+            s.push_str(&format!("{k}={}; export {k}\n", crate::remote::q(v)?));
+        }
+        Ok(s)
     }
 
     /// The after hooks of this run's kind (`after_switch`, or `after_rollback`).

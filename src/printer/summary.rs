@@ -109,6 +109,11 @@ fn document<'a>(runs: &'a [HostRun], exit: Exit, ctx: &Context<'a>) -> Json<'a> 
     }
 }
 
+/// The `--json` document of the run, as text (for `SHIPIT_SUMMARY`).
+pub fn json(runs: &[HostRun], exit: Exit, ctx: &Context) -> String {
+    super::json::render(&document(runs, exit, ctx)).unwrap_or_default()
+}
+
 pub fn print(printer: &Printer, runs: &[HostRun], exit: Exit, ctx: &Context, json: bool) {
     if json {
         printer.document(&document(runs, exit, ctx));

@@ -57,6 +57,7 @@ pub fn plan(kind: Kind, events: Events) -> Plan {
         kind,
         deploy_to: "/opt/hello".into(),
         app: "hello".into(),
+        environment: None,
         deployed_by: "test@here".into(),
         owner,
         manager: ServiceManager::Systemd,

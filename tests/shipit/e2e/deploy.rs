@@ -1400,3 +1400,55 @@ fn logs_shows_the_journal_and_follows_new_lines() {
         "{found:?}"
     );
 }
+
+/// Hooks find the run's context in their environment: remote hooks the host, the
+/// releases, the command; local hooks the hosts, the result and the JSON summary.
+#[test]
+fn hooks_get_the_runs_context_in_their_environment() {
+    let Some(tb) = Testbed::up("e2e-hook-env", 1) else {
+        return;
+    };
+    let app = App::new(&tb, &[0], "");
+    assert_eq!(app.deploy("1", &[], &[]).0.code, 0);
+    let first = app.current(0);
+    let text = app.p.read("deploy.yaml").replace(
+        "hooks:\n  before_switch: ['test -x bin/hello']\n",
+        "hooks:\n  before_switch: ['env | grep ^SHIPIT_ | sort > /tmp/before.env']\n  \
+         after_switch: ['env | grep ^SHIPIT_ | sort > /tmp/after.env']\n  \
+         local_after: ['env | grep ^SHIPIT_ | sort > local.env; cp \"$SHIPIT_SUMMARY\" summary.json']\n",
+    );
+    assert!(text.contains("local_after"), "{text}");
+    app.p.file("deploy.yaml", &text);
+    app.set_version("2");
+    let (out, _) = app.deploy("2", &[], &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let release = app.current(0);
+    let ip = &tb.host(0).ip;
+    for file in ["/tmp/before.env", "/tmp/after.env"] {
+        let env = tb.root(0, &format!("cat {file}"));
+        for want in [
+            "SHIPIT_APP=hello".to_owned(),
+            "SHIPIT_VERSION=2".to_owned(),
+            format!("SHIPIT_RELEASE={release}"),
+            format!("SHIPIT_PREVIOUS_RELEASE={first}"),
+            format!("SHIPIT_HOST={ip}"),
+            "SHIPIT_COMMAND=deploy".to_owned(),
+        ] {
+            assert!(
+                env.lines().any(|l| l == want),
+                "{file}: {want} not in\n{env}"
+            );
+        }
+        assert!(env.contains("SHIPIT_PERFORMER="), "{env}");
+    }
+    let local = app.p.read("local.env");
+    for want in [
+        format!("SHIPIT_HOSTS={ip}"),
+        "SHIPIT_RESULT=ok".to_owned(),
+        format!("SHIPIT_RELEASE={release}"),
+    ] {
+        assert!(local.lines().any(|l| l == want), "{want} not in\n{local}");
+    }
+    let summary: serde_json::Value = serde_json::from_str(&app.p.read("summary.json")).unwrap();
+    assert_eq!(summary["hosts"][0]["result"], "done", "{summary:#}");
+}
