@@ -12,6 +12,8 @@ pub async fn deploy(plan: &Plan, runs: &[HostRun], id: &str) -> String {
         return String::new();
     };
     let mut out = String::new();
+    // The once-only hooks would run on the first host that is not skipped.
+    let mut once_here = !d.once.is_empty();
     for run in runs {
         let t = &run.target;
         out.push_str(&format!(
@@ -32,6 +34,23 @@ pub async fn deploy(plan: &Plan, runs: &[HostRun], id: &str) -> String {
         for step in plan.deploy_steps(d, id, &run.survey).await {
             out.push_str(&format!("-- {}\n", step.title));
             push_script(&mut out, &step);
+        }
+        if std::mem::take(&mut once_here) {
+            let previous = run.survey.current.as_deref();
+            let script = plan
+                .once_script(d, &t.name, id, previous, true)
+                .unwrap_or_else(|e| e.to_string());
+            out.push_str(
+                "-- once-only hooks, on this host for the whole fleet, after every host \
+                 staged and before any switches\n",
+            );
+            push_script(
+                &mut out,
+                &Step {
+                    title: String::new(),
+                    script,
+                },
+            );
         }
         out.push('\n');
     }

@@ -293,6 +293,45 @@ impl Ctx<'_> {
             .collect()
     }
 
+    /// A list of hooks; `once: true` entries go to `once`, which only
+    /// `hooks.before_switch` has (elsewhere they are a problem).
+    fn hooks(
+        &mut self,
+        list: &Option<raw::HookList>,
+        key: &str,
+        mut once: Option<&mut Vec<Text>>,
+    ) -> Vec<Text> {
+        let mut every = Vec::new();
+        let Some(list) = list else { return every };
+        for (i, entry) in list.value.iter().enumerate() {
+            let at = format!("{key}[{i}]");
+            let (run, is_once) = match &entry.value {
+                raw::HookEntry::Short(run) => {
+                    let run = S::new(run.clone(), entry.referenced, entry.defined);
+                    (run, false)
+                }
+                raw::HookEntry::Object(o) => {
+                    let is_once = o.once.as_ref().filter(|o| o.value);
+                    if let (Some(o), None) = (is_once, &once) {
+                        self.problem(
+                            o,
+                            format!("`{at}.once`: only `hooks.before_switch` hooks can run once"),
+                            Some("move the hook to `before_switch`, or drop `once`"),
+                        );
+                    }
+                    (o.run.clone(), is_once.is_some())
+                }
+            };
+            if let Some(text) = self.text(&run, &at) {
+                match (&mut once, is_once) {
+                    (Some(once), true) => once.push(text),
+                    _ => every.push(text),
+                }
+            }
+        }
+        every
+    }
+
     fn resolve(&mut self, l: Layer, environment: Option<String>) -> Option<Config> {
         let app = match &l.app {
             None => {
@@ -403,12 +442,18 @@ impl Ctx<'_> {
         let health = self.health(l.health.unwrap_or_default());
 
         let hooks = l.hooks.unwrap_or_default();
+        let mut before_switch_once = Vec::new();
         let hooks = HooksConfig {
-            before_switch: self.texts(&hooks.before_switch, "hooks.before_switch"),
-            after_switch: self.texts(&hooks.after_switch, "hooks.after_switch"),
-            after_rollback: self.texts(&hooks.after_rollback, "hooks.after_rollback"),
-            local_before: self.texts(&hooks.local_before, "hooks.local_before"),
-            local_after: self.texts(&hooks.local_after, "hooks.local_after"),
+            before_switch: self.hooks(
+                &hooks.before_switch,
+                "hooks.before_switch",
+                Some(&mut before_switch_once),
+            ),
+            after_switch: self.hooks(&hooks.after_switch, "hooks.after_switch", None),
+            after_rollback: self.hooks(&hooks.after_rollback, "hooks.after_rollback", None),
+            local_before: self.hooks(&hooks.local_before, "hooks.local_before", None),
+            local_after: self.hooks(&hooks.local_after, "hooks.local_after", None),
+            before_switch_once,
         };
 
         let rollout = l.rollout.unwrap_or_default();

@@ -94,12 +94,14 @@ pub struct Http {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hooks {
-    pub before_switch: Option<List>,
-    pub after_switch: Option<List>,
-    pub after_rollback: Option<List>,
-    pub local_before: Option<List>,
-    pub local_after: Option<List>,
+    pub before_switch: Option<HookList>,
+    pub after_switch: Option<HookList>,
+    pub after_rollback: Option<HookList>,
+    pub local_before: Option<HookList>,
+    pub local_after: Option<HookList>,
 }
+
+pub type HookList = S<Vec<S<HookEntry>>>;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -173,6 +175,43 @@ impl<'de> Deserialize<'de> for HostEntry {
             ) -> Result<HostEntry, A::Error> {
                 HostObject::deserialize(serde::de::value::MapAccessDeserializer::new(map))
                     .map(|o| HostEntry::Object(Box::new(o)))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// A hook as written: a command, or an object (`run`, and for `before_switch`, `once`).
+#[derive(Debug)]
+pub enum HookEntry {
+    Short(String),
+    Object(HookObject),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookObject {
+    pub run: S<String>,
+    pub once: Option<S<bool>>,
+}
+
+impl<'de> Deserialize<'de> for HookEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = HookEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a shell command, or an object with `run` (and `once`)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HookEntry, E> {
+                Ok(HookEntry::Short(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<HookEntry, A::Error> {
+                HookObject::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(HookEntry::Object)
             }
         }
         d.deserialize_any(Visitor)
@@ -268,7 +307,8 @@ leaf!(
     Vec<S<String>>,
     Vec<S<u16>>,
     Vec<S<u32>>,
-    Vec<S<HostEntry>>
+    Vec<S<HostEntry>>,
+    Vec<S<HookEntry>>
 );
 
 macro_rules! merge_struct {
@@ -412,6 +452,8 @@ pub const ALL_KEYS: &[&str] = &[
     "health.interval",
     "health.settle",
     "hooks.before_switch",
+    "hooks.before_switch.run",
+    "hooks.before_switch.once",
     "hooks.after_switch",
     "hooks.after_rollback",
     "hooks.local_before",
@@ -496,6 +538,15 @@ mod tests {
                     .into_iter()
                     .filter(|k| !sections.contains(&k.as_str())),
             );
+        }
+        // A hook written as an object (documented under `before_switch`, the one list
+        // where `once` means something).
+        let hook = serde_saphyr::from_str::<HookObject>("zzz_unknown: 1\n").expect_err("hook");
+        match hook.without_snippet() {
+            serde_saphyr::Error::SerdeUnknownField { expected, .. } => {
+                accepted.extend(expected.iter().map(|k| format!("hooks.before_switch.{k}")))
+            }
+            other => panic!("hook: {other:?}"),
         }
         accepted.sort();
         let mut documented: Vec<String> = ALL_KEYS.iter().map(|k| k.to_string()).collect();

@@ -99,7 +99,11 @@ pub struct HttpCheck {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct HooksConfig {
+    /// Run on every host, in the staged release, before any host switches.
     pub before_switch: Vec<Text>,
+    /// `once: true`: run on one host only, after every host staged (and ran the hooks
+    /// above) and before any host switches.
+    pub before_switch_once: Vec<Text>,
     pub after_switch: Vec<Text>,
     pub after_rollback: Vec<Text>,
     pub local_before: Vec<Text>,

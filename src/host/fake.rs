@@ -26,6 +26,8 @@ use super::remote::{Dialer, OnLine, Op, Ran, Remote, Upload};
 pub enum When {
     Survey,
     Stage,
+    /// The `once: true` hooks.
+    Once,
     /// The switch to this run's new release (or any release, with `None`).
     Activate(Option<String>),
     /// The switch back to the release the host ran before.
@@ -295,6 +297,7 @@ impl FakeHost {
                 && match (&f.when, op) {
                     (When::Survey, Op::Survey { .. }) => true,
                     (When::Stage, Op::Stage { .. }) => true,
+                    (When::Once, Op::Once { .. }) => true,
                     (When::Activate(None), Op::Activate { .. }) => true,
                     (When::Activate(Some(id)), Op::Activate { release, .. }) => id == release,
                     // A revert switches to a release older than the one `current` names.
@@ -353,6 +356,10 @@ impl FakeHost {
                     let json = serde_json::to_string(&info).unwrap_or_default();
                     out.push_str(&format!("@@release {id} {json}\n"));
                 }
+            }
+            Op::Once { release } => {
+                out.push_str("@@step once:1\n");
+                m.history.push(format!("once {release}"));
             }
             Op::Stage { release } => {
                 out.push_str("@@step unpack\n");

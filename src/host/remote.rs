@@ -25,6 +25,8 @@ pub enum Op {
     Fetch,
     /// Unpack (from the upload, the delta or the cache) and stage `release`.
     Stage { release: String },
+    /// Run the `once: true` hooks in staged `release` (one host of the fleet).
+    Once { release: String },
     /// Switch `current` to `release` and restart the service; `forward`: arming the
     /// guard (else disarming it: a revert).
     Activate { release: String, forward: bool },

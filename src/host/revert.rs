@@ -128,6 +128,7 @@ impl HostRun {
             "duration_ms": self.started.elapsed().as_millis() as u64,
             "transfer": self.transfer,
             "transfer_ms": self.transfer_took.map(|t| t.as_millis() as u64),
+            "once_on": plan.once_ran_on.get(),
         })
         .to_string()
     }

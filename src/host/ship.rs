@@ -214,6 +214,37 @@ impl HostRun {
         }
     }
 
+    /// The `once: true` hooks, on this host for the whole fleet: in the staged release,
+    /// after every host staged and before any switches. `false` when they failed (this
+    /// host's run then ends as failed).
+    pub async fn run_once(&mut self, plan: &Plan) -> bool {
+        let Some(d) = &plan.deploy else { return true };
+        let id = self.goal.clone().unwrap_or_default();
+        let script = match plan.once_script(d, self.name(), &id, self.previous.as_deref(), false) {
+            Ok(s) => s,
+            Err(e) => {
+                self.fail(plan, "once", e.to_string());
+                return false;
+            }
+        };
+        let n = d.once.len();
+        self.say(
+            plan,
+            &format!("running the once-only hook(s) ({n}) on this host"),
+        );
+        match self.run(plan, Op::Once { release: id }, &script).await {
+            Ok(_) => {
+                let _ = plan.once_ran_on.set(self.name().to_owned());
+                self.say(plan, "once-only hook(s) passed");
+                true
+            }
+            Err((step, reason)) => {
+                self.fail(plan, &step, reason);
+                false
+            }
+        }
+    }
+
     /// Interrupted while sending: the host discards what it got; nothing switched.
     pub fn abandoned(&mut self, plan: &Plan) {
         let state = format!(

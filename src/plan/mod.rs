@@ -87,6 +87,8 @@ pub struct Plan {
     /// `artifacts.url_ttl`, when hosts fetch from a store.
     pub artifacts_ttl: Option<crate::config::Duration>,
     pub deploy: Option<DeployPlan>,
+    /// The host that ran the `once: true` hooks, once one has (for the history).
+    pub once_ran_on: std::sync::OnceLock<String>,
     /// Where hosts and the rollout report what they do.
     pub events: Events,
 }
@@ -118,6 +120,9 @@ pub struct DeployPlan {
     pub shared_dirs: Vec<String>,
     pub shared_files: Vec<String>,
     pub before_switch: Vec<Text>,
+    /// The `once: true` `before_switch` hooks: one host runs them, after every host
+    /// staged and before any switches.
+    pub once: Vec<Text>,
     pub config_sha256: String,
     pub delta: DeltaMode,
     /// `--force`: deploy even where the host already runs this artifact and config.
@@ -145,7 +150,11 @@ impl DeployPlan {
             unit.as_deref(),
             &shared_dirs,
             &shared_files,
-            &config.hooks.before_switch,
+            &[
+                &config.hooks.before_switch[..],
+                &config.hooks.before_switch_once[..],
+            ]
+            .concat(),
         );
         let artifact = Arc::new(artifact);
         let deltas = Arc::new(Deltas::new(
@@ -163,6 +172,7 @@ impl DeployPlan {
             shared_dirs,
             shared_files,
             before_switch: config.hooks.before_switch.clone(),
+            once: config.hooks.before_switch_once.clone(),
             config_sha256,
             delta: config.delta,
             force,
@@ -247,6 +257,7 @@ impl Plan {
             proxy: config.proxy.clone(),
             artifacts_ttl: config.artifacts.as_ref().map(|a| a.url_ttl),
             deploy: None,
+            once_ran_on: Default::default(),
             events,
         })
     }
@@ -431,6 +442,22 @@ impl Plan {
         for (k, v) in vars {
             s.push_str(&format!("{k}={}; export {k}\n", crate::remote::q(v)?));
         }
+        Ok(s)
+    }
+
+    /// The `once: true` hooks in staged release `id` on `host`, with the hooks' env.
+    pub fn once_script(
+        &self,
+        d: &DeployPlan,
+        host: &str,
+        id: &str,
+        previous: Option<&str>,
+        redact: bool,
+    ) -> Result<String, QuoteError> {
+        let mut s = stage::once(id, &d.once, redact)?;
+        // The env after the `cd`, before the hooks.
+        let at = s.find('\n').map_or(0, |i| i + 1);
+        s.insert_str(at, &self.hook_env(host, id, previous)?);
         Ok(s)
     }
 

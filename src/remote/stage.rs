@@ -114,6 +114,14 @@ pub fn stage(p: &Stage) -> Result<String, QuoteError> {
     Ok(s)
 }
 
+/// The `once: true` `before_switch` hooks, in staged release `id` (one host runs them,
+/// after every host staged and before any switches).
+pub fn once(id: &str, hooks_: &[Text], redact: bool) -> Result<String, QuoteError> {
+    let mut s = format!("cd -- {RELEASES}/{} || exit 1\n", q(id)?);
+    s.push_str(&hooks("once", hooks_, redact, ":")?);
+    Ok(s)
+}
+
 /// Runs each hook in `dir` with the release's .env loaded; a failing hook runs `on_fail`
 /// and exits 1 after naming itself.
 pub(super) fn hooks(

@@ -1,6 +1,6 @@
 //! A whole deploy across the fleet, from connecting to the last unlock: prepare (connect,
 //! lock, survey), choose the release id, skip hosts already on this artifact, stage
-//! everywhere, then switch batch by batch. The command wraps this with the artifact, the
+//! everywhere, run the once-only hooks on one host, then switch batch by batch. The command wraps this with the artifact, the
 //! signals and the summary; the tests drive it against fake hosts.
 
 use std::sync::Arc;
@@ -68,7 +68,11 @@ pub async fn deploy(
         return (runs, Exit::Ok, release_id);
     }
     // Staging: upload and unpack everywhere before anything is switched anywhere.
-    let (runs, exit) = match stage::stage(runs, plan, policy.parallel, cancel).await {
+    let staged = match stage::stage(runs, plan, policy.parallel, cancel).await {
+        Ok(runs) => stage::once(runs, plan, cancel).await,
+        Err(runs) => Err(runs),
+    };
+    let (runs, exit) = match staged {
         Ok(runs) => activate(runs, plan, policy, cancel).await,
         Err(runs) => {
             let exit = exit::for_hosts(runs.iter().map(|r| &r.outcome), Ending::Early);

@@ -79,6 +79,7 @@ pub fn plan(kind: Kind, events: Events) -> Plan {
         proxy: None,
         artifacts_ttl: None,
         deploy: None,
+        once_ran_on: Default::default(),
         events,
     };
     if kind == Kind::Deploy {
@@ -110,6 +111,7 @@ pub fn plan(kind: Kind, events: Events) -> Plan {
             shared_dirs: Vec::new(),
             shared_files: Vec::new(),
             before_switch: Vec::new(),
+            once: Vec::new(),
             config_sha256: "cfg".into(),
             delta: DeltaMode::Off,
             force: false,
@@ -226,8 +228,15 @@ pub async fn run_until_killed_behind_proxy(
     cancel: Arc<Cancel>,
     killer: Arc<Killer>,
 ) -> Ran {
+    let proxy = Some(test_proxy());
+    run_with(kind, hosts, policy, cancel, killer, Vec::new(), proxy, 0).await
+}
+
+/// The proxy the fake runs behind: steps 10/50/100, 1 ms analysis windows, no watch, no
+/// drain wait.
+pub fn test_proxy() -> crate::config::ProxyConfig {
     use crate::config::{AnalysisConfig, Duration as D, ProxyConfig, ProxyMode};
-    let proxy = ProxyConfig {
+    ProxyConfig {
         listen: 80,
         slots: [9001, 9002],
         mode: ProxyMode::Http,
@@ -239,8 +248,23 @@ pub async fn run_until_killed_behind_proxy(
             max_error_rate: 1.0,
             max_response_time: None,
         },
-    };
-    run_with(kind, hosts, policy, cancel, killer, Vec::new(), Some(proxy)).await
+    }
+}
+
+/// A deploy whose config has `once` once-only (`once: true`) hooks.
+pub async fn deploy_with_once(hosts: Vec<Arc<FakeHost>>, policy: Policy, once: usize) -> Ran {
+    let (cancel, killer) = (Cancel::new(), Arc::default());
+    run_with(
+        Kind::Deploy,
+        hosts,
+        policy,
+        cancel,
+        killer,
+        Vec::new(),
+        None,
+        once,
+    )
+    .await
 }
 
 async fn run_artifact(
@@ -251,10 +275,11 @@ async fn run_artifact(
     killer: Arc<Killer>,
     natives: Vec<Native>,
 ) -> Ran {
-    run_with(kind, hosts, policy, cancel, killer, natives, None).await
+    run_with(kind, hosts, policy, cancel, killer, natives, None, 0).await
 }
 
-async fn run_with(
+#[allow(clippy::too_many_arguments)]
+pub async fn run_with(
     kind: Kind,
     hosts: Vec<Arc<FakeHost>>,
     policy: Policy,
@@ -262,11 +287,15 @@ async fn run_with(
     killer: Arc<Killer>,
     natives: Vec<Native>,
     proxy: Option<crate::config::ProxyConfig>,
+    once: usize,
 ) -> Ran {
     let recorder = Arc::new(Recorder::default());
     let mut plan = plan(kind, Events::new(recorder.clone()));
     plan.proxy = proxy;
     if let Some(d) = plan.deploy.as_mut() {
+        d.once = (1..=once)
+            .map(|i| crate::redact::Text::plain(format!("./bin/migrate {i}")))
+            .collect();
         let mut artifact = (*d.artifact).clone();
         artifact.natives = natives;
         d.artifact = Arc::new(artifact);

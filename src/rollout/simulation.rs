@@ -33,7 +33,7 @@ use crate::outcome::Outcome;
 use crate::plan::Kind;
 use crate::remote::release::State;
 
-use super::harness::{Ran, run_until_killed, run_until_killed_behind_proxy};
+use super::harness::{Ran, run_until_killed, run_until_killed_behind_proxy, run_with, test_proxy};
 use super::{Cancel, Policy};
 
 const OLDER: &str = "20200101T000000Z-0000000a";
@@ -70,6 +70,8 @@ struct Scenario {
     killer: Arc<Killer>,
     /// The app behind the proxy (fake HAProxy on every host).
     proxy: bool,
+    /// The deploy has once-only hooks.
+    once: bool,
     /// What was set up, for the replay's printout.
     story: Vec<String>,
 }
@@ -170,6 +172,22 @@ fn scenario(seed: u64) -> Scenario {
             }
         }
     }
+    // Once-only hooks (migrations), sometimes failing on the host that runs them.
+    let once = kind == Kind::Deploy && rng.chance(25);
+    if once {
+        story.push("once-only hooks".into());
+        for h in &mut hosts {
+            if rng.chance(20) {
+                let effect = if rng.chance(50) {
+                    Effect::Exit("once:1")
+                } else {
+                    Effect::LostBefore
+                };
+                story.push(format!("{}: at Once: {}", h.name, effect_name(&effect)));
+                *h = h.fault(When::Once, effect);
+            }
+        }
+    }
     Scenario {
         kind,
         hosts,
@@ -177,6 +195,7 @@ fn scenario(seed: u64) -> Scenario {
         cancel,
         killer,
         proxy,
+        once,
         story,
     }
 }
@@ -200,11 +219,21 @@ async fn check(seed: u64) -> Result<(), String> {
     let halt = s.policy.on_failure == OnFailure::Halt;
     let max_failures = s.policy.max_failures;
     let kind = s.kind;
-    let ran = if s.proxy {
+    let ran = if s.once {
+        let proxy = s.proxy.then(test_proxy);
+        let (hosts, natives) = (s.hosts, Vec::new());
+        run_with(
+            s.kind, hosts, s.policy, s.cancel, s.killer, natives, proxy, 1,
+        )
+        .await
+    } else if s.proxy {
         run_until_killed_behind_proxy(s.kind, s.hosts, s.policy, s.cancel, s.killer).await
     } else {
         run_until_killed(s.kind, s.hosts, s.policy, s.cancel, s.killer).await
     };
+    if s.once {
+        once_invariants(&ran).map_err(|e| format!("{e}\n  scenario: {}", s.story.join("; ")))?;
+    }
     // Time passes: every guard still armed fires.
     for h in &ran.fleet.hosts {
         h.fire_guard();
@@ -225,6 +254,36 @@ fn target(ran: &Ran, kind: Kind) -> String {
         Kind::Deploy => ran.release.clone(),
         _ => OLDER.to_owned(),
     }
+}
+
+/// Once-only hooks ran on at most one host, and no host switched (not even for a moment)
+/// unless they passed.
+fn once_invariants(ran: &Ran) -> Result<(), String> {
+    let ops = |h: &FakeHost| h.log.lock().unwrap().clone();
+    let ran_once: Vec<&str> = ran
+        .fleet
+        .hosts
+        .iter()
+        .filter(|h| ops(h).iter().any(|op| matches!(op, Op::Once { .. })))
+        .map(|h| h.name.as_str())
+        .collect();
+    if ran_once.len() > 1 {
+        return Err(format!("once-only hooks ran on {ran_once:?}"));
+    }
+    let passed = ran
+        .events
+        .iter()
+        .any(|e| matches!(e, crate::event::Event::Step { text, .. } if text == "once-only hook(s) passed"));
+    let forward = |op: &Op| matches!(op, Op::Activate { forward: true, .. });
+    for h in &ran.fleet.hosts {
+        if !passed && ops(h).iter().any(forward) {
+            return Err(format!(
+                "{} switched though the once-only hooks never passed",
+                h.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn invariants(ran: &Ran, kind: Kind, halt: bool, max_failures: usize) -> Result<(), String> {

@@ -73,6 +73,34 @@ pub async fn stage(
     if !staging_failed && !cancel.is_set() {
         return Ok(runs);
     }
+    Err(abandon(runs, plan, "staging").await)
+}
+
+/// The `once: true` hooks, on the first host still in the rollout (in the config's
+/// order), after every host staged and before any switches. `Err` when they failed or
+/// the run was interrupted meanwhile (an interrupt lets them finish): then, as when
+/// staging fails, no host switches.
+pub async fn once(
+    mut runs: Vec<HostRun>,
+    plan: &Arc<Plan>,
+    cancel: &Arc<Cancel>,
+) -> Result<Vec<HostRun>, Vec<HostRun>> {
+    if plan.deploy.as_ref().is_none_or(|d| d.once.is_empty()) {
+        return Ok(runs);
+    }
+    let Some(run) = runs.iter_mut().find(|r| r.is_pending()) else {
+        return Ok(runs);
+    };
+    if run.run_once(plan).await && !cancel.is_set() {
+        return Ok(runs);
+    }
+    Err(abandon(runs, plan, "once-only hooks").await)
+}
+
+/// After a failure (or an interrupt) before any switch: the staged release is marked
+/// failed everywhere, hosts still pending end as failed at `step` (naming why), and
+/// every lock is given back.
+async fn abandon(runs: Vec<HostRun>, plan: &Arc<Plan>, step: &'static str) -> Vec<HostRun> {
     let why = runs
         .iter()
         .find_map(|r| match &r.outcome {
@@ -83,7 +111,7 @@ pub async fn stage(
         .unwrap_or_else(|| "interrupted".into());
     let touched =
         |r: &HostRun| r.is_pending() || r.locked || matches!(r.outcome, Outcome::Failed { .. });
-    let runs = each(runs, plan, ALL, touched, move |mut run, plan| {
+    each(runs, plan, ALL, touched, move |mut run, plan| {
         let why = why.clone();
         async move {
             if let Some(id) = run.goal.clone()
@@ -93,15 +121,14 @@ pub async fn stage(
             }
             if run.is_pending() {
                 let reason = format!("not switched because {why}");
-                let step = "staging".into();
+                let step = step.into();
                 run.end(&plan, Outcome::Failed { step, reason });
             }
             run.unlock(&plan).await;
             run
         }
     })
-    .await;
-    Err(runs)
+    .await
 }
 
 /// One host's staging; a Ctrl-C abandons an upload still under way (the host discards

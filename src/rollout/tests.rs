@@ -13,7 +13,7 @@ use crate::outcome::Outcome;
 use crate::plan::Kind;
 use crate::remote::release::State;
 
-use super::harness::{Ran, deploy_natives, is, policy, run, run_until_killed};
+use super::harness::{Ran, deploy_natives, deploy_with_once, is, policy, run, run_until_killed};
 use super::{Cancel, Policy};
 use crate::artifact::Native;
 use crate::artifact::native::Machine;
@@ -42,6 +42,62 @@ fn assert_all_on(ran: &Ran, release: &str) {
 }
 
 // ---- a healthy rollout
+
+fn ran_once(ran: &Ran, host: &str) -> bool {
+    let log = ran.fleet.host(host).log.lock().unwrap().clone();
+    log.iter()
+        .any(|op| matches!(op, crate::host::Op::Once { .. }))
+}
+
+#[tokio::test]
+async fn once_hooks_run_on_the_first_host_only_after_all_staged_and_before_any_switch() {
+    let ran = deploy_with_once(fleet_on_old(4), policy(1, 2, 0, OnFailure::Rollback), 2).await;
+    assert_eq!(ran.exit, Exit::Ok);
+    assert_all_on(&ran, &ran.release);
+    assert!(ran_once(&ran, "app1"));
+    let passed = ran.step_at("app1", "once-only hook(s) passed");
+    for host in ["app1", "app2", "app3", "app4"] {
+        assert_eq!(ran_once(&ran, host), host == "app1", "{host}");
+        assert!(ran.step_at(host, "staged release") < passed, "{host}");
+        assert!(passed < ran.step_at(host, "switching to"), "{host}");
+    }
+}
+
+#[tokio::test]
+async fn a_failing_once_hook_leaves_every_host_on_its_old_release() {
+    let hosts = fleet_on_old(3);
+    hosts[0].fault(When::Once, Effect::Exit("once:1"));
+    let ran = deploy_with_once(hosts, policy(1, 2, 0, OnFailure::Rollback), 1).await;
+    assert_eq!(ran.exit, Exit::Failed);
+    assert_all_on(&ran, OLD);
+    match ran.outcome("app1") {
+        Outcome::Failed { step, reason } => {
+            assert_eq!(step, "once:1");
+            assert!(reason.contains("injected failure"), "{reason}");
+        }
+        o => panic!("app1: {o:?}"),
+    }
+    for host in ["app2", "app3"] {
+        assert!(!ran_once(&ran, host), "{host}");
+        match ran.outcome(host) {
+            Outcome::Failed { step, reason } => {
+                assert_eq!(step, "once-only hooks");
+                assert!(reason.contains("app1 failed at once:1"), "{reason}");
+            }
+            o => panic!("{host}: {o:?}"),
+        }
+    }
+    for h in &ran.fleet.hosts {
+        assert_eq!(h.state_of(&ran.release), Some(State::Failed), "{}", h.name);
+    }
+}
+
+#[tokio::test]
+async fn without_once_hooks_no_host_runs_them() {
+    let ran = deploy_with_once(fleet_on_old(2), policy(1, 2, 0, OnFailure::Rollback), 0).await;
+    assert_eq!(ran.exit, Exit::Ok);
+    assert!(!ran_once(&ran, "app1") && !ran_once(&ran, "app2"));
+}
 
 #[tokio::test]
 async fn every_host_switches_canary_first_then_batches() {

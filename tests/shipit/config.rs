@@ -401,3 +401,39 @@ fn a_proxy_section_resolves_with_its_defaults() {
     assert_eq!(proxy["mode"], "http");
     assert_eq!(proxy["analysis"]["max_error_rate"], 1.0);
 }
+
+#[test]
+fn before_switch_hooks_are_commands_or_objects_with_once() {
+    let p = Project::new();
+    p.file(
+        "deploy.yaml",
+        "app: hello\nhosts: [a]\nhooks:\n  before_switch:\n    - ./bin/check\n    - run: ./bin/hello migrate\n      once: true\n    - run: ./bin/warm\n",
+    );
+    let out = p.run(&["config", "--json"]);
+    out.code(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        v["hooks"]["before_switch"],
+        serde_json::json!(["./bin/check", "./bin/warm"])
+    );
+    assert_eq!(
+        v["hooks"]["before_switch_once"],
+        serde_json::json!(["./bin/hello migrate"])
+    );
+}
+
+#[test]
+fn a_hook_object_with_an_unknown_key_or_no_run_is_refused() {
+    let yaml = "app: hello\nhooks:\n  before_switch:\n    - run: x\n      onse: true\n";
+    insta::assert_snapshot!(config_error(yaml), @r"
+    error: deploy.yaml:5:7: unknown key `onse`
+    hint: did you mean `once`?
+    ");
+    let yaml = "app: hello\nhooks:\n  before_switch:\n    - once: true\n";
+    insta::assert_snapshot!(config_error(yaml), @"error: deploy.yaml:4:7: missing field `run`");
+    let yaml = "app: hello\nhooks:\n  after_switch:\n    - run: x\n      once: true\n";
+    insta::assert_snapshot!(config_error(yaml), @r"
+    error: deploy.yaml:5:13: `hooks.after_switch[0].once`: only `hooks.before_switch` hooks can run once
+    hint: move the hook to `before_switch`, or drop `once`
+    ");
+}

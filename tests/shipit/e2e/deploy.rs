@@ -1452,3 +1452,75 @@ fn hooks_get_the_runs_context_in_their_environment() {
     let summary: serde_json::Value = serde_json::from_str(&app.p.read("summary.json")).unwrap();
     assert_eq!(summary["hosts"][0]["result"], "done", "{summary:#}");
 }
+
+/// `once: true`: the migration runs on exactly one host (the first), after every host
+/// staged and before any host switched; the history says where. A failing one leaves
+/// every host on its old release.
+#[test]
+fn a_once_only_hook_runs_on_one_host_before_any_switch_and_its_failure_switches_none() {
+    let Some(tb) = Testbed::up("e2e-once", 3) else {
+        return;
+    };
+    let app = App::new(&tb, &[0, 1, 2], "rollout: {canary: 1, parallel: 1}\n");
+    assert_eq!(app.deploy("1", &[], &[]).0.code, 0);
+    let first = app.current(0);
+    let text = app.p.read("deploy.yaml").replace(
+        "hooks:\n  before_switch: ['test -x bin/hello']\n",
+        "hooks:\n  before_switch:\n    - 'test -x bin/hello'\n    - run: \
+         'date +%s.%N > /tmp/once-at && echo \"$SHIPIT_HOST $SHIPIT_RELEASE\" > /tmp/once-ran \
+         && test \"${FAIL_ONCE:-no}\" = no'\n      once: true\n",
+    );
+    let text = text.replace("env:\n", "env:\n  FAIL_ONCE: ${FAIL_ONCE:-no}\n");
+    assert!(
+        text.contains("once: true") && text.contains("FAIL_ONCE:"),
+        "{text}"
+    );
+    app.p.file("deploy.yaml", &text);
+
+    app.set_version("2");
+    let (out, _) = app.deploy("2", &[], &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let release = app.current(0);
+    assert_ne!(release, first);
+    let ip0 = &tb.host(0).ip;
+    assert_eq!(
+        tb.root(0, "cat /tmp/once-ran").trim(),
+        format!("{ip0} {release}")
+    );
+    let ran_at: f64 = tb.root(0, "cat /tmp/once-at").trim().parse().unwrap();
+    for i in 0..3 {
+        assert_eq!(app.current(i), release, "host {i}");
+        if i > 0 {
+            assert_eq!(tb.root(i, "cat /tmp/once-ran 2>/dev/null || true"), "");
+        }
+        // `current` was replaced after the hook ran: the link's own mtime is its switch.
+        let switched: f64 = tb
+            .root(i, "stat -c %.9Y /opt/hello/current")
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            ran_at < switched,
+            "host {i}: hook at {ran_at}, switch at {switched}"
+        );
+        let history = tb.root(i, "tail -n 1 /opt/hello/.shipit/history.jsonl");
+        let line: serde_json::Value = serde_json::from_str(history.trim()).unwrap();
+        assert_eq!(line["once_on"], ip0.as_str(), "host {i}: {line}");
+    }
+
+    app.set_version("3");
+    let (out, summary) = app.deploy("3", &[("FAIL_ONCE", "yes")], &[]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    for i in 0..3 {
+        assert_eq!(app.current(i), release, "host {i} switched");
+        assert_eq!(app.active(i), "active", "host {i}");
+    }
+    assert_eq!(summary["hosts"][0]["step"], "once:1", "{summary:#}");
+    assert!(
+        summary["hosts"][1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("failed at once:1"),
+        "{summary:#}"
+    );
+}
