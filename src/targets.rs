@@ -1,5 +1,7 @@
-//! From the config's hosts to SSH targets: deploy.yaml's values win, ~/.ssh/config fills
-//! in the rest (HostName, User, Port, IdentityFile, ProxyJump, UserKnownHostsFile).
+//! From the config's hosts to SSH targets: deploy.yaml's values win, ssh_config
+//! (`~/.ssh/config` then `/etc/ssh/ssh_config`, or `ssh.config_file`) fills in the rest
+//! (HostName, User, Port, IdentityFile, IdentityAgent, ProxyJump, ProxyCommand,
+//! UserKnownHostsFile, GlobalKnownHostsFile).
 
 use std::path::{Path, PathBuf};
 
@@ -53,7 +55,11 @@ impl Selection {
 }
 
 /// Every host of the environment, or those `only` picks (names or globs), as SSH targets.
-pub fn resolve(config: &Config, only: Option<&[String]>) -> Result<Vec<Target>, Failure> {
+pub fn resolve(
+    config: &Config,
+    only: Option<&[String]>,
+    printer: &crate::printer::Printer,
+) -> Result<Vec<Target>, Failure> {
     if config.hosts.is_empty() {
         let env = config
             .environment
@@ -81,9 +87,26 @@ pub fn resolve(config: &Config, only: Option<&[String]>) -> Result<Vec<Target>, 
         }
     }
     let local = ssh_config::Local::from_env();
-    let user_config = ssh_config::SshConfig::load_user(&local)
-        .map_err(|e| Failure::new(Exit::Invalid, format!("~/.ssh/config: {e}")))?;
     let ssh = &config.ssh;
+    let config_file = ssh.config_file.as_ref().map(|f| {
+        config
+            .dir
+            .join(ssh_config::expand_tilde(Path::new(f.expose()), &local.home))
+    });
+    if let Some(file) = &config_file
+        && !file.is_file()
+    {
+        return Err(Failure::new(
+            Exit::Invalid,
+            format!("ssh.config_file: {} does not exist", file.display()),
+        )
+        .hint("name an ssh_config file, relative to deploy.yaml or absolute"));
+    }
+    let user_config = ssh_config::SshConfig::load_for(&local, config_file.as_deref())
+        .map_err(|e| Failure::new(Exit::Invalid, format!("ssh_config: {e}")))?;
+    for warning in &user_config.warnings {
+        printer.warn(warning);
+    }
     let known_hosts = match ssh.known_hosts {
         KnownHostsPolicy::Strict => ssh::KnownHostsPolicy::Strict,
         KnownHostsPolicy::AcceptNew => ssh::KnownHostsPolicy::AcceptNew,

@@ -54,7 +54,7 @@ struct Report {
 
 pub fn run(settings: &Settings, json: bool, hosts: Option<Vec<String>>) -> Result<Exit> {
     let config = settings.load_config()?;
-    let targets = crate::targets::resolve(&config, hosts.as_deref())?;
+    let targets = crate::targets::resolve(&config, hosts.as_deref(), &settings.printer)?;
     let needed = last_artifact(&config).and_then(|p| needed_bytes(&p));
     let unit_file = config
         .service

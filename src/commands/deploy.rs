@@ -19,7 +19,7 @@ use crate::ssh::Connector;
 
 pub fn run(settings: &Settings, opts: DeployOptions) -> Result<Exit> {
     let config = settings.load_config()?;
-    let targets = crate::targets::resolve(&config, opts.hosts.as_deref())?;
+    let targets = crate::targets::resolve(&config, opts.hosts.as_deref(), &settings.printer)?;
     let printer = settings.printer;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

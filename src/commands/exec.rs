@@ -44,7 +44,7 @@ pub(super) fn everywhere(
     script: &str,
     sink: Sink,
 ) -> Result<Exit> {
-    let targets = crate::targets::resolve(config, hosts.as_deref())?;
+    let targets = crate::targets::resolve(config, hosts.as_deref(), &settings.printer)?;
     let printer = settings.printer;
     let plan = Arc::new(Plan::new(config, Kind::Status, None, Events::none())?);
     let script = Arc::new(format!(

@@ -18,7 +18,7 @@ use crate::ssh::Connector;
 
 pub fn run(settings: &Settings, opts: RollbackOptions) -> Result<Exit> {
     let config = settings.load_config()?;
-    let targets = crate::targets::resolve(&config, opts.hosts.as_deref())?;
+    let targets = crate::targets::resolve(&config, opts.hosts.as_deref(), &settings.printer)?;
     let printer = settings.printer;
     let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
     let live = Live::new(printer, &names);

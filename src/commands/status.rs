@@ -113,7 +113,7 @@ pub fn run(
     hosts: Option<Vec<String>>,
 ) -> Result<Exit> {
     let config = settings.load_config()?;
-    let targets = crate::targets::resolve(&config, hosts.as_deref())?;
+    let targets = crate::targets::resolve(&config, hosts.as_deref(), &settings.printer)?;
     let printer = settings.printer;
     let plan = Arc::new(Plan::new(&config, Kind::Status, None, Events::none())?);
     let runtime = tokio::runtime::Builder::new_multi_thread()

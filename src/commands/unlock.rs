@@ -71,7 +71,7 @@ pub(super) fn on_each_host(
     judge: impl Fn(&str) -> Outcome + Send + Sync + 'static,
 ) -> Result<Exit> {
     let config = settings.load_config()?;
-    let targets = crate::targets::resolve(&config, hosts.as_deref())?;
+    let targets = crate::targets::resolve(&config, hosts.as_deref(), &settings.printer)?;
     let printer = settings.printer;
     let plan = Arc::new(Plan::new(&config, kind, None, Events::none())?);
     let script = Arc::new(script(&plan));

@@ -52,6 +52,7 @@ pub struct Ssh {
     pub identity_files: Option<List>,
     pub known_hosts: Option<S<KnownHostsPolicy>>,
     pub known_hosts_file: Option<S<String>>,
+    pub config_file: Option<S<String>>,
     pub proxy_jump: Option<S<String>>,
     pub connect_timeout: Option<S<Duration>>,
 }
@@ -331,6 +332,7 @@ merge_struct!(Ssh {
     identity_files,
     known_hosts,
     known_hosts_file,
+    config_file,
     proxy_jump,
     connect_timeout
 });
@@ -434,6 +436,7 @@ pub const ALL_KEYS: &[&str] = &[
     "ssh.identity_files",
     "ssh.known_hosts",
     "ssh.known_hosts_file",
+    "ssh.config_file",
     "ssh.proxy_jump",
     "ssh.connect_timeout",
     "shared.dirs",

@@ -56,6 +56,8 @@ pub struct SshConfig {
     pub identity_files: Vec<Text>,
     pub known_hosts: KnownHostsPolicy,
     pub known_hosts_file: Option<Text>,
+    /// An ssh_config read instead of `~/.ssh/config` and `/etc/ssh/ssh_config`.
+    pub config_file: Option<Text>,
     pub proxy_jump: Option<HostSpec>,
     pub connect_timeout: Duration,
 }

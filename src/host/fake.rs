@@ -648,6 +648,8 @@ pub fn target(name: &str) -> Target {
         known_hosts: ssh::KnownHostsPolicy::Strict,
         known_hosts_files: Vec::new(),
         proxy_jump: None,
+        proxy_command: None,
+        identity_agent: None,
         connect_timeout: Duration::from_secs(1),
     }
 }

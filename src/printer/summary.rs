@@ -210,6 +210,8 @@ mod tests {
             known_hosts: crate::ssh::KnownHostsPolicy::Strict,
             known_hosts_files: Vec::new(),
             proxy_jump: None,
+            proxy_command: None,
+            identity_agent: None,
             connect_timeout: std::time::Duration::from_secs(1),
         });
         run.outcome = outcome;

@@ -1,7 +1,8 @@
 //! A whole deploy across the fleet, from connecting to the last unlock: prepare (connect,
 //! lock, survey), choose the release id, skip hosts already on this artifact, stage
-//! everywhere, run the once-only hooks on one host, then switch batch by batch. The command wraps this with the artifact, the
-//! signals and the summary; the tests drive it against fake hosts.
+//! everywhere, run the once-only hooks on one host, then switch batch by batch. The
+//! command wraps this with the artifact, the signals and the summary; the tests drive it
+//! against fake hosts.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -270,10 +270,9 @@ fn once_invariants(ran: &Ran) -> Result<(), String> {
     if ran_once.len() > 1 {
         return Err(format!("once-only hooks ran on {ran_once:?}"));
     }
-    let passed = ran
-        .events
-        .iter()
-        .any(|e| matches!(e, crate::event::Event::Step { text, .. } if text == "once-only hook(s) passed"));
+    let passed = ran.events.iter().any(|e| {
+        matches!(e, crate::event::Event::Step { text, .. } if text == "once-only hook(s) passed")
+    });
     let forward = |op: &Op| matches!(op, Op::Activate { forward: true, .. });
     for h in &ran.fleet.hosts {
         if !passed && ops(h).iter().any(forward) {

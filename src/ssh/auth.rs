@@ -69,7 +69,13 @@ pub(crate) async fn authenticate(
     deadline: &mut Deadline,
 ) -> Result<(), Error> {
     let mut tried = Vec::new();
-    let (mut agent, agent_keys) = match open_agent(handle, &methods.agent, deadline).await {
+    // `IdentityAgent` in ssh_config picks this host's agent.
+    let source = match &target.identity_agent {
+        Some(super::target::IdentityAgent::Socket(path)) => AgentSource::Path(path.clone()),
+        Some(super::target::IdentityAgent::None) => AgentSource::Disabled,
+        None => methods.agent.clone(),
+    };
+    let (mut agent, agent_keys) = match open_agent(handle, &source, deadline).await {
         Ok(Some((agent, keys))) => (Some(agent), keys),
         Ok(None) => (None, Vec::new()),
         Err(note) => {

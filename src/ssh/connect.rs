@@ -170,6 +170,38 @@ impl Connector {
                     .map_err(|e| e.into_error(target))?;
                 (handle, Some(Box::new(bastion)))
             }
+            None if target.proxy_command.is_some() => {
+                let command = target.proxy_command.clone().unwrap_or_default();
+                let (stream, said) =
+                    spawn_proxy_command(target, &command).map_err(|e| Error::ProxyCommand {
+                        host: target.name.clone(),
+                        command: command.clone(),
+                        what: format!("could not be started ({e})"),
+                        stderr: String::new(),
+                    })?;
+                let handshake = client::connect_stream(config, stream, handler);
+                let what = match deadline.run(Phase::Handshake, handshake).await {
+                    Ok(Ok(handle)) => return self.finish(handle, target, None, deadline).await,
+                    Err(timeout) => timeout.to_string(),
+                    Ok(Err(e)) => match e.into_error(target) {
+                        // Its key did not verify: that is the error, not the command.
+                        e @ (Error::HostKeyChanged { .. }
+                        | Error::HostKeyUnknown { .. }
+                        | Error::HostKeyRevoked { .. }
+                        | Error::KnownHostsFile { .. }) => return Err(e),
+                        e => format!("did not carry an SSH connection ({e})"),
+                    },
+                };
+                // Give the command's last words a moment to arrive.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let stderr = said.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                return Err(Error::ProxyCommand {
+                    host: target.name.clone(),
+                    command,
+                    what,
+                    stderr,
+                });
+            }
             None => {
                 let stream = tcp_connect(target, &deadline).await?;
                 let handshake = client::connect_stream(config, stream, handler);
@@ -181,7 +213,17 @@ impl Connector {
             }
         };
 
-        let mut handle = handle;
+        self.finish(handle, target, jump, deadline).await
+    }
+
+    /// Authenticates on a connection whose handshake is done.
+    async fn finish(
+        &self,
+        mut handle: client::Handle<ClientHandler>,
+        target: &Target,
+        jump: Option<Box<Session>>,
+        mut deadline: Deadline,
+    ) -> Result<Session, Error> {
         auth::authenticate(&mut handle, target, &self.methods, &mut deadline).await?;
         Ok(Session::new(target.name.clone(), handle, jump))
     }
@@ -245,6 +287,54 @@ fn cipher_order() -> Vec<russh::cipher::Name> {
         order.insert(0, cipher::AES_256_GCM);
     }
     order
+}
+
+/// What a ProxyCommand has written on its stderr (the last few KiB).
+type Said = Arc<std::sync::Mutex<String>>;
+
+/// Starts `sh -c command` (`ProxyCommand`, tokens expanded): its stdout and stdin carry
+/// the SSH stream. Its stderr is kept (to explain a failure) and logged at debug level.
+/// The command ends when the connection is dropped (its stdin closes).
+fn spawn_proxy_command(
+    target: &Target,
+    command: &str,
+) -> std::io::Result<(
+    impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    Said,
+)> {
+    use std::process::Stdio;
+    use tokio::io::AsyncBufReadExt;
+    tracing::debug!(host = %target.name, command, "starting ProxyCommand");
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        unreachable!("all three are piped");
+    };
+    let said: Said = Arc::default();
+    let (keep, host) = (said.clone(), target.name.clone());
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::debug!(host = %host, "ProxyCommand: {line}");
+            let mut kept = keep.lock().unwrap_or_else(|p| p.into_inner());
+            if kept.len() < 4096 {
+                if !kept.is_empty() {
+                    kept.push_str(" / ");
+                }
+                kept.push_str(line.trim());
+            }
+        }
+        // Reaped here, so no zombie is left when the connection ends.
+        let _ = child.wait().await;
+    });
+    Ok((tokio::io::join(stdout, stdin), said))
 }
 
 async fn tcp_connect(target: &Target, deadline: &Deadline) -> Result<TcpStream, Error> {

@@ -148,6 +148,19 @@ pub enum Error {
         tried: Vec<String>,
     },
 
+    #[error(
+        "host `{host}`: its ProxyCommand `{command}` {what}{}\n\
+         hint: run the command by hand to see it connect; it must carry the SSH stream on \
+         its stdin and stdout (e.g. `ssh -W %h:%p bastion`)",
+        if stderr.is_empty() { String::new() } else { format!("; it said: {stderr}") }
+    )]
+    ProxyCommand {
+        host: String,
+        command: String,
+        what: String,
+        stderr: String,
+    },
+
     #[error("host `{host}`: cannot reach it through jump host `{via}`: {source}")]
     Jump {
         host: String,
@@ -211,6 +224,7 @@ impl Error {
             | Error::Auth { host, .. }
             | Error::KeyNeedsPassphrase { host, .. }
             | Error::Jump { host, .. }
+            | Error::ProxyCommand { host, .. }
             | Error::JumpChannel { host, .. }
             | Error::Tunnel { host, .. }
             | Error::Channel { host, .. }

@@ -208,6 +208,8 @@ mod tests {
             known_hosts: policy,
             known_hosts_files: files,
             proxy_jump: None,
+            proxy_command: None,
+            identity_agent: None,
             connect_timeout: Duration::from_secs(1),
         })
     }

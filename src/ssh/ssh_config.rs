@@ -1,9 +1,12 @@
-//! `~/.ssh/config`, the parts shipit honours: `Host` blocks (patterns with `*`, `?` and
-//! `!`), `Match all`, `Include` (with globs, relative to ~/.ssh), and the keywords
-//! `HostName`, `User`, `Port`, `IdentityFile`, `ProxyJump` and `UserKnownHostsFile`.
-//! Other keywords are ignored. Like OpenSSH, the first value found for a keyword wins,
-//! except `IdentityFile`, which collects every match in order. `Match` blocks other than
-//! `Match all` are never applied (their criteria are not evaluated).
+//! `~/.ssh/config` then `/etc/ssh/ssh_config` (or one file instead of both, as `ssh -F`),
+//! the parts shipit honours: `Host` blocks (patterns with `*`, `?` and `!`), `Match all`,
+//! `Include` (with globs, relative to ~/.ssh, or /etc/ssh in the system file), and the
+//! keywords `HostName`, `User`, `Port`, `IdentityFile`, `IdentityAgent`, `ProxyJump`,
+//! `ProxyCommand`, `UserKnownHostsFile` and `GlobalKnownHostsFile`. Other keywords are
+//! ignored. Like OpenSSH, the first value found for a keyword wins, except
+//! `IdentityFile`, which collects every match in order. `Match` blocks other than
+//! `Match all` are not applied (their criteria are not evaluated), and each one is a
+//! warning naming its file and line, never a silent skip.
 //!
 //! [`resolve`] turns a host alias plus the explicit settings from deploy.yaml into a
 //! [`Target`]; explicit values always win over ~/.ssh/config, which wins over defaults.
@@ -14,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::pattern::{match_pattern_list, wildcard_match};
-use super::target::{KnownHostsPolicy, Target};
+use super::target::{IdentityAgent, KnownHostsPolicy, Target};
 
 const MAX_INCLUDE_DEPTH: usize = 16;
 const MAX_JUMP_HOPS: usize = 8;
@@ -52,6 +55,8 @@ struct Item {
     conditions: Vec<Condition>,
     keyword: String,
     args: Vec<String>,
+    /// The line after the keyword, as written (`ProxyCommand` takes it whole).
+    rest: String,
     file: PathBuf,
     line: usize,
 }
@@ -61,6 +66,10 @@ struct Item {
 pub struct SshConfig {
     items: Vec<Item>,
     home: PathBuf,
+    /// Where relative `Include` paths start (`~/.ssh`, or `/etc/ssh` for the system file).
+    include_dir: PathBuf,
+    /// What the parse could not honour (`Match` blocks), each naming its file and line.
+    pub warnings: Vec<String>,
 }
 
 /// The settings ssh_config gives for one alias, before defaults and token expansion.
@@ -71,7 +80,12 @@ pub struct HostConfig {
     pub port: Option<u16>,
     pub identity_files: Vec<String>,
     pub proxy_jump: Option<String>,
+    /// `ProxyCommand`, as written (tokens not yet expanded).
+    pub proxy_command: Option<String>,
+    /// `IdentityAgent`, as written.
+    pub identity_agent: Option<String>,
     pub user_known_hosts_files: Option<Vec<String>>,
+    pub global_known_hosts_files: Option<Vec<String>>,
 }
 
 /// `[user@]host[:port]`, as in deploy.yaml host lists and ProxyJump.
@@ -102,6 +116,8 @@ pub struct Explicit {
 pub struct Local {
     pub home: PathBuf,
     pub user: String,
+    /// The system's ssh directory (`/etc/ssh`): `ssh_config`, `ssh_known_hosts`.
+    pub system: PathBuf,
 }
 
 /// Default connect timeout when none is given.
@@ -119,7 +135,11 @@ impl Local {
             .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
             .or_else(passwd_user)
             .unwrap_or_else(|| "root".to_owned());
-        Local { home, user }
+        Local {
+            home,
+            user,
+            system: PathBuf::from("/etc/ssh"),
+        }
     }
 }
 
@@ -135,19 +155,45 @@ fn passwd_user() -> Option<String> {
 }
 
 impl SshConfig {
-    /// Reads `~/.ssh/config`; a missing file is an empty config.
-    pub fn load_user(local: &Local) -> Result<SshConfig, ConfigError> {
-        SshConfig::load(&local.home.join(".ssh/config"), &local.home)
+    /// Reads `~/.ssh/config` then `/etc/ssh/ssh_config` (missing files are empty), as
+    /// OpenSSH does; with `only` (`ssh.config_file`), that file alone, as `ssh -F` does.
+    pub fn load_for(local: &Local, only: Option<&Path>) -> Result<SshConfig, ConfigError> {
+        let ssh_dir = local.home.join(".ssh");
+        if let Some(file) = only {
+            return SshConfig::load(file, &local.home, &ssh_dir, false);
+        }
+        let mut config = SshConfig::load(&ssh_dir.join("config"), &local.home, &ssh_dir, false)?;
+        let system = SshConfig::load(
+            &local.system.join("ssh_config"),
+            &local.home,
+            &local.system,
+            false,
+        )?;
+        config.items.extend(system.items);
+        config.warnings.extend(system.warnings);
+        Ok(config)
     }
 
-    /// Reads `file` (missing: empty config). Relative `Include` paths are taken from
-    /// `home/.ssh`.
-    pub fn load(file: &Path, home: &Path) -> Result<SshConfig, ConfigError> {
+    /// Reads `~/.ssh/config` alone; a missing file is an empty config.
+    pub fn load_user(local: &Local) -> Result<SshConfig, ConfigError> {
+        let ssh_dir = local.home.join(".ssh");
+        SshConfig::load(&ssh_dir.join("config"), &local.home, &ssh_dir, false)
+    }
+
+    /// Reads `file` (missing: empty config, unless `must_exist`). Relative `Include`
+    /// paths are taken from `include_dir`.
+    fn load(
+        file: &Path,
+        home: &Path,
+        include_dir: &Path,
+        must_exist: bool,
+    ) -> Result<SshConfig, ConfigError> {
         match std::fs::read_to_string(file) {
-            Ok(text) => SshConfig::parse(&text, file, home),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SshConfig {
-                items: Vec::new(),
+            Ok(text) => SshConfig::parse_in(&text, file, home, include_dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => Ok(SshConfig {
                 home: home.to_owned(),
+                include_dir: include_dir.to_owned(),
+                ..SshConfig::default()
             }),
             Err(source) => Err(ConfigError::Read {
                 file: file.to_owned(),
@@ -156,11 +202,22 @@ impl SshConfig {
         }
     }
 
-    /// Parses config text; `file` names it in errors. Included files are read from disk.
+    /// Parses config text; `file` names it in errors. Included files are read from disk,
+    /// relative ones from `home/.ssh`.
     pub fn parse(text: &str, file: &Path, home: &Path) -> Result<SshConfig, ConfigError> {
+        SshConfig::parse_in(text, file, home, &home.join(".ssh"))
+    }
+
+    fn parse_in(
+        text: &str,
+        file: &Path,
+        home: &Path,
+        include_dir: &Path,
+    ) -> Result<SshConfig, ConfigError> {
         let mut config = SshConfig {
-            items: Vec::new(),
             home: home.to_owned(),
+            include_dir: include_dir.to_owned(),
+            ..SshConfig::default()
         };
         config.parse_into(text, file, &[], 0)?;
         Ok(config)
@@ -181,7 +238,8 @@ impl SshConfig {
                 line,
                 message,
             };
-            let Some((keyword, args)) = split_line(raw).map_err(|m| syntax(m.to_owned()))? else {
+            let Some((keyword, args, rest)) = split_line(raw).map_err(|m| syntax(m.to_owned()))?
+            else {
                 continue;
             };
             let conditions = || {
@@ -201,6 +259,13 @@ impl SshConfig {
                     block = Some(if all {
                         Condition::Host(vec!["*".into()])
                     } else {
+                        self.warnings.push(format!(
+                            "{}:{line}: `Match {}` is not evaluated by shipit: the settings \
+                             under it are not applied (only `Host` blocks and `Match all` \
+                             are); move them under a `Host` block, or set them in deploy.yaml",
+                            file.display(),
+                            args.join(" ")
+                        ));
                         Condition::Never
                     });
                 }
@@ -212,7 +277,7 @@ impl SshConfig {
                     }
                     let conds = conditions();
                     for pattern in &args {
-                        for path in expand_include(pattern, &self.home) {
+                        for path in expand_include(pattern, &self.home, &self.include_dir) {
                             let text = match std::fs::read_to_string(&path) {
                                 Ok(t) => t,
                                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -232,6 +297,7 @@ impl SshConfig {
                         conditions: conditions(),
                         keyword,
                         args,
+                        rest,
                         file: file.to_owned(),
                         line,
                     });
@@ -266,11 +332,23 @@ impl SshConfig {
                     out.port = Some(port);
                 }
                 "identityfile" => out.identity_files.push(first()),
-                "proxyjump" => {
+                // The first of ProxyJump and ProxyCommand wins, as in OpenSSH.
+                "proxyjump" if out.proxy_command.is_none() => {
                     out.proxy_jump.get_or_insert_with(first);
+                }
+                // The rest of the line, as written (quotes were only grouping).
+                "proxycommand" if out.proxy_jump.is_none() => {
+                    out.proxy_command.get_or_insert_with(|| item.rest.clone());
+                }
+                "identityagent" => {
+                    out.identity_agent.get_or_insert_with(first);
                 }
                 "userknownhostsfile" => {
                     out.user_known_hosts_files
+                        .get_or_insert_with(|| item.args.clone());
+                }
+                "globalknownhostsfile" => {
+                    out.global_known_hosts_files
                         .get_or_insert_with(|| item.args.clone());
                 }
                 _ => {}
@@ -291,9 +369,13 @@ impl Item {
     }
 }
 
-/// Splits a config line into a lower-cased keyword and its arguments (double quotes
-/// group, `#` starts a comment). `None` for blank and comment lines.
-fn split_line(raw: &str) -> Result<Option<(String, Vec<String>)>, &'static str> {
+/// A config line: its keyword, its arguments, the rest of the line as written.
+type Line = (String, Vec<String>, String);
+
+/// Splits a config line into a lower-cased keyword, its arguments (double quotes group,
+/// `#` starts a comment) and the rest of the line as written. `None` for blank and
+/// comment lines.
+fn split_line(raw: &str) -> Result<Option<Line>, &'static str> {
     let line = raw.trim();
     if line.is_empty() || line.starts_with('#') {
         return Ok(None);
@@ -306,6 +388,7 @@ fn split_line(raw: &str) -> Result<Option<(String, Vec<String>)>, &'static str> 
     if let Some(r) = rest.strip_prefix('=') {
         rest = r.trim_start();
     }
+    let whole = rest.trim_end().to_owned();
     let mut args = Vec::new();
     let mut chars = rest.chars().peekable();
     loop {
@@ -332,17 +415,17 @@ fn split_line(raw: &str) -> Result<Option<(String, Vec<String>)>, &'static str> 
         }
         args.push(arg);
     }
-    Ok(Some((keyword, args)))
+    Ok(Some((keyword, args, whole)))
 }
 
-/// `Include` argument to the files it names, sorted; relative paths are under ~/.ssh.
-fn expand_include(pattern: &str, home: &Path) -> Vec<PathBuf> {
+/// `Include` argument to the files it names, sorted; relative paths are under `dir`.
+fn expand_include(pattern: &str, home: &Path, dir: &Path) -> Vec<PathBuf> {
     let path = if let Some(rest) = pattern.strip_prefix("~/") {
         home.join(rest)
     } else if Path::new(pattern).is_absolute() {
         PathBuf::from(pattern)
     } else {
-        home.join(".ssh").join(pattern)
+        dir.join(pattern)
     };
     let mut found = vec![PathBuf::from("/")];
     for component in path.components().skip(1) {
@@ -482,14 +565,50 @@ fn resolve_hop(
             identity_files.push(path);
         }
     }
-    let known_hosts_files = match (&explicit.known_hosts_file, &found.user_known_hosts_files) {
-        (Some(file), _) => vec![expand_tilde(file, &local.home)],
-        (None, Some(files)) => files
+    // The user's files, then the system's (OpenSSH's `GlobalKnownHostsFile`), unless
+    // deploy.yaml names the one file to use.
+    let expand_all = |files: &[String]| -> Vec<PathBuf> {
+        files
             .iter()
             .filter(|f| *f != "none")
             .map(|f| PathBuf::from(tokens.expand_path(f)))
-            .collect(),
-        (None, None) => vec![local.home.join(".ssh/known_hosts")],
+            .collect()
+    };
+    let known_hosts_files = match (&explicit.known_hosts_file, &found.user_known_hosts_files) {
+        (Some(file), _) => vec![expand_tilde(file, &local.home)],
+        (None, user) => {
+            let mut files = match user {
+                Some(files) => expand_all(files),
+                None => vec![
+                    local.home.join(".ssh/known_hosts"),
+                    local.home.join(".ssh/known_hosts2"),
+                ],
+            };
+            files.extend(match &found.global_known_hosts_files {
+                Some(global) => expand_all(global),
+                None => vec![
+                    local.system.join("ssh_known_hosts"),
+                    local.system.join("ssh_known_hosts2"),
+                ],
+            });
+            files
+        }
+    };
+    let proxy_command = match (&explicit.proxy_jump, &found.proxy_command) {
+        // deploy.yaml's `ssh.proxy_jump` wins over ssh_config's ProxyCommand.
+        (Some(_), _) => None,
+        (None, Some(c)) if c != "none" => Some(tokens.expand(c)),
+        (None, _) => None,
+    };
+    let identity_agent = match found.identity_agent.as_deref() {
+        None | Some("SSH_AUTH_SOCK") => None,
+        Some("none") => Some(IdentityAgent::None),
+        Some(var) if var.starts_with('$') => Some(
+            std::env::var_os(&var[1..])
+                .filter(|v| !v.is_empty())
+                .map_or(IdentityAgent::None, |v| IdentityAgent::Socket(v.into())),
+        ),
+        Some(path) => Some(IdentityAgent::Socket(tokens.expand_path(path).into())),
     };
     let connect_timeout = explicit.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
 
@@ -545,7 +664,9 @@ fn resolve_hop(
             .collect(),
         known_hosts: explicit.known_hosts,
         known_hosts_files,
+        proxy_command: proxy_command.filter(|_| proxy_jump.is_none()),
         proxy_jump,
+        identity_agent,
         connect_timeout,
     })
 }

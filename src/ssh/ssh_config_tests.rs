@@ -3,6 +3,7 @@ use super::*;
 fn local() -> Local {
     Local {
         home: PathBuf::from("/home/me"),
+        system: PathBuf::from("/etc-nowhere/ssh"),
         user: "me".into(),
     }
 }
@@ -30,8 +31,15 @@ fn defaults_without_config() {
     assert!(t.identity_files.is_empty());
     assert_eq!(
         t.known_hosts_files,
-        vec![PathBuf::from("/home/me/.ssh/known_hosts")]
+        vec![
+            PathBuf::from("/home/me/.ssh/known_hosts"),
+            PathBuf::from("/home/me/.ssh/known_hosts2"),
+            PathBuf::from("/etc-nowhere/ssh/ssh_known_hosts"),
+            PathBuf::from("/etc-nowhere/ssh/ssh_known_hosts2"),
+        ]
     );
+    assert_eq!(t.proxy_command, None);
+    assert_eq!(t.identity_agent, None);
     assert_eq!(t.known_hosts, KnownHostsPolicy::Strict);
     assert_eq!(t.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
     assert!(t.proxy_jump.is_none());
@@ -77,7 +85,9 @@ fn first_value_wins_and_identity_files_accumulate() {
         t.known_hosts_files,
         vec![
             PathBuf::from("/home/me/.ssh/known_hosts.prod"),
-            PathBuf::from("/etc/ssh/with space")
+            PathBuf::from("/etc/ssh/with space"),
+            PathBuf::from("/etc-nowhere/ssh/ssh_known_hosts"),
+            PathBuf::from("/etc-nowhere/ssh/ssh_known_hosts2"),
         ]
     );
 }
@@ -186,13 +196,119 @@ fn proxy_jump_loop_is_an_error() {
 }
 
 #[test]
-fn match_all_applies_other_match_blocks_do_not() {
-    let t = target(
-        "x",
-        &Explicit::default(),
-        "Match host x\n User nope\nMatch all\n User yes\n",
-    );
+fn match_all_applies_other_match_blocks_do_not_and_each_is_a_warning() {
+    let text = "Match host x\n User nope\nMatch all\n User yes\n";
+    let t = target("x", &Explicit::default(), text);
     assert_eq!(t.user, "yes");
+    assert_eq!(
+        cfg(text).warnings,
+        [
+            "/home/me/.ssh/config:1: `Match host x` is not evaluated by shipit: the settings under \
+          it are not applied (only `Host` blocks and `Match all` are); move them under a \
+          `Host` block, or set them in deploy.yaml"
+        ]
+    );
+}
+
+#[test]
+fn proxy_command_takes_the_rest_of_the_line_with_tokens_expanded() {
+    let text = "Host app\n HostName 10.0.0.7\n User deploy\n Port 2222\n \
+                ProxyCommand sh -c \"exec ssh -W '%h:%p' bastion\" %n %r %%\n";
+    let t = target("app", &Explicit::default(), text);
+    assert_eq!(
+        t.proxy_command.as_deref(),
+        Some("sh -c \"exec ssh -W '10.0.0.7:2222' bastion\" app deploy %")
+    );
+    assert!(t.proxy_jump.is_none());
+    // The first of ProxyJump and ProxyCommand wins; deploy.yaml's proxy_jump wins over both.
+    let text = "Host app\n ProxyJump b\n ProxyCommand nc %h %p\n";
+    let t = target("app", &Explicit::default(), text);
+    assert!(t.proxy_command.is_none() && t.proxy_jump.is_some());
+    let explicit = Explicit {
+        proxy_jump: Some("b".into()),
+        ..Explicit::default()
+    };
+    let t = target("app", &explicit, "Host app\n ProxyCommand nc %h %p\n");
+    assert!(t.proxy_command.is_none() && t.proxy_jump.is_some());
+    let t = target(
+        "app",
+        &Explicit::default(),
+        "Host app\n ProxyCommand none\n",
+    );
+    assert!(t.proxy_command.is_none());
+}
+
+#[test]
+fn identity_agent_and_known_hosts_files_from_ssh_config() {
+    use crate::ssh::target::IdentityAgent;
+    let t = target(
+        "a",
+        &Explicit::default(),
+        "Host a\n IdentityAgent ~/agent-%r.sock\n",
+    );
+    assert_eq!(
+        t.identity_agent,
+        Some(IdentityAgent::Socket("/home/me/agent-me.sock".into()))
+    );
+    let t = target("a", &Explicit::default(), "Host a\n IdentityAgent none\n");
+    assert_eq!(t.identity_agent, Some(IdentityAgent::None));
+    let t = target(
+        "a",
+        &Explicit::default(),
+        "Host a\n IdentityAgent SSH_AUTH_SOCK\n",
+    );
+    assert_eq!(t.identity_agent, None);
+    let t = target(
+        "a",
+        &Explicit::default(),
+        "Host a\n UserKnownHostsFile ~/kh\n GlobalKnownHostsFile /etc/kh-%n\n",
+    );
+    assert_eq!(
+        t.known_hosts_files,
+        [PathBuf::from("/home/me/kh"), PathBuf::from("/etc/kh-a")]
+    );
+    // deploy.yaml's known_hosts_file is the one file read.
+    let explicit = Explicit {
+        known_hosts_file: Some("/ci/known_hosts".into()),
+        ..Explicit::default()
+    };
+    let t = target("a", &explicit, "");
+    assert_eq!(t.known_hosts_files, [PathBuf::from("/ci/known_hosts")]);
+}
+
+#[test]
+fn the_system_config_follows_the_users_and_a_config_file_replaces_both() {
+    let home = tempfile::tempdir().unwrap();
+    let ssh = home.path().join(".ssh");
+    let etc = home.path().join("etc-ssh");
+    std::fs::create_dir_all(&ssh).unwrap();
+    std::fs::create_dir_all(etc.join("ssh_config.d")).unwrap();
+    std::fs::write(ssh.join("config"), "Host a\n User from-user\n").unwrap();
+    std::fs::write(
+        etc.join("ssh_config"),
+        "Include ssh_config.d/*.conf\nHost *\n User from-system\n Port 2200\n",
+    )
+    .unwrap();
+    std::fs::write(
+        etc.join("ssh_config.d/1.conf"),
+        "Host b\n User from-system-d\n",
+    )
+    .unwrap();
+    std::fs::write(home.path().join("ci_config"), "Host *\n User from-ci\n").unwrap();
+    let local = Local {
+        home: home.path().to_owned(),
+        system: etc,
+        user: "me".into(),
+    };
+    let config = SshConfig::load_for(&local, None).unwrap();
+    let get = |alias| resolve(alias, &Explicit::default(), &config, &local).unwrap();
+    assert_eq!((get("a").user, get("a").port), ("from-user".into(), 2200));
+    assert_eq!(get("b").user, "from-system-d");
+    assert_eq!(get("c").user, "from-system");
+    let only = home.path().join("ci_config");
+    let config = SshConfig::load_for(&local, Some(&only)).unwrap();
+    let get = |alias| resolve(alias, &Explicit::default(), &config, &local).unwrap();
+    assert_eq!((get("a").user, get("a").port), ("from-ci".into(), 22));
 }
 
 #[test]
@@ -239,6 +355,7 @@ fn include_with_glob_relative_to_dot_ssh_and_scoped_to_its_block() {
     std::fs::write(ssh.join("config"), text).unwrap();
     let local = Local {
         home: home.path().to_owned(),
+        system: home.path().join("etc-ssh"),
         user: "me".into(),
     };
     let config = SshConfig::load_user(&local).unwrap();
@@ -254,6 +371,7 @@ fn missing_config_and_missing_include_are_fine() {
     let home = tempfile::tempdir().unwrap();
     let local = Local {
         home: home.path().to_owned(),
+        system: home.path().join("etc-ssh"),
         user: "me".into(),
     };
     assert!(SshConfig::load_user(&local).unwrap().query("x").unwrap() == HostConfig::default());

@@ -19,6 +19,12 @@ pub struct Target {
     pub known_hosts_files: Vec<PathBuf>,
     /// Reach this host through another one (`ProxyJump`); hops nest.
     pub proxy_jump: Option<Box<Target>>,
+    /// Reach this host through a command's stdin and stdout (`ProxyCommand`, its `%`
+    /// tokens expanded), run with `sh -c`. Never set together with `proxy_jump`.
+    pub proxy_command: Option<String>,
+    /// Which agent to use for this host (`IdentityAgent`); `None`: the run's default
+    /// (`$SSH_AUTH_SOCK`).
+    pub identity_agent: Option<IdentityAgent>,
     /// Bound on TCP connect + SSH handshake + authentication (time spent waiting for the
     /// user to type a key passphrase does not count).
     pub connect_timeout: Duration,
@@ -33,4 +39,11 @@ pub enum KnownHostsPolicy {
     Strict,
     /// Record the key of a host seen for the first time, then connect.
     AcceptNew,
+}
+
+/// `IdentityAgent`: a socket of its own, or no agent at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityAgent {
+    Socket(PathBuf),
+    None,
 }

@@ -472,6 +472,8 @@ fn a_hundred_megabytes_arrive_intact() {
         known_hosts: shipit::ssh::KnownHostsPolicy::Strict,
         known_hosts_files: vec![tb.state.known_hosts.clone()],
         proxy_jump: None,
+        proxy_command: None,
+        identity_agent: None,
         connect_timeout: Duration::from_secs(5),
     };
     // Incompressible, so nothing in the path can shortcut it.
@@ -560,4 +562,126 @@ fn ssh_config_aliases_include_and_proxy_jump_are_honoured() {
     let r = report(&tb.shipit(&p, &["check", "--json"]));
     assert_eq!(r["hosts"][0]["user"], "root");
     assert_eq!(r["ok"], true, "{r:#}");
+}
+
+/// `ssh.config_file` (kept with the project, as a CI job would) with a `ProxyCommand`:
+/// OpenSSH's `ssh -W` through one host carries the connection to the other; a command
+/// that fails is named with what it said; an unevaluated `Match` is a warning.
+#[test]
+fn proxy_command_from_a_config_file_reaches_a_host_through_another() {
+    let Some(tb) = Testbed::up("e2e-check-proxycmd", 2) else {
+        return;
+    };
+    let p = Project::new();
+    let key = tb.state.client_key.display();
+    let known = tb.state.known_hosts.display();
+    let (bastion, target) = (&tb.host(0).ip, &tb.host(1).ip);
+    let config = format!(
+        "Host app\n    HostName {target}\n    ProxyCommand ssh -i {key} -o BatchMode=yes \
+         -o StrictHostKeyChecking=yes -o UserKnownHostsFile={known} -W %h:%p deploy@{bastion}\n\
+         Host broken\n    HostName {target}\n    ProxyCommand sh -c 'echo no route to %n >&2; exit 3'\n\
+         Match exec \"true\"\n    User nobody\n\
+         Host *\n    User deploy\n    IdentityFile {key}\n    UserKnownHostsFile {known}\n"
+    );
+    p.file("ci/ssh_config", &config);
+    // The user's own config would send everything elsewhere: it is not read.
+    p.file(".ssh/config", "Host *\n    User root\n    Port 1\n");
+    p.file(
+        "deploy.yaml",
+        "app: hello\nenv:\n  DB_PASSWORD: ${SHIPIT_E2E_CANARY}\nservice:\n  manager: none\n\
+         ssh:\n  config_file: ci/ssh_config\nhosts: [app]\n",
+    );
+    let out = tb.shipit(&p, &["check", "--json"]);
+    out.code(0);
+    let r = report(&out);
+    assert_eq!(r["hosts"][0]["user"], "deploy", "{r:#}");
+    assert!(
+        out.stderr
+            .contains("ci/ssh_config:7: `Match exec true` is not evaluated"),
+        "{}",
+        out.stderr
+    );
+    let via_bastion = accepted_logins(&tb, 1);
+    assert!(
+        via_bastion
+            .iter()
+            .any(|l| l.contains(&format!("for deploy from {bastion} "))),
+        "the target was reached through the bastion: {via_bastion:?}"
+    );
+
+    p.file(
+        "deploy.yaml",
+        &p.read("deploy.yaml")
+            .replace("hosts: [app]", "hosts: [broken]"),
+    );
+    let out = tb.shipit(&p, &["check"]);
+    out.code(4);
+    assert!(
+        out.stdout.contains("ProxyCommand") && out.stdout.contains("no route to broken"),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+}
+
+/// `IdentityAgent` names the agent to use: a second agent holding the key gets the host
+/// in, `IdentityAgent none` keeps it out.
+#[test]
+fn identity_agent_picks_a_second_agent() {
+    let Some(tb) = Testbed::up("e2e-check-agent", 1) else {
+        return;
+    };
+    let p = Project::new();
+    let agent = Agent::start(p.path(), &[(&tb.state.client_key, "")]);
+    let sock = agent.socket.clone();
+    let known = tb.state.known_hosts.display();
+    let config = |agent: &str| {
+        format!(
+            "Host *\n    User deploy\n    IdentityAgent {agent}\n    UserKnownHostsFile {known}\n"
+        )
+    };
+    p.file("ssh_config", &config(&sock.display().to_string()));
+    p.file(
+        "deploy.yaml",
+        &format!(
+            "app: hello\nenv:\n  DB_PASSWORD: ${{SHIPIT_E2E_CANARY}}\nservice:\n  manager: none\n\
+             ssh:\n  config_file: ssh_config\nhosts: [{}]\n",
+            tb.host(0).ip
+        ),
+    );
+    let out = tb.shipit(&p, &["check", "--json"]);
+    out.code(0);
+    p.file("ssh_config", &config("none"));
+    let out = tb.shipit(&p, &["check"]);
+    out.code(4);
+    assert!(out.stdout.contains("authentication"), "{}", out.stdout);
+}
+
+/// A host key named on an `@revoked` line is refused (exit 4), even next to a line that
+/// trusts it.
+#[test]
+fn a_revoked_host_key_is_refused() {
+    let Some(tb) = Testbed::up("e2e-check-revoked", 1) else {
+        return;
+    };
+    let ip = &tb.host(0).ip;
+    let known = std::fs::read_to_string(&tb.state.known_hosts).unwrap();
+    let revoked: String = known
+        .lines()
+        .filter(|l| l.split_whitespace().next() == Some(ip.as_str()))
+        .map(|l| format!("@revoked {l}\n"))
+        .collect();
+    assert!(!revoked.is_empty(), "{ip} is not in\n{known}");
+    let keys = tempfile::tempdir().unwrap();
+    let file = keys.path().join("known_hosts");
+    std::fs::write(&file, format!("{known}{revoked}")).unwrap();
+    let p = project(&tb, &[0], &file, "");
+    let out = tb.shipit(&p, &["check"]);
+    out.code(4);
+    assert!(
+        out.stdout.contains("is revoked"),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
 }

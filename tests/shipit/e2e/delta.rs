@@ -29,9 +29,12 @@ fn write_assets(app: &App) {
 }
 
 /// Every entry (type, mode, path, link target) and every file's sha256 of a release, but
-/// what staging adds (`.env`, release.json, the shared `log` link).
-const FINGERPRINT: &str = "find . -mindepth 1 ! -path ./.env ! -path ./.shipit/release.json ! -path ./.shipit/verified ! -path ./log -printf '%y %m %P -> %l\\n' | LC_ALL=C sort; \
-     find . -type f ! -path ./.env ! -path ./.shipit/release.json ! -path ./.shipit/verified -print0 | LC_ALL=C sort -z | xargs -0 sha256sum";
+/// what staging adds (`.env`, release.json, the unit's copy, the shared `log` link).
+const FINGERPRINT: &str = "find . -mindepth 1 ! -path ./.env ! -path ./.shipit/release.json \
+     ! -path ./.shipit/verified ! -path ./.shipit/unit ! -path ./log -printf '%y %m %P -> %l\\n' \
+     | LC_ALL=C sort; find . -type f ! -path ./.env ! -path ./.shipit/release.json \
+     ! -path ./.shipit/verified ! -path ./.shipit/unit -print0 | LC_ALL=C sort -z \
+     | xargs -0 sha256sum";
 
 fn on_host(tb: &Testbed, i: usize, release: &str) -> String {
     tb.root(

@@ -59,6 +59,8 @@ fn target(tb: &Testbed, user: &str) -> shipit::ssh::Target {
         known_hosts: shipit::ssh::KnownHostsPolicy::Strict,
         known_hosts_files: vec![tb.state.known_hosts.clone()],
         proxy_jump: None,
+        proxy_command: None,
+        identity_agent: None,
         connect_timeout: Duration::from_secs(5),
     }
 }

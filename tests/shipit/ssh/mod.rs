@@ -612,6 +612,8 @@ async fn closed_port_is_refused() {
         known_hosts: KnownHostsPolicy::Strict,
         known_hosts_files: vec![],
         proxy_jump: None,
+        proxy_command: None,
+        identity_agent: None,
         connect_timeout: Duration::from_secs(5),
     };
     let err = isolated().connect(&target).await.expect_err("refused");
@@ -633,6 +635,8 @@ async fn unresolvable_host_is_a_dns_error() {
         known_hosts: KnownHostsPolicy::Strict,
         known_hosts_files: vec![],
         proxy_jump: None,
+        proxy_command: None,
+        identity_agent: None,
         connect_timeout: Duration::from_secs(5),
     };
     let err = isolated().connect(&target).await.expect_err("no such host");
@@ -665,6 +669,8 @@ async fn unanswered_connections_time_out_within_connect_timeout() {
         known_hosts: KnownHostsPolicy::Strict,
         known_hosts_files: vec![],
         proxy_jump: None,
+        proxy_command: None,
+        identity_agent: None,
         connect_timeout: timeout,
     };
 

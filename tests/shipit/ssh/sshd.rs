@@ -292,6 +292,8 @@ impl Sshd {
             known_hosts: KnownHostsPolicy::Strict,
             known_hosts_files: vec![self.known_hosts_with_key(&format!("known_hosts.{name}"))],
             proxy_jump: None,
+            proxy_command: None,
+            identity_agent: None,
             connect_timeout: Duration::from_secs(10),
         }
     }
