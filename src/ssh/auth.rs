@@ -17,7 +17,7 @@ use std::time::Instant;
 use russh::client::AuthResult;
 use russh::keys::agent::AgentIdentity;
 use russh::keys::agent::client::AgentClient;
-use russh::keys::ssh_key::{HashAlg, PrivateKey, PublicKey};
+use russh::keys::ssh_key::{Certificate, HashAlg, PrivateKey, PublicKey};
 use russh::keys::{PrivateKeyWithHashAlg, decode_secret_key};
 
 use super::deadline::Deadline;
@@ -75,12 +75,12 @@ pub(crate) async fn authenticate(
         Some(super::target::IdentityAgent::None) => AgentSource::Disabled,
         None => methods.agent.clone(),
     };
-    let (mut agent, agent_keys) = match open_agent(handle, &source, deadline).await {
-        Ok(Some((agent, keys))) => (Some(agent), keys),
-        Ok(None) => (None, Vec::new()),
+    let (mut agent, agent_keys, agent_certs) = match open_agent(handle, &source, deadline).await {
+        Ok(Some((agent, keys, certs))) => (Some(agent), keys, certs),
+        Ok(None) => (None, Vec::new(), Vec::new()),
         Err(note) => {
             tried.push(note);
-            (None, Vec::new())
+            (None, Vec::new(), Vec::new())
         }
     };
     let mut a = Attempts {
@@ -101,6 +101,12 @@ pub(crate) async fn authenticate(
         }
     }
     if let Some(agent) = agent.as_mut() {
+        // Certificates the agent holds first (as OpenSSH offers them), then its keys.
+        for cert in &agent_certs {
+            if a.try_agent_cert(agent, cert).await? {
+                return Ok(());
+            }
+        }
         for key in &agent_keys {
             if a.try_agent_key(agent, key).await? {
                 return Ok(());
@@ -132,13 +138,17 @@ pub(crate) async fn authenticate(
     }
 }
 
-/// Connects to the agent and lists its plain public keys. `Ok(None)`: no agent
-/// configured; `Err(note)`: configured but unusable (recorded as a tried method).
+/// An agent, its plain public keys and its certificates.
+type Opened = (Agent, Vec<PublicKey>, Vec<Certificate>);
+
+/// Connects to the agent and lists its plain public keys and its certificates.
+/// `Ok(None)`: no agent configured; `Err(note)`: configured but unusable (recorded as a
+/// tried method).
 async fn open_agent(
     handle: &ClientHandle,
     source: &AgentSource,
     deadline: &Deadline,
-) -> Result<Option<(Agent, Vec<PublicKey>)>, String> {
+) -> Result<Option<Opened>, String> {
     let path = match source {
         AgentSource::Disabled => return Ok(None),
         AgentSource::Path(p) => p.clone(),
@@ -166,15 +176,14 @@ async fn open_agent(
         .await
         .map_err(|e| unusable(e.to_string()))?
         .map_err(|e| unusable(e.to_string()))?;
-    let keys = identities
-        .into_iter()
-        .filter_map(|id| match id {
-            AgentIdentity::PublicKey { key, .. } => Some(key),
-            // Certificates in the agent are not used (shipit does not do certificate auth).
-            _ => None,
-        })
-        .collect();
-    Ok(Some((agent, keys)))
+    let (mut keys, mut certs) = (Vec::new(), Vec::new());
+    for id in identities {
+        match id {
+            AgentIdentity::PublicKey { key, .. } => keys.push(key),
+            AgentIdentity::Certificate { certificate, .. } => certs.push(certificate),
+        }
+    }
+    Ok(Some((agent, keys, certs)))
 }
 
 impl Attempts<'_> {
@@ -232,6 +241,113 @@ impl Attempts<'_> {
                 Ok(false)
             }
         }
+    }
+
+    /// A certificate the agent holds, signed by the agent.
+    async fn try_agent_cert(
+        &mut self,
+        agent: &mut Agent,
+        cert: &Certificate,
+    ) -> Result<bool, Error> {
+        let hash = if cert.algorithm().is_rsa() {
+            self.rsa_hash().await?
+        } else {
+            None
+        };
+        let label = format!(
+            "ssh-agent certificate {} (key {})",
+            cert.key_id(),
+            cert.public_key().fingerprint(HashAlg::Sha256)
+        );
+        let user = self.target.user.clone();
+        let result = self
+            .deadline
+            .run(
+                Phase::Authentication,
+                self.handle
+                    .authenticate_certificate_with(user, cert.clone(), hash, agent),
+            )
+            .await?;
+        match result {
+            Ok(AuthResult::Success) => Ok(true),
+            Ok(AuthResult::Failure { .. }) => {
+                self.tried.push(format!("{label} (rejected)"));
+                Ok(false)
+            }
+            Err(e) => {
+                self.tried
+                    .push(format!("{label} (agent could not sign: {e})"));
+                Ok(false)
+            }
+        }
+    }
+
+    /// The certificate beside identity file `path` (`<path>-cert.pub`, as OpenSSH looks
+    /// for it), with `key`. `Ok(false)` when there is none or the server refused it.
+    async fn try_file_cert(
+        &mut self,
+        path: &Path,
+        key: &Arc<PrivateKey>,
+        label: &str,
+    ) -> Result<bool, Error> {
+        let mut cert_path = path.as_os_str().to_owned();
+        cert_path.push("-cert.pub");
+        let Ok(text) = tokio::fs::read_to_string(&cert_path).await else {
+            return Ok(false);
+        };
+        let cert = match Certificate::from_openssh(text.trim()) {
+            Ok(c) => c,
+            Err(e) => {
+                self.tried.push(format!(
+                    "certificate {} (cannot be read: {e})",
+                    Path::new(&cert_path).display()
+                ));
+                return Ok(false);
+            }
+        };
+        if cert.public_key() != key.public_key().key_data() {
+            self.tried.push(format!(
+                "certificate {} (it certifies another key than {label})",
+                Path::new(&cert_path).display()
+            ));
+            return Ok(false);
+        }
+        let user = self.target.user.clone();
+        let result = self
+            .deadline
+            .run(
+                Phase::Authentication,
+                self.handle
+                    .authenticate_openssh_cert(user, Arc::clone(key), cert),
+            )
+            .await?
+            .map_err(|source| Error::Channel {
+                host: self.target.name.clone(),
+                what: "certificate authentication".into(),
+                source,
+            })?;
+        if result.success() {
+            return Ok(true);
+        }
+        self.tried.push(format!(
+            "certificate {} (rejected)",
+            Path::new(&cert_path).display()
+        ));
+        Ok(false)
+    }
+
+    /// A private key from `path`: its certificate first when one lies beside it, then the
+    /// key itself.
+    async fn try_key_from(
+        &mut self,
+        path: &Path,
+        key: Arc<PrivateKey>,
+        label: String,
+    ) -> Result<bool, Error> {
+        if self.try_file_cert(path, &key, &label).await? {
+            return Ok(true);
+        }
+        self.try_private_key(key, label).await
     }
 
     async fn try_private_key(
@@ -299,10 +415,10 @@ impl Attempts<'_> {
             }
         };
         if let Some(key) = cached_key(path) {
-            return self.try_private_key(key, label).await;
+            return self.try_key_from(path, key, label).await;
         }
         match decode_secret_key(&text, None) {
-            Ok(key) => self.try_private_key(Arc::new(key), label).await,
+            Ok(key) => self.try_key_from(path, Arc::new(key), label).await,
             Err(russh::keys::Error::KeyIsEncrypted) => {
                 // The public half of an OpenSSH key is stored in clear: if the agent holds
                 // it, let the agent sign and ask for nothing.
@@ -320,7 +436,7 @@ impl Attempts<'_> {
                     return Ok(false);
                 }
                 match self.unlock(path, &text).await {
-                    Some(key) => self.try_private_key(key, label).await,
+                    Some(key) => self.try_key_from(path, key, label).await,
                     None => {
                         self.tried.push(format!("{label} (wrong passphrase)"));
                         Ok(false)

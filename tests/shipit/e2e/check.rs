@@ -685,3 +685,91 @@ fn a_revoked_host_key_is_refused() {
         out.stderr
     );
 }
+
+/// A host that takes only user certificates (`TrustedUserCAKeys`, no authorized_keys):
+/// reached with a certificate beside the identity file, and with one held by the agent.
+#[test]
+fn a_host_that_takes_only_certificates_is_reached_with_one_from_a_file_and_from_the_agent() {
+    let Some(tb) = Testbed::up("e2e-check-usercert", 1) else {
+        return;
+    };
+    let keys = tempfile::tempdir().unwrap();
+    let keygen = |args: &[&str]| {
+        let out = std::process::Command::new("ssh-keygen")
+            .args(args)
+            .current_dir(keys.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ssh-keygen {args:?}: {out:?}");
+    };
+    keygen(&["-q", "-t", "ed25519", "-N", "", "-C", "ca", "-f", "ca"]);
+    keygen(&["-q", "-t", "ed25519", "-N", "", "-C", "user", "-f", "user"]);
+    keygen(&[
+        "-q",
+        "-s",
+        "ca",
+        "-I",
+        "shipit-e2e",
+        "-n",
+        "deploy",
+        "-V",
+        "-5m:+1h",
+        "user.pub",
+    ]);
+    let ca = std::fs::read_to_string(keys.path().join("ca.pub")).unwrap();
+    tb.root(
+        0,
+        &format!(
+            "printf '%s\\n' '{}' > /etc/ssh/user_ca.pub && printf 'TrustedUserCAKeys \
+             /etc/ssh/user_ca.pub\\nAuthorizedKeysFile none\\n' > \
+             /etc/ssh/sshd_config.d/20-certs-only.conf && systemctl reload ssh",
+            ca.trim()
+        ),
+    );
+    let p = Project::new();
+    let known = tb.state.known_hosts.display();
+    let user_key = keys.path().join("user");
+    let yaml = |identity: &str| {
+        format!(
+            "app: hello\nenv:\n  DB_PASSWORD: ${{SHIPIT_E2E_CANARY}}\nservice:\n  manager: none\n\
+             ssh:\n  user: deploy\n  known_hosts_file: {known}\n  identity_files: [{identity}]\n\
+             hosts: [{}]\n",
+            tb.host(0).ip
+        )
+    };
+    // The plain key alone is refused now (a bounded poll: the reload takes a moment).
+    let plain = keys.path().join("plain");
+    std::fs::copy(&user_key, &plain).unwrap();
+    std::fs::set_permissions(&plain, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    p.file("deploy.yaml", &yaml(&plain.display().to_string()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = tb.shipit(&p, &["check"]);
+        if out.code == 4 {
+            assert!(out.stdout.contains("authentication"), "{}", out.stdout);
+            break;
+        }
+        assert!(Instant::now() < deadline, "sshd still takes the plain key");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // From the file: `user-cert.pub` beside `user`.
+    p.file("deploy.yaml", &yaml(&user_key.display().to_string()));
+    let out = tb.shipit(&p, &["check", "--json"]);
+    out.code(0);
+    // From the agent: the key and its certificate added with ssh-add, no identity file.
+    let agent = Agent::start(keys.path(), &[(&user_key, "")]);
+    let nowhere = keys.path().join("none");
+    p.file("deploy.yaml", &yaml(&nowhere.display().to_string()));
+    let out = tb
+        .shipit_command(&p, &["check", "--json"])
+        .env("SSH_AUTH_SOCK", &agent.socket)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
