@@ -251,6 +251,7 @@ fn client_config(check: &HostKeyCheck) -> client::Config {
         nodelay: true,
         preferred: russh::Preferred {
             key: check.preferred_algorithms().into(),
+            host_key_certificates: check.certificate_algorithms().into(),
             cipher: cipher_order().into(),
             ..russh::Preferred::default()
         },

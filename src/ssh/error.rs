@@ -115,6 +115,19 @@ pub enum Error {
         line: usize,
     },
 
+    #[error(
+        "host `{host}`: the host certificate for {spec} is refused: {reason}\n\
+         hint: the host's certificate must be signed by a CA that an `@cert-authority` line \
+         in known_hosts trusts for this host, be valid now, and name `{hostname}` among its \
+         principals (`ssh-keygen -L -f` on the host's *-cert.pub shows them)"
+    )]
+    HostCertificate {
+        host: String,
+        spec: String,
+        hostname: String,
+        reason: String,
+    },
+
     #[error("host `{host}`: cannot read or update known_hosts file {}: {source}", file.display())]
     KnownHostsFile {
         host: String,
@@ -220,6 +233,7 @@ impl Error {
             | Error::HostKeyUnknown { host, .. }
             | Error::HostKeyChanged { host, .. }
             | Error::HostKeyRevoked { host, .. }
+            | Error::HostCertificate { host, .. }
             | Error::KnownHostsFile { host, .. }
             | Error::Auth { host, .. }
             | Error::KeyNeedsPassphrase { host, .. }

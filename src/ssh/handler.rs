@@ -51,19 +51,18 @@ impl client::Handler for ClientHandler {
         &mut self,
         server_key: &PublicKeyOrCertificate,
     ) -> Result<bool, Self::Error> {
-        // Host certificates are not trusted as such; the certified key itself must be in
-        // known_hosts (russh does not offer certificate host-key algorithms by default).
-        let key = match server_key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
-            PublicKeyOrCertificate::Certificate(cert) => {
-                russh::keys::PublicKey::new(cert.public_key().clone(), "")
-            }
-        };
         let check = self.check.clone();
-        // verify() reads files and may wait on the known_hosts lock.
-        let verdict = tokio::task::spawn_blocking(move || check.verify(&key))
-            .await
-            .map_err(|e| HandlerError::Russh(russh::Error::from(std::io::Error::other(e))))?;
+        let offered = match server_key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => Err(key.clone()),
+            PublicKeyOrCertificate::Certificate(cert) => Ok(cert.clone()),
+        };
+        // Both read files; verify() may wait on the known_hosts lock.
+        let verdict = tokio::task::spawn_blocking(move || match &offered {
+            Err(key) => check.verify(key),
+            Ok(cert) => check.verify_certificate(cert),
+        })
+        .await
+        .map_err(|e| HandlerError::Russh(russh::Error::from(std::io::Error::other(e))))?;
         verdict.map(|()| true).map_err(HandlerError::HostKey)
     }
 }

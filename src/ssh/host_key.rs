@@ -14,7 +14,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 
 use russh::keys::HashAlg;
-use russh::keys::ssh_key::{Algorithm, PublicKey};
+use russh::keys::ssh_key::{Algorithm, Certificate, PublicKey, certificate::CertType};
 
 use super::error::Error;
 use super::known_hosts::{KnownHosts, Lookup, entry_line, host_spec};
@@ -66,6 +66,90 @@ impl HostKeyCheck {
             }
         }
         out
+    }
+
+    /// Host-certificate algorithms to offer: all of them when an `@cert-authority` line
+    /// applies to this host (the server then proves itself with its certificate), none
+    /// otherwise.
+    pub(crate) fn certificate_algorithms(&self) -> Vec<Algorithm> {
+        let trusted = KnownHosts::load(&self.files)
+            .map(|k| !k.authorities(&self.host, self.port).is_empty())
+            .unwrap_or(false);
+        if trusted {
+            russh::Preferred::DEFAULT.key.to_vec()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Decides on a host certificate, as OpenSSH does: neither its key nor its CA is
+    /// `@revoked` for this host, its CA is trusted for this host by an `@cert-authority`
+    /// line, its signature verifies, it is a host certificate valid now, it names this
+    /// host among its principals, and it has no critical option. A certificate whose host
+    /// has no CA line is judged by its key alone, as a plain key. Blocking (reads files).
+    pub(crate) fn verify_certificate(&self, cert: &Certificate) -> Result<(), Box<Error>> {
+        let known = KnownHosts::load(&self.files)
+            .map_err(|(file, source)| self.file_error(file, source))?;
+        let key = PublicKey::new(cert.public_key().clone(), "");
+        let ca = PublicKey::new(cert.signature_key().clone(), "");
+        let spec = host_spec(&self.host, self.port);
+        for k in [&key, &ca] {
+            if let Some((file, line)) = known.revoked(&self.host, self.port, k) {
+                return Err(Box::new(Error::HostKeyRevoked {
+                    host: self.name.clone(),
+                    spec,
+                    fingerprint: k.fingerprint(HashAlg::Sha256).to_string(),
+                    file,
+                    line,
+                }));
+            }
+        }
+        let authorities = known.authorities(&self.host, self.port);
+        if authorities.is_empty() {
+            return self.verify(&key);
+        }
+        let refuse = |reason: String| {
+            Err(Box::new(Error::HostCertificate {
+                host: self.name.clone(),
+                spec: spec.clone(),
+                hostname: self.host.clone(),
+                reason,
+            }))
+        };
+        let ca_fingerprint = ca.fingerprint(HashAlg::Sha256);
+        if !authorities
+            .iter()
+            .any(|(k, _, _)| k.key_data() == ca.key_data())
+        {
+            return refuse(format!(
+                "it is signed by CA {ca_fingerprint}, which no `@cert-authority` line trusts \
+                 for this host"
+            ));
+        }
+        if cert.cert_type() != CertType::Host {
+            return refuse("it is a user certificate, not a host certificate".into());
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if cert.validate_at(now, [&ca_fingerprint]).is_err() {
+            return refuse(format!(
+                "its signature does not verify, or it is not valid now (valid from {} to {})",
+                cert.valid_after(),
+                cert.valid_before()
+            ));
+        }
+        if !cert.valid_principals().iter().any(|p| p == &self.host) {
+            return refuse(format!(
+                "it names {:?}, not `{}`",
+                cert.valid_principals(),
+                self.host
+            ));
+        }
+        if !cert.critical_options().is_empty() {
+            return refuse("it carries critical options".into());
+        }
+        Ok(())
     }
 
     /// Decides on `key`; blocking (reads files, may wait for the file lock).

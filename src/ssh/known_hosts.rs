@@ -5,7 +5,8 @@
 //! Supported: plain host entries, `[host]:port` entries, comma-separated pattern lists
 //! with `*`/`?`/`!`, hashed `|1|salt|hash` entries (HMAC-SHA1 of the host spec), comments
 //! and blank lines, several files. `@revoked` keys are refused for the hosts they name;
-//! `@cert-authority` lines are ignored (shipit does not trust host certificates).
+//! `@cert-authority` lines name the CAs whose host certificates are trusted for the hosts
+//! they name (the certificate itself is checked in `host_key.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +35,7 @@ pub enum Lookup {
 enum Marker {
     None,
     Revoked,
+    CertAuthority,
 }
 
 #[derive(Debug, Clone)]
@@ -143,6 +145,27 @@ impl KnownHosts {
         }
     }
 
+    /// The CA keys an `@cert-authority` line trusts for this host, each with its place.
+    pub fn authorities(&self, host: &str, port: u16) -> Vec<(PublicKey, PathBuf, usize)> {
+        let spec = host_spec(host, port);
+        self.entries
+            .iter()
+            .filter(|e| e.marker == Marker::CertAuthority && e.hosts.matches(&spec))
+            .map(|e| (e.key.clone(), e.file.clone(), e.line))
+            .collect()
+    }
+
+    /// The `@revoked` line that names `key` for this host, if one does.
+    pub fn revoked(&self, host: &str, port: u16, key: &PublicKey) -> Option<(PathBuf, usize)> {
+        let spec = host_spec(host, port);
+        self.entries
+            .iter()
+            .find(|e| {
+                e.marker == Marker::Revoked && e.hosts.matches(&spec) && same_key(&e.key, key)
+            })
+            .map(|e| (e.file.clone(), e.line))
+    }
+
     /// The key algorithms recorded for this host, first seen first, so the connection can
     /// ask the server for a key type we can actually verify.
     pub fn known_algorithms(&self, host: &str, port: u16) -> Vec<Algorithm> {
@@ -203,8 +226,10 @@ fn parse_line(line: &str, file: &Path, number: usize) -> Option<Entry> {
             first = fields.next()?;
             Marker::Revoked
         }
-        // Host certificates are not trusted by shipit: a CA line is no evidence for a plain key.
-        "@cert-authority" => return None,
+        "@cert-authority" => {
+            first = fields.next()?;
+            Marker::CertAuthority
+        }
         m if m.starts_with('@') => return None,
         _ => Marker::None,
     };
@@ -400,5 +425,26 @@ mod tests {
         assert_eq!(line, format!("[::1]:2222 {ED_A}"));
         assert_eq!(entry_line("app1", 22, &key(ED_A)), format!("app1 {ED_A}"));
         assert_eq!(kh(&line).lookup("::1", 2222, &key(ED_A)), Lookup::Match);
+    }
+
+    #[test]
+    fn cert_authority_lines_name_cas_for_their_hosts_and_are_no_plain_key() {
+        let k = kh(&format!(
+            "@cert-authority *.prod,10.0.0.* {ED_A}\n@revoked app1.prod {ED_B}\n"
+        ));
+        let cas = k.authorities("app1.prod", 22);
+        assert_eq!(cas.len(), 1);
+        assert_eq!(cas[0].0.key_data(), key(ED_A).key_data());
+        assert_eq!((cas[0].1.as_path(), cas[0].2), (Path::new("/kh"), 1));
+        assert_eq!(k.authorities("10.0.0.7", 22).len(), 1);
+        assert!(k.authorities("db.staging", 22).is_empty());
+        // A CA line is not a record of the CA's key as the host's own key.
+        assert_eq!(k.lookup("app1.prod", 22, &key(ED_A)), Lookup::Unknown);
+        assert!(k.known_algorithms("app1.prod", 22).is_empty());
+        assert_eq!(
+            k.revoked("app1.prod", 22, &key(ED_B)),
+            Some((PathBuf::from("/kh"), 2))
+        );
+        assert_eq!(k.revoked("app2.prod", 22, &key(ED_B)), None);
     }
 }

@@ -773,3 +773,107 @@ fn a_host_that_takes_only_certificates_is_reached_with_one_from_a_file_and_from_
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A host whose only trust is an `@cert-authority` line: its host certificate from that
+/// CA is accepted; one from another CA is refused (exit 4), as is a revoked host key.
+#[test]
+fn a_host_certificate_from_a_trusted_ca_is_accepted_and_others_refused() {
+    let Some(tb) = Testbed::up("e2e-check-hostcert", 1) else {
+        return;
+    };
+    let ip = tb.host(0).ip.clone();
+    let keys = tempfile::tempdir().unwrap();
+    let keygen = |args: &[&str]| {
+        let out = std::process::Command::new("ssh-keygen")
+            .args(args)
+            .current_dir(keys.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ssh-keygen {args:?}: {out:?}");
+    };
+    let read = |name: &str| {
+        std::fs::read_to_string(keys.path().join(name))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    keygen(&["-q", "-t", "ed25519", "-N", "", "-C", "ca", "-f", "ca"]);
+    keygen(&[
+        "-q", "-t", "ed25519", "-N", "", "-C", "other", "-f", "other",
+    ]);
+    let host_pub = tb.root(0, "cat /etc/ssh/ssh_host_ed25519_key.pub");
+    std::fs::write(keys.path().join("host.pub"), host_pub.trim()).unwrap();
+    let install = |ca: &str| {
+        keygen(&[
+            "-q", "-s", ca, "-h", "-I", "e2e-host", "-n", &ip, "-V", "-5m:+1h", "host.pub",
+        ]);
+        tb.root(
+            0,
+            &format!(
+                "printf '%s\\n' '{}' > /etc/ssh/ssh_host_ed25519_key-cert.pub && printf \
+                 'HostCertificate /etc/ssh/ssh_host_ed25519_key-cert.pub\\n' > \
+                 /etc/ssh/sshd_config.d/20-hostcert.conf && systemctl reload ssh",
+                read("host-cert.pub")
+            ),
+        );
+    };
+    install("ca");
+    let known = keys.path().join("known_hosts");
+    std::fs::write(&known, format!("@cert-authority * {}\n", read("ca.pub"))).unwrap();
+    let p = project(&tb, &[0], &known, "");
+    // A bounded poll: the reload takes a moment to present the certificate.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = tb.shipit(&p, &["check"]);
+        if out.code == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never accepted: {}\n{}",
+            out.stdout,
+            out.stderr
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Nothing was written to known_hosts: the CA line is the whole trust.
+    assert_eq!(std::fs::read_to_string(&known).unwrap().lines().count(), 1);
+
+    // Signed by a CA nobody trusts for this host.
+    install("other");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = tb.shipit(&p, &["check"]);
+        if out.code == 4 && out.stdout.contains("host certificate") {
+            assert!(
+                out.stdout.contains("no `@cert-authority` line trusts"),
+                "{}",
+                out.stdout
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "still accepted: {}", out.stdout);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The right CA again, but the host's key is revoked.
+    install("ca");
+    std::fs::write(
+        &known,
+        format!(
+            "@cert-authority * {}\n@revoked * {}\n",
+            read("ca.pub"),
+            read("host.pub")
+        ),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = tb.shipit(&p, &["check"]);
+        if out.code == 4 && out.stdout.contains("is revoked") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not refused: {}", out.stdout);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
