@@ -3,9 +3,10 @@
 //! target's `connect_timeout`; and the [`Connector`] that bounds how many connections are
 //! being started at once.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use russh::client;
@@ -36,7 +37,14 @@ const MAX_JUMPS: usize = 8;
 pub struct Connector {
     limit: Arc<Semaphore>,
     methods: auth::Methods,
+    /// Jump hosts already connected, shared by every target behind them (one login per
+    /// bastion, a channel per target). Clones share them.
+    bastions: Bastions,
 }
+
+/// Per jump host (its resolved target, as text), the connection while anyone uses it.
+/// The inner lock makes the second target wait for the first one's login, not start its own.
+type Bastions = Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Weak<Session>>>>>>;
 
 impl Default for Connector {
     fn default() -> Self {
@@ -49,6 +57,7 @@ impl Default for Connector {
                 default_identity_files: default_identity_files(),
                 interactive: std::io::stdin().is_terminal(),
             },
+            bastions: Arc::default(),
         }
     }
 }
@@ -136,7 +145,8 @@ impl Connector {
                         }),
                     });
                 }
-                let bastion = Box::pin(self.connect_chain(hop, depth + 1))
+                let bastion = self
+                    .bastion(hop, depth + 1)
                     .await
                     .map_err(|e| Error::Jump {
                         host: target.name.clone(),
@@ -168,7 +178,7 @@ impl Connector {
                     .run(Phase::Handshake, handshake)
                     .await?
                     .map_err(|e| e.into_error(target))?;
-                (handle, Some(Box::new(bastion)))
+                (handle, Some(bastion))
             }
             None if target.proxy_command.is_some() => {
                 let command = target.proxy_command.clone().unwrap_or_default();
@@ -216,12 +226,31 @@ impl Connector {
         self.finish(handle, target, jump, deadline).await
     }
 
+    /// The connection to jump host `hop`: the one already open for another target if
+    /// there is one, else a new one that later targets behind `hop` will share.
+    async fn bastion(&self, hop: &Target, depth: usize) -> Result<Arc<Session>, Error> {
+        let slot = {
+            let mut map = self.bastions.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(map.entry(format!("{hop:?}")).or_default())
+        };
+        let mut open = slot.lock().await;
+        if let Some(session) = open.upgrade()
+            && !session.is_closed()
+        {
+            tracing::debug!(host = %hop.name, "sharing the jump host's connection");
+            return Ok(session);
+        }
+        let session = Arc::new(Box::pin(self.connect_chain(hop, depth)).await?);
+        *open = Arc::downgrade(&session);
+        Ok(session)
+    }
+
     /// Authenticates on a connection whose handshake is done.
     async fn finish(
         &self,
         mut handle: client::Handle<ClientHandler>,
         target: &Target,
-        jump: Option<Box<Session>>,
+        jump: Option<Arc<Session>>,
         mut deadline: Deadline,
     ) -> Result<Session, Error> {
         auth::authenticate(&mut handle, target, &self.methods, &mut deadline).await?;

@@ -132,7 +132,7 @@ impl AsyncWrite for Tunnel {
 pub struct Session {
     name: String,
     handle: ClientHandle,
-    jump: Option<Box<Session>>,
+    jump: Option<std::sync::Arc<Session>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -145,7 +145,11 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    pub(crate) fn new(name: String, handle: ClientHandle, jump: Option<Box<Session>>) -> Self {
+    pub(crate) fn new(
+        name: String,
+        handle: ClientHandle,
+        jump: Option<std::sync::Arc<Session>>,
+    ) -> Self {
         Session { name, handle, jump }
     }
 
@@ -292,7 +296,8 @@ impl Session {
         })
     }
 
-    /// Says goodbye to the server (and to the jump hosts under this connection).
+    /// Says goodbye to the server (and to the jump hosts under this connection that no
+    /// other connection shares).
     pub async fn close(self) -> Result<(), Error> {
         let result = if self.handle.is_closed() {
             Ok(())
@@ -306,7 +311,8 @@ impl Session {
                     source,
                 })
         };
-        if let Some(jump) = self.jump {
+        // A jump host shared with other targets stays open until the last one closes.
+        if let Some(jump) = self.jump.and_then(|j| std::sync::Arc::try_unwrap(j).ok()) {
             Box::pin(jump.close()).await?;
         }
         result

@@ -877,3 +877,45 @@ fn a_host_certificate_from_a_trusted_ca_is_accepted_and_others_refused() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Every host behind one bastion shares one login to it: a channel per target.
+#[test]
+fn hosts_behind_one_bastion_share_one_login_to_it() {
+    let Some(tb) = Testbed::up("e2e-check-onejump", 3) else {
+        return;
+    };
+    let bastion = tb.host(0).ip.clone();
+    let from_client = |tb: &Testbed| {
+        accepted_logins(tb, 0)
+            .iter()
+            .filter(|l| l.contains(&format!("from {} ", tb.state.client_ip)))
+            .count()
+    };
+    let before = from_client(&tb);
+    let p = project(&tb, &[1, 2], &tb.state.known_hosts, "");
+    p.file(
+        "deploy.yaml",
+        &p.read("deploy.yaml").replace(
+            "  connect_timeout: 5s\n",
+            &format!("  connect_timeout: 5s\n  proxy_jump: deploy@{bastion}\n"),
+        ),
+    );
+    let out = tb.shipit(&p, &["check", "--json"]);
+    out.code(0);
+    let r = report(&out);
+    assert_eq!(r["hosts"].as_array().unwrap().len(), 2);
+    for i in [1, 2] {
+        assert!(
+            accepted_logins(&tb, i)
+                .iter()
+                .any(|l| l.contains(&format!("for deploy from {bastion} "))),
+            "host {i} was reached through the bastion"
+        );
+    }
+    assert_eq!(
+        from_client(&tb) - before,
+        1,
+        "{:?}",
+        accepted_logins(&tb, 0)
+    );
+}
