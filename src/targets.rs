@@ -88,6 +88,7 @@ pub fn resolve(
     }
     let local = ssh_config::Local::from_env();
     let ssh = &config.ssh;
+    ssh::set_connect_limit(ssh.max_concurrent_starts as usize);
     let config_file = ssh.config_file.as_ref().map(|f| {
         config
             .dir
@@ -125,7 +126,7 @@ pub fn resolve(
             .dir
             .join(ssh_config::expand_tilde(Path::new(f.expose()), &local.home))
     });
-    config
+    let targets: Vec<Target> = config
         .hosts
         .iter()
         .filter(|h| pick.as_ref().is_none_or(|p| p.matches(&h.name)))
@@ -146,7 +147,59 @@ pub fn resolve(
             ssh_config::resolve(&host.host, &explicit, &user_config, &local)
                 .map_err(|e| Failure::new(Exit::Invalid, format!("host `{}`: {e}", host.name)))
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    open_files_for(&targets)?;
+    Ok(targets)
+}
+
+/// Open files a run needs per host: its socket, a jump host's or a ProxyCommand's pipes,
+/// a file being read; plus the process's own.
+const FILES_PER_HOST: u64 = 4;
+const FILES_BASE: u64 = 64;
+
+/// Raises the soft open-files limit to what `targets` need (up to the hard limit), before
+/// anything connects; a hard limit too low for them is a clear error, not connections
+/// failing one by one with "too many open files" halfway through a deploy.
+fn open_files_for(targets: &[Target]) -> Result<(), Failure> {
+    let need = FILES_BASE + FILES_PER_HOST * targets.len() as u64;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read or write the struct we pass, nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Ok(()); // Nothing known: let the run try.
+    }
+    // rlim_t is u64 on Linux.
+    let (soft, hard): (u64, u64) = (limit.rlim_cur, limit.rlim_max);
+    let unlimited = limit.rlim_max == libc::RLIM_INFINITY;
+    if soft >= need {
+        return Ok(());
+    }
+    if !unlimited && hard < need {
+        return Err(Failure::new(
+            Exit::Invalid,
+            format!(
+                "{} host(s) need about {need} open files, but this process may open at most \
+                 {hard} (its hard limit)",
+                targets.len()
+            ),
+        )
+        .hint(
+            "raise the hard limit (`ulimit -Hn` as root, `LimitNOFILE=` for a service, \
+             `nofile` in /etc/security/limits.conf), or target fewer hosts with --hosts",
+        ));
+    }
+    limit.rlim_cur = if unlimited {
+        need
+    } else {
+        hard.min(need.max(soft * 2))
+    };
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        tracing::debug!("could not raise the open-files limit to {}", limit.rlim_cur);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -532,6 +532,18 @@ impl Ctx<'_> {
                 .ok()
         });
         let connect_timeout = self.positive(&s.connect_timeout, "ssh.connect_timeout", 10_000);
+        let max_concurrent_starts = match &s.max_concurrent_starts {
+            Some(n) if n.value == 0 => {
+                self.problem(
+                    n,
+                    "`ssh.max_concurrent_starts` must be at least 1".into(),
+                    None,
+                );
+                1
+            }
+            Some(n) => n.value,
+            None => crate::ssh::DEFAULT_CONNECT_LIMIT as u32,
+        };
         SshConfig {
             user,
             port,
@@ -547,6 +559,7 @@ impl Ctx<'_> {
                 .and_then(|f| self.text(f, "ssh.config_file")),
             proxy_jump,
             connect_timeout,
+            max_concurrent_starts,
         }
     }
 

@@ -55,6 +55,7 @@ pub struct Ssh {
     pub config_file: Option<S<String>>,
     pub proxy_jump: Option<S<String>>,
     pub connect_timeout: Option<S<Duration>>,
+    pub max_concurrent_starts: Option<S<u32>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -334,7 +335,8 @@ merge_struct!(Ssh {
     known_hosts_file,
     config_file,
     proxy_jump,
-    connect_timeout
+    connect_timeout,
+    max_concurrent_starts
 });
 merge_struct!(Shared { dirs, files });
 merge_struct!(Service {
@@ -439,6 +441,7 @@ pub const ALL_KEYS: &[&str] = &[
     "ssh.config_file",
     "ssh.proxy_jump",
     "ssh.connect_timeout",
+    "ssh.max_concurrent_starts",
     "shared.dirs",
     "shared.files",
     "env",

@@ -60,6 +60,8 @@ pub struct SshConfig {
     pub config_file: Option<Text>,
     pub proxy_jump: Option<HostSpec>,
     pub connect_timeout: Duration,
+    /// Connection starts (TCP, handshake, authentication) in flight at once.
+    pub max_concurrent_starts: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -46,10 +46,23 @@ pub struct Connector {
 /// The inner lock makes the second target wait for the first one's login, not start its own.
 type Bastions = Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Weak<Session>>>>>>;
 
+/// The process-wide limit of connection starts ([`Connector::default`]), until first used.
+static GLOBAL_LIMIT: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(DEFAULT_CONNECT_LIMIT);
+
+/// Sets how many connection starts every default connector of this process allows at
+/// once (`ssh.max_concurrent_starts`); call it before the first connection.
+pub fn set_connect_limit(n: usize) {
+    GLOBAL_LIMIT.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
 impl Default for Connector {
     fn default() -> Self {
         static GLOBAL: OnceLock<Arc<Semaphore>> = OnceLock::new();
-        let limit = GLOBAL.get_or_init(|| Arc::new(Semaphore::new(DEFAULT_CONNECT_LIMIT)));
+        let limit = GLOBAL.get_or_init(|| {
+            let n = GLOBAL_LIMIT.load(std::sync::atomic::Ordering::Relaxed);
+            Arc::new(Semaphore::new(n))
+        });
         Connector {
             limit: Arc::clone(limit),
             methods: auth::Methods {
@@ -131,7 +144,7 @@ impl Connector {
         let mut deadline = Deadline::new(&target.name, target.connect_timeout);
         let check = HostKeyCheck::new(target);
         let config = Arc::new(client_config(&check));
-        let handler = ClientHandler::new(check);
+        let handler = ClientHandler::new(check.clone());
 
         let (handle, jump) = match &target.proxy_jump {
             Some(hop) => {
@@ -213,13 +226,8 @@ impl Connector {
                 });
             }
             None => {
-                let stream = tcp_connect(target, &deadline).await?;
-                let handshake = client::connect_stream(config, stream, handler);
-                let handle = deadline
-                    .run(Phase::Handshake, handshake)
-                    .await?
-                    .map_err(|e| e.into_error(target))?;
-                (handle, None)
+                drop(handler);
+                (direct(target, &config, &check, &deadline).await?, None)
             }
         };
 
@@ -317,6 +325,77 @@ fn cipher_order() -> Vec<russh::cipher::Name> {
         order.insert(0, cipher::AES_256_GCM);
     }
     order
+}
+
+/// How many times a connection start that the server dropped (or refused) is tried again.
+const START_RETRIES: u32 = 30;
+const REFUSED_RETRIES: u32 = 2;
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_millis(800);
+
+/// TCP connect and SSH handshake, straight to the host. A start the server drops before
+/// the handshake is done (sshd's `MaxStartups` on a busy host or bastion: a reset or a
+/// close) is tried again after a backoff with jitter (50 ms, doubling up to 0.8 s), up to
+/// [`START_RETRIES`] times; a refused connection up to [`REFUSED_RETRIES`] times (an sshd
+/// restarting); all within the connect timeout. Host-key and other errors are final.
+async fn direct(
+    target: &Target,
+    config: &Arc<client::Config>,
+    check: &HostKeyCheck,
+    deadline: &Deadline,
+) -> Result<client::Handle<ClientHandler>, Error> {
+    let mut attempt = 0;
+    loop {
+        let started = async {
+            let stream = tcp_connect(target, deadline).await?;
+            let handler = ClientHandler::new(check.clone());
+            let handshake = client::connect_stream(Arc::clone(config), stream, handler);
+            deadline
+                .run(Phase::Handshake, handshake)
+                .await?
+                .map_err(|e| e.into_error(target))
+        }
+        .await;
+        let e = match started {
+            Ok(handle) => return Ok(handle),
+            Err(e) => e,
+        };
+        let limit = match &e {
+            Error::Refused { .. } => REFUSED_RETRIES,
+            e if dropped_start(e) => START_RETRIES,
+            _ => 0,
+        };
+        let backoff = (FIRST_BACKOFF * 2u32.pow(attempt.min(10))).min(MAX_BACKOFF);
+        // Jitter: up to half the backoff again, so dropped starts do not come back in step.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let wait = backoff + backoff.mul_f64(f64::from(nanos % 1000) / 2000.0);
+        if attempt >= limit || wait >= deadline.left() {
+            return Err(e);
+        }
+        tracing::debug!(host = %target.name, attempt, "start dropped ({e}); again in {wait:?}");
+        tokio::time::sleep(wait).await;
+        attempt += 1;
+    }
+}
+
+/// The server closed or reset the connection before the handshake was done.
+fn dropped_start(e: &Error) -> bool {
+    let Error::Handshake { source, .. } = e else {
+        return false;
+    };
+    match source {
+        russh::Error::Disconnect | russh::Error::HUP => true,
+        russh::Error::IO(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::ConnectionAborted
+        ),
+        _ => false,
+    }
 }
 
 /// What a ProxyCommand has written on its stderr (the last few KiB).

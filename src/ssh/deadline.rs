@@ -36,6 +36,11 @@ impl Deadline {
             })
     }
 
+    /// The time left.
+    pub(crate) fn left(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+
     pub(crate) fn extend(&mut self, by: Duration) {
         self.at += by;
     }

@@ -31,7 +31,7 @@ mod session;
 pub mod ssh_config;
 mod target;
 
-pub use connect::{Connector, DEFAULT_CONNECT_LIMIT, connect};
+pub use connect::{Connector, DEFAULT_CONNECT_LIMIT, connect, set_connect_limit};
 pub use error::{Error, Phase};
 pub use session::{BOOTSTRAP, DataOutput, ExecOutput, Session, Stream, Tunnel, frame};
 pub use target::{KnownHostsPolicy, Target};

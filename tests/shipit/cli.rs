@@ -231,3 +231,51 @@ fn man_dir_writes_a_page_per_command_and_see_also_names_them() {
     out.code(0);
     assert_eq!(out.stdout.trim_end(), main.trim_end());
 }
+
+/// More hosts than the open-files hard limit allows is a clear error before anything
+/// connects; within it, the soft limit is raised and the run goes on.
+#[test]
+fn too_low_an_open_files_limit_is_a_clear_error() {
+    use std::os::unix::process::CommandExt;
+    let p = Project::new();
+    let hosts: Vec<String> = (1..=10).map(|i| format!("192.0.2.{i}")).collect();
+    p.file(
+        "deploy.yaml",
+        &format!(
+            "app: hello\nservice: {{manager: none}}\nssh: {{connect_timeout: 1s}}\nhosts: [{}]\n",
+            hosts.join(", ")
+        ),
+    );
+    let run = |soft: u64, hard: u64| {
+        let mut cmd = p.command(&["status"]);
+        // SAFETY: setrlimit in the child before exec, nothing else.
+        unsafe {
+            cmd.pre_exec(move || {
+                let l = libc::rlimit {
+                    rlim_cur: soft as libc::rlim_t,
+                    rlim_max: hard as libc::rlim_t,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(64, 64);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("10 host(s) need about 104 open files")
+            && stderr.contains("at most 64")
+            && stderr.contains("hint: raise the hard limit"),
+        "{stderr}"
+    );
+    // A hard limit that is enough: the soft one is raised, and the hosts are tried
+    // (unreachable here, exit 4), not refused up front.
+    let out = run(64, 4096);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(!stderr.contains("open files"), "{stderr}");
+}

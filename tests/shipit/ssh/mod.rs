@@ -784,3 +784,33 @@ async fn connecting_early_keeps_each_outcome_with_its_host() {
     assert_eq!(err.host(), "dead");
     assert!(outcomes[2].is_ok(), "{:?}", outcomes[2].as_ref().err());
 }
+
+/// sshd drops what is beyond its `MaxStartups` before the handshake; those starts are
+/// retried with backoff, so 30 connections at once to a server that takes 2 all succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_dropped_by_max_startups_are_retried() {
+    if sshd::prerequisites().is_none() {
+        return;
+    }
+    let sshd = Sshd::start_with_max_startups(2);
+    let connector = Connector::new(30)
+        .agent_socket(None)
+        .default_identity_files(Vec::new())
+        .interactive(false);
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let (connector, target) = (connector.clone(), sshd.target(&format!("app{i}")));
+        tasks.push(tokio::spawn(async move {
+            let session = connector.connect(&target).await?;
+            session.exec("true", |_, _| {}).await.map(|o| o.success())
+        }));
+    }
+    let mut failed = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(true) => {}
+            other => failed.push(format!("{other:?}")),
+        }
+    }
+    assert!(failed.is_empty(), "{} failed: {failed:#?}", failed.len());
+}

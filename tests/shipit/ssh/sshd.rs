@@ -138,7 +138,13 @@ pub struct Sshd {
 
 impl Sshd {
     pub fn start() -> Sshd {
-        Sshd::start_in(None)
+        Sshd::start_in(None, "100")
+    }
+
+    /// A server that takes at most `n` unauthenticated connections at once and drops the
+    /// rest at once (`MaxStartups n:100:n`), as a busy bastion with sshd's defaults does.
+    pub fn start_with_max_startups(n: u32) -> Sshd {
+        Sshd::start_in(None, &format!("{n}:100:{n}"))
     }
 
     /// A server whose sessions see a directory of its own (`own`, empty at first) at
@@ -146,10 +152,10 @@ impl Sshd {
     /// bind-mounted there. Servers started this way are separate hosts as far as `at` is
     /// concerned (an app's `deploy_to`), and nothing outside them sees the mounts.
     pub fn start_with_own(at: &Path) -> Sshd {
-        Sshd::start_in(Some(at))
+        Sshd::start_in(Some(at), "100")
     }
 
-    fn start_in(at: Option<&Path>) -> Sshd {
+    fn start_in(at: Option<&Path>, max_startups: &str) -> Sshd {
         // Not under /tmp: sshd's StrictModes rejects paths below world-writable dirs.
         let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         std::fs::create_dir_all(&base).expect("create target tmp dir");
@@ -191,7 +197,7 @@ impl Sshd {
              PubkeyAuthentication yes\n\
              AllowTcpForwarding yes\n\
              MaxSessions 50\n\
-             MaxStartups 100\n\
+             MaxStartups {max_startups}\n\
              LogLevel INFO\n",
             host = host_key_file.display(),
             dir = d.display(),
