@@ -382,7 +382,125 @@ fn describe_proxy(p: &ProxyStatus) -> String {
     format!("proxy {}; {}", p.unit, slots.join("; "))
 }
 
+/// Beyond this many hosts, `status` groups the hosts that agree.
+const GROUP_AT: usize = 24;
+
 fn table(statuses: &[HostStatus], mixed: bool, show_releases: bool, history: usize) -> String {
+    if statuses.len() > GROUP_AT && !show_releases && history == 0 {
+        grouped(statuses, mixed)
+    } else {
+        rows(statuses, mixed, show_releases, history)
+    }
+}
+
+/// What hosts must share to be shown as one group.
+fn group_key(s: &HostStatus) -> String {
+    if !s.reachable {
+        return "UNREACHABLE".into();
+    }
+    if !s.deployed {
+        return "not deployed".into();
+    }
+    let health = match s.healthy {
+        Some(true) => "health ok",
+        Some(false) => "health FAILING",
+        None => "health -",
+    };
+    let mut key = format!(
+        "release {} (version {}), service {}, {health}",
+        s.current.as_deref().unwrap_or("-"),
+        s.version.as_deref().unwrap_or("-"),
+        s.service.as_deref().unwrap_or("-"),
+    );
+    if s.lock.is_some() {
+        key.push_str(", LOCKED");
+    }
+    if s.guard.is_some() {
+        key.push_str(", guard armed");
+    }
+    key
+}
+
+/// Many hosts: the hosts that differ from the largest group first (in full, with their
+/// notes, when there are few of them), then one line per group, smallest first, with its
+/// count and hosts. `--json` has every host in full.
+fn grouped(statuses: &[HostStatus], mixed: bool) -> String {
+    let mut groups: Vec<(String, Vec<&HostStatus>)> = Vec::new();
+    for s in statuses {
+        let key = group_key(s);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(s),
+            None => groups.push((key, vec![s])),
+        }
+    }
+    groups.sort_by_key(|(_, members)| members.len());
+    let largest = groups.last().map(|(k, _)| k.clone()).unwrap_or_default();
+    let differ: Vec<&str> = statuses
+        .iter()
+        .filter(|s| group_key(s) != largest)
+        .map(|s| s.name.as_str())
+        .collect();
+    let mut out = String::new();
+    if !differ.is_empty() && differ.len() <= GROUP_AT {
+        let subset: Vec<HostStatus> = statuses
+            .iter()
+            .filter(|s| differ.contains(&s.name.as_str()))
+            .map(|s| HostStatus {
+                name: s.name.clone(),
+                reachable: s.reachable,
+                error: s.error.clone(),
+                deployed: s.deployed,
+                current: s.current.clone(),
+                version: s.version.clone(),
+                commit: s.commit.clone(),
+                service: s.service.clone(),
+                healthy: s.healthy,
+                health: s.health.clone(),
+                lock: s.lock.clone(),
+                lock_age_secs: s.lock_age_secs,
+                release_count: s.release_count,
+                ..HostStatus::default()
+            })
+            .collect();
+        out.push_str(&rows(&subset, false, false, 0));
+        out.push_str(
+            "
+
+",
+        );
+    }
+    out.push_str(&format!(
+        "{} hosts in {} group(s), the ones that differ first:",
+        statuses.len(),
+        groups.len()
+    ));
+    const NAMES: usize = 12;
+    for (key, members) in &groups {
+        let mut names: Vec<&str> = members
+            .iter()
+            .take(NAMES)
+            .map(|s| s.name.as_str())
+            .collect();
+        let more = members.len().saturating_sub(NAMES);
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        names.dedup();
+        out.push_str(&format!(
+            "\n{:>5}  {key}: {}{more}",
+            members.len(),
+            names.join(", ")
+        ));
+    }
+    if mixed {
+        out.push_str("\n\nMIXED: hosts are on different releases (above)");
+    }
+    out
+}
+
+fn rows(statuses: &[HostStatus], mixed: bool, show_releases: bool, history: usize) -> String {
     let w = statuses
         .iter()
         .map(|s| s.name.len())
@@ -522,6 +640,81 @@ fn table(statuses: &[HostStatus], mixed: bool, show_releases: bool, history: usi
 mod tests {
     use super::*;
     use crate::printer::json::tests::assert_documented;
+
+    fn host(name: &str, release: &str, healthy: bool) -> HostStatus {
+        HostStatus {
+            name: name.into(),
+            reachable: true,
+            deployed: true,
+            current: Some(release.into()),
+            version: Some("1.0".into()),
+            service: Some("active".into()),
+            healthy: Some(healthy),
+            release_count: 2,
+            ..HostStatus::default()
+        }
+    }
+
+    #[test]
+    fn many_hosts_are_grouped_and_the_ones_that_differ_come_first() {
+        let mut all: Vec<HostStatus> = (1..=27)
+            .map(|i| host(&format!("app{i:02}"), "20261205T000000Z-aaaaaaaa", true))
+            .collect();
+        all.insert(3, host("old1", "20261204T000000Z-bbbbbbbb", true));
+        all.push(host("sick1", "20261205T000000Z-aaaaaaaa", false));
+        all.push(HostStatus {
+            name: "gone1".into(),
+            error: Some("host `gone1`: connection refused".into()),
+            ..HostStatus::default()
+        });
+        let text = table(&all, true, false, 0);
+        let lines: Vec<&str> = text.lines().collect();
+        // The three that differ, in full, first.
+        assert!(lines[0].starts_with("HOST "), "{text}");
+        assert!(lines[1].starts_with("old1 "), "{text}");
+        assert!(
+            lines[2].starts_with("sick1 ") && lines[2].contains("FAILING"),
+            "{text}"
+        );
+        assert!(
+            lines[3].starts_with("gone1 ") && lines[3].contains("UNREACHABLE"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gone1: host `gone1`: connection refused"),
+            "{text}"
+        );
+        assert!(
+            text.contains("30 hosts in 4 group(s), the ones that differ first:"),
+            "{text}"
+        );
+        let groups: Vec<&&str> = lines
+            .iter()
+            .skip_while(|l| !l.starts_with("30 hosts"))
+            .skip(1)
+            .take(4)
+            .collect();
+        assert_eq!(groups.len(), 4, "{text}");
+        assert!(
+            groups[3]
+                .trim_start()
+                .starts_with("27  release 20261205T000000Z-aaaaaaaa")
+        );
+        assert!(
+            groups[3].ends_with(
+                "app01, app02, app03, app04, app05, app06, app07, app08, app09, \
+                                 app10, app11, app12 and 15 more"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("MIXED: hosts are on different releases (above)"),
+            "{text}"
+        );
+        // A screenful is shown host by host, as before.
+        let few = table(&all[..10], false, false, 0);
+        assert_eq!(few.lines().count(), 11, "{few}");
+    }
 
     #[test]
     fn the_status_document_is_documented_field_by_field() {

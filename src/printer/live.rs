@@ -1,6 +1,7 @@
 //! How a run's events look: on a terminal, the live view (a row per host that changes in
-//! place, as many as fit on the screen, a `+N more` row for the rest, and an overall row
-//! whose count and clock move); otherwise one plain line (or JSON object) per event.
+//! place, as many as fit on the screen, a `+N more` row for the rest with their counts
+//! and the slowest of them, and an overall row whose count and clock move); otherwise one
+//! plain line (or JSON object) per event.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -115,9 +116,51 @@ struct View {
     finished: Mutex<u64>,
     total: u64,
     rows: HashMap<String, ProgressBar>,
-    /// Hosts without a row of their own: silent until the summary.
+    /// Hosts without a row of their own: one row with their counts and the slowest.
     more: Option<ProgressBar>,
+    others: Mutex<HashMap<String, Other>>,
     uploading: Mutex<HashMap<String, bool>>,
+}
+
+/// A host without a row: where it is, since when, and how it ended.
+#[derive(Debug, Clone)]
+struct Other {
+    step: String,
+    since: Instant,
+    ended: Option<&'static str>,
+}
+
+/// The row for the hosts without one: how many are at work and how many ended how, and
+/// the three that have been longest at their current step.
+fn others_line(others: &HashMap<String, Other>, now: Instant) -> String {
+    let mut ended: Vec<(&'static str, usize)> = Vec::new();
+    let mut working: Vec<(&String, &Other)> = Vec::new();
+    for (name, o) in others {
+        match o.ended {
+            Some(word) => match ended.iter_mut().find(|(w, _)| *w == word) {
+                Some((_, n)) => *n += 1,
+                None => ended.push((word, 1)),
+            },
+            None => working.push((name, o)),
+        }
+    }
+    ended.sort();
+    let mut parts = vec![format!("{} at work", working.len())];
+    parts.extend(ended.iter().map(|(w, n)| format!("{n} {w}")));
+    let mut line = format!("+{} more: {}", others.len(), parts.join(", "));
+    working.sort_by(|a, b| a.1.since.cmp(&b.1.since).then(a.0.cmp(b.0)));
+    let slowest: Vec<String> = working
+        .iter()
+        .take(3)
+        .map(|(name, o)| {
+            let secs = now.saturating_duration_since(o.since).as_secs();
+            format!("{name} ({}, {secs}s)", o.step)
+        })
+        .collect();
+    if !slowest.is_empty() {
+        line.push_str(&format!("; slowest: {}", slowest.join(", ")));
+    }
+    line
 }
 
 fn finished(done: u64, total: u64) -> String {
@@ -146,13 +189,23 @@ impl View {
             bar.enable_steady_tick(Duration::from_millis(120));
             rows.insert(name.clone(), bar);
         }
+        let now = Instant::now();
+        let others: HashMap<String, Other> = hosts
+            .iter()
+            .skip(room)
+            .map(|name| {
+                let o = Other {
+                    step: "connecting".into(),
+                    since: now,
+                    ended: None,
+                };
+                (name.clone(), o)
+            })
+            .collect();
         let more = (hosts.len() > room).then(|| {
             let bar = multi.add(ProgressBar::new_spinner());
             bar.set_style(style("  {msg}"));
-            bar.set_message(format!(
-                "+{} more host(s), in the summary at the end",
-                hosts.len() - room
-            ));
+            bar.set_message(others_line(&others, now));
             bar
         });
         let total = hosts.len() as u64;
@@ -171,6 +224,7 @@ impl View {
             total,
             rows,
             more,
+            others: Mutex::new(others),
             uploading: Mutex::new(HashMap::new()),
         }
     }
@@ -184,6 +238,25 @@ impl View {
             bar.finish_and_clear();
         }
         let _ = self.multi.clear();
+    }
+
+    /// A host without a row moved on (a step, or its end): its row of counts follows.
+    fn other(&self, host: &str, step: Option<&str>, ended: Option<&'static str>) {
+        let Some(more) = &self.more else { return };
+        let mut others = self.others.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(o) = others.get_mut(host) else {
+            return;
+        };
+        if let Some(step) = step {
+            // The step's first words: "staged release ..." reads as "staged release".
+            let short: Vec<&str> = step.split_whitespace().take(2).collect();
+            o.step = short.join(" ");
+            o.since = Instant::now();
+        }
+        if ended.is_some() {
+            o.ended = ended;
+        }
+        more.set_message(others_line(&others, Instant::now()));
     }
 
     fn uploading(&self, host: &str, now: bool) -> bool {
@@ -203,6 +276,8 @@ impl Listener for View {
                         row.set_style(style(ROW));
                     }
                     row.set_message(text);
+                } else {
+                    self.other(&host, Some(&text), None);
                 }
             }
             Event::Upload { host, sent, total } => {
@@ -236,8 +311,38 @@ impl Listener for View {
                 if let Some(row) = self.rows.get(&host) {
                     row.set_style(style(DONE));
                     row.finish_with_message(outcome.word());
+                } else {
+                    self.other(&host, None, Some(outcome.word()));
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_row_for_the_rest_counts_them_and_names_the_slowest() {
+        let now = Instant::now();
+        let at = |secs: u64, step: &str, ended: Option<&'static str>| Other {
+            step: step.into(),
+            since: now - Duration::from_secs(secs),
+            ended,
+        };
+        let mut others = HashMap::new();
+        others.insert("app10".to_owned(), at(3, "staged release", None));
+        others.insert("app11".to_owned(), at(40, "uploading", None));
+        others.insert("app12".to_owned(), at(12, "switching to", None));
+        others.insert("app13".to_owned(), at(1, "connecting", None));
+        others.insert("app14".to_owned(), at(0, "x", Some("done")));
+        others.insert("app15".to_owned(), at(0, "x", Some("done")));
+        others.insert("app16".to_owned(), at(0, "x", Some("failed")));
+        assert_eq!(
+            others_line(&others, now),
+            "+7 more: 4 at work, 2 done, 1 failed; slowest: app11 (uploading, 40s), \
+             app12 (switching to, 12s), app10 (staged release, 3s)"
+        );
     }
 }
