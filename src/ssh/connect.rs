@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use russh::client;
 use tokio::net::TcpStream;
@@ -44,7 +44,21 @@ pub struct Connector {
 
 /// Per jump host (its resolved target, as text), the connection while anyone uses it.
 /// The inner lock makes the second target wait for the first one's login, not start its own.
-type Bastions = Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Weak<Session>>>>>>;
+type Bastions = Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Jump>>>>>;
+
+/// A jump host's connection, or why it just failed.
+#[derive(Debug, Default)]
+enum Jump {
+    #[default]
+    None,
+    Open(Weak<Session>),
+    /// The last attempt failed (when, and why): targets behind it that were waiting do
+    /// not each try again, one after another, for a connect timeout apiece.
+    Failed(Instant, String),
+}
+
+/// How long a jump host's failure answers for every target behind it.
+const JUMP_FAILURE_HOLDS: Duration = Duration::from_secs(5);
 
 /// The process-wide limit of connection starts ([`Connector::default`]), until first used.
 static GLOBAL_LIMIT: std::sync::atomic::AtomicUsize =
@@ -241,16 +255,35 @@ impl Connector {
             let mut map = self.bastions.lock().unwrap_or_else(|p| p.into_inner());
             Arc::clone(map.entry(format!("{hop:?}")).or_default())
         };
-        let mut open = slot.lock().await;
-        if let Some(session) = open.upgrade()
-            && !session.is_closed()
-        {
-            tracing::debug!(host = %hop.name, "sharing the jump host's connection");
-            return Ok(session);
+        let mut jump = slot.lock().await;
+        match &*jump {
+            Jump::Open(weak) => {
+                if let Some(session) = weak.upgrade()
+                    && !session.is_closed()
+                {
+                    tracing::debug!(host = %hop.name, "sharing the jump host's connection");
+                    return Ok(session);
+                }
+            }
+            Jump::Failed(at, why) if at.elapsed() < JUMP_FAILURE_HOLDS => {
+                return Err(Error::Repeated {
+                    host: hop.name.clone(),
+                    message: why.clone(),
+                });
+            }
+            _ => {}
         }
-        let session = Arc::new(Box::pin(self.connect_chain(hop, depth)).await?);
-        *open = Arc::downgrade(&session);
-        Ok(session)
+        match Box::pin(self.connect_chain(hop, depth)).await {
+            Ok(session) => {
+                let session = Arc::new(session);
+                *jump = Jump::Open(Arc::downgrade(&session));
+                Ok(session)
+            }
+            Err(e) => {
+                *jump = Jump::Failed(Instant::now(), e.to_string());
+                Err(e)
+            }
+        }
     }
 
     /// Authenticates on a connection whose handshake is done.

@@ -174,6 +174,10 @@ pub enum Error {
         stderr: String,
     },
 
+    /// A jump host that failed for another target a moment ago, not tried again.
+    #[error("{message} (it failed so for another host just now)")]
+    Repeated { host: String, message: String },
+
     #[error("host `{host}`: cannot reach it through jump host `{via}`: {source}")]
     Jump {
         host: String,
@@ -239,6 +243,7 @@ impl Error {
             | Error::KeyNeedsPassphrase { host, .. }
             | Error::Jump { host, .. }
             | Error::ProxyCommand { host, .. }
+            | Error::Repeated { host, .. }
             | Error::JumpChannel { host, .. }
             | Error::Tunnel { host, .. }
             | Error::Channel { host, .. }

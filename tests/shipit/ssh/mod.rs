@@ -814,3 +814,46 @@ async fn connections_dropped_by_max_startups_are_retried() {
     }
     assert!(failed.is_empty(), "{} failed: {failed:#?}", failed.len());
 }
+
+/// A jump host that does not answer fails every target behind it once, not once per
+/// target in turn: the first failure answers for the targets that were waiting on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_jump_host_fails_every_target_behind_it_at_once() {
+    let timeout = Duration::from_secs(1);
+    let target = |name: &str, port, jump: Option<Box<Target>>| Target {
+        name: name.into(),
+        host: "127.0.0.1".into(),
+        port,
+        user: "root".into(),
+        identity_files: vec![],
+        known_hosts: KnownHostsPolicy::Strict,
+        known_hosts_files: vec![],
+        proxy_jump: jump,
+        proxy_command: None,
+        identity_agent: None,
+        connect_timeout: timeout,
+    };
+    // Silent bastion: TCP works (the kernel's backlog), the SSH banner never comes.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let bastion = Box::new(target("bastion", port, None));
+    let connector = isolated();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let (connector, t) = (
+            connector.clone(),
+            target(&format!("app{i}"), 22, Some(bastion.clone())),
+        );
+        tasks.push(tokio::spawn(async move { connector.connect(&t).await }));
+    }
+    for t in tasks {
+        let err = t.await.unwrap().expect_err("the bastion is silent");
+        assert!(matches!(err, Error::Jump { .. }), "{err:?}");
+        assert!(err.is_unreachable());
+    }
+    // A bound, not a benchmark: one timeout, not six in a row.
+    let took = started.elapsed();
+    assert!(took < timeout * 3, "took {took:?}");
+    drop(silent);
+}
