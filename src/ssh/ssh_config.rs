@@ -255,7 +255,14 @@ impl SshConfig {
                     block = Some(Condition::Host(args));
                 }
                 "match" => {
-                    let all = args.len() == 1 && args[0].eq_ignore_ascii_case("all");
+                    // `Match all`, also as `Match final all` or `Match canonical all`
+                    // (Fedora's system config has one): every host, on our single pass.
+                    let all = args.iter().any(|a| a.eq_ignore_ascii_case("all"))
+                        && args.iter().all(|a| {
+                            ["all", "final", "canonical"]
+                                .iter()
+                                .any(|w| a.eq_ignore_ascii_case(w))
+                        });
                     block = Some(if all {
                         Condition::Host(vec!["*".into()])
                     } else {

@@ -200,6 +200,10 @@ fn match_all_applies_other_match_blocks_do_not_and_each_is_a_warning() {
     let text = "Match host x\n User nope\nMatch all\n User yes\n";
     let t = target("x", &Explicit::default(), text);
     assert_eq!(t.user, "yes");
+    let quiet = "Match final all\n Port 2200\nMatch canonical all\n User c\n";
+    let t = target("x", &Explicit::default(), quiet);
+    assert_eq!((t.port, t.user.as_str()), (2200, "c"));
+    assert!(cfg(quiet).warnings.is_empty());
     assert_eq!(
         cfg(text).warnings,
         [
