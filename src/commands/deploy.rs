@@ -117,50 +117,37 @@ pub fn run(settings: &Settings, opts: DeployOptions) -> Result<Exit> {
             printer.data(&runtime.block_on(super::dry_run::deploy(&plan, &runs, &release_id)));
         }
     } else {
-        summary::print(
-            &printer,
-            &runs,
-            exit,
-            &summary::Context {
-                action: plan.kind.action(),
-                release: Some(&release_id),
-                version: Some(&version),
-                sha256: Some(&sha256),
-            },
-            opts.json,
-        );
-        let result = if exit == Exit::Ok { "ok" } else { "failed" };
         let context = summary::Context {
             action: plan.kind.action(),
             release: Some(&release_id),
             version: Some(&version),
             sha256: Some(&sha256),
         };
-        // The run's JSON summary, for a notification hook to read.
-        // A fresh file (created exclusively, removed when dropped), never a fixed name.
-        let file = tempfile::Builder::new()
-            .prefix("shipit-summary-")
-            .suffix(".json")
-            .tempfile()?;
+        summary::print(&printer, &runs, exit, &context, opts.json);
         if !config.hooks.local_after.is_empty() {
+            // The run's JSON summary, for a notification hook to read: a fresh file
+            // (created exclusively, removed when dropped), never a fixed name.
+            let file = tempfile::Builder::new()
+                .prefix("shipit-summary-")
+                .suffix(".json")
+                .tempfile()?;
             std::fs::write(file.path(), summary::json(&runs, exit, &context))?;
+            let result = if exit == Exit::Ok { "ok" } else { "failed" };
+            env.extend([
+                ("SHIPIT_RELEASE", release_id.clone()),
+                ("SHIPIT_RESULT", result.to_owned()),
+                ("SHIPIT_EXIT_CODE", exit.code().to_string()),
+                ("SHIPIT_SUMMARY", file.path().display().to_string()),
+            ]);
+            super::build::run_hooks(
+                &config,
+                "local_after",
+                &config.hooks.local_after,
+                &version,
+                &env,
+                &printer,
+            )?;
         }
-        env.extend([
-            ("SHIPIT_RELEASE", release_id.clone()),
-            ("SHIPIT_RESULT", result.to_owned()),
-            ("SHIPIT_EXIT_CODE", exit.code().to_string()),
-            ("SHIPIT_SUMMARY", file.path().display().to_string()),
-        ]);
-        let ran = super::build::run_hooks(
-            &config,
-            "local_after",
-            &config.hooks.local_after,
-            &version,
-            &env,
-            &printer,
-        );
-        drop(file);
-        ran?;
     }
     Ok(exit)
 }

@@ -82,14 +82,16 @@ pub(super) fn everywhere(
                         }),
                         Err(e) => Err(e.to_string()),
                     };
-                    seen.lock().unwrap().push((name, result));
+                    seen.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((name, result));
                 }
                 run
             }
         };
         each(runs, &plan, ALL, |r| r.remote.is_some(), work).await
     });
-    let results = results.lock().unwrap().clone();
+    let results = results.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let unreachable: Vec<String> = runs
         .iter()
         .filter(|r| r.remote.is_none())

@@ -47,11 +47,11 @@ pub fn run(settings: &Settings, l: Logs) -> Result<Exit> {
     let keep = kept.clone();
     let sink = move |host: &str, line: &str| {
         keep.lock()
-            .unwrap()
+            .unwrap_or_else(|e| e.into_inner())
             .push((host.to_owned(), line.to_owned()));
     };
     let exit = everywhere(settings, &config, l.hosts, &script, Arc::new(sink))?;
-    let mut lines = kept.lock().unwrap().clone();
+    let mut lines = kept.lock().unwrap_or_else(|e| e.into_inner()).clone();
     // `-- No entries --` and the like carry no time: they sort first, per host.
     lines.sort_by(|a, b| stamp(&a.1).cmp(stamp(&b.1)));
     for (host, line) in lines {

@@ -389,7 +389,8 @@ fn table(statuses: &[HostStatus], mixed: bool, show_releases: bool, history: usi
     if statuses.len() > GROUP_AT && !show_releases && history == 0 {
         grouped(statuses, mixed)
     } else {
-        rows(statuses, mixed, show_releases, history)
+        let all: Vec<&HostStatus> = statuses.iter().collect();
+        rows(&all, mixed, show_releases, history)
     }
 }
 
@@ -442,25 +443,9 @@ fn grouped(statuses: &[HostStatus], mixed: bool) -> String {
         .collect();
     let mut out = String::new();
     if !differ.is_empty() && differ.len() <= GROUP_AT {
-        let subset: Vec<HostStatus> = statuses
+        let subset: Vec<&HostStatus> = statuses
             .iter()
             .filter(|s| differ.contains(&s.name.as_str()))
-            .map(|s| HostStatus {
-                name: s.name.clone(),
-                reachable: s.reachable,
-                error: s.error.clone(),
-                deployed: s.deployed,
-                current: s.current.clone(),
-                version: s.version.clone(),
-                commit: s.commit.clone(),
-                service: s.service.clone(),
-                healthy: s.healthy,
-                health: s.health.clone(),
-                lock: s.lock.clone(),
-                lock_age_secs: s.lock_age_secs,
-                release_count: s.release_count,
-                ..HostStatus::default()
-            })
             .collect();
         out.push_str(&rows(&subset, false, false, 0));
         out.push_str(
@@ -500,7 +485,7 @@ fn grouped(statuses: &[HostStatus], mixed: bool) -> String {
     out
 }
 
-fn rows(statuses: &[HostStatus], mixed: bool, show_releases: bool, history: usize) -> String {
+fn rows(statuses: &[&HostStatus], mixed: bool, show_releases: bool, history: usize) -> String {
     let w = statuses
         .iter()
         .map(|s| s.name.len())

@@ -162,25 +162,48 @@ pub struct HostObject {
 
 impl<'de> Deserialize<'de> for HostEntry {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = HostEntry;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a host as `[user@]host[:port]` or an object with `host`")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HostEntry, E> {
-                Ok(HostEntry::Short(v.to_owned()))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<HostEntry, A::Error> {
-                HostObject::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(|o| HostEntry::Object(Box::new(o)))
-            }
-        }
-        d.deserialize_any(Visitor)
+        string_or_object(
+            d,
+            "a host as `[user@]host[:port]` or an object with `host`",
+            HostEntry::Short,
+            |o| HostEntry::Object(Box::new(o)),
+        )
     }
+}
+
+/// A value written either as a string (`short`) or as an object `O` (`object`).
+fn string_or_object<'de, D, T, O>(
+    d: D,
+    expecting: &'static str,
+    short: fn(String) -> T,
+    object: fn(O) -> T,
+) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    O: Deserialize<'de>,
+{
+    struct Visitor<T, O> {
+        expecting: &'static str,
+        short: fn(String) -> T,
+        object: fn(O) -> T,
+    }
+    impl<'de, T, O: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T, O> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+            Ok((self.short)(v.to_owned()))
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            O::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(self.object)
+        }
+    }
+    d.deserialize_any(Visitor {
+        expecting,
+        short,
+        object,
+    })
 }
 
 /// A hook as written: a command, or an object (`run`, and for `before_switch`, `once`).
@@ -199,24 +222,12 @@ pub struct HookObject {
 
 impl<'de> Deserialize<'de> for HookEntry {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = HookEntry;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a shell command, or an object with `run` (and `once`)")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HookEntry, E> {
-                Ok(HookEntry::Short(v.to_owned()))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<HookEntry, A::Error> {
-                HookObject::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(HookEntry::Object)
-            }
-        }
-        d.deserialize_any(Visitor)
+        string_or_object(
+            d,
+            "a shell command, or an object with `run` (and `once`)",
+            HookEntry::Short,
+            HookEntry::Object,
+        )
     }
 }
 

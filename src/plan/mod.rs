@@ -454,11 +454,7 @@ impl Plan {
         previous: Option<&str>,
         redact: bool,
     ) -> Result<String, QuoteError> {
-        let mut s = stage::once(id, &d.once, redact)?;
-        // The env after the `cd`, before the hooks.
-        let at = s.find('\n').map_or(0, |i| i + 1);
-        s.insert_str(at, &self.hook_env(host, id, previous)?);
-        Ok(s)
+        Ok(self.hook_env(host, id, previous)? + &stage::once(id, &d.once, redact)?)
     }
 
     /// The after hooks of this run's kind (`after_switch`, or `after_rollback`).

@@ -200,7 +200,7 @@ pub async fn run_until_killed(
     cancel: Arc<Cancel>,
     killer: Arc<Killer>,
 ) -> Ran {
-    run_artifact(kind, hosts, policy, cancel, killer, Vec::new()).await
+    run_with(kind, hosts, policy, cancel, killer, Setup::default()).await
 }
 
 /// A deploy of an artifact holding these native executables.
@@ -210,7 +210,11 @@ pub async fn deploy_natives(
     natives: Vec<Native>,
 ) -> Ran {
     let (cancel, killer) = (Cancel::new(), Arc::default());
-    run_artifact(Kind::Deploy, hosts, policy, cancel, killer, natives).await
+    let setup = Setup {
+        natives,
+        ..Setup::default()
+    };
+    run_with(Kind::Deploy, hosts, policy, cancel, killer, setup).await
 }
 
 /// `run`, with the app behind the proxy (steps 10/50/100, 1 ms analysis windows, no watch,
@@ -228,8 +232,11 @@ pub async fn run_until_killed_behind_proxy(
     cancel: Arc<Cancel>,
     killer: Arc<Killer>,
 ) -> Ran {
-    let proxy = Some(test_proxy());
-    run_with(kind, hosts, policy, cancel, killer, Vec::new(), proxy, 0).await
+    let setup = Setup {
+        proxy: Some(test_proxy()),
+        ..Setup::default()
+    };
+    run_with(kind, hosts, policy, cancel, killer, setup).await
 }
 
 /// The proxy the fake runs behind: steps 10/50/100, 1 ms analysis windows, no watch, no
@@ -254,41 +261,38 @@ pub fn test_proxy() -> crate::config::ProxyConfig {
 /// A deploy whose config has `once` once-only (`once: true`) hooks.
 pub async fn deploy_with_once(hosts: Vec<Arc<FakeHost>>, policy: Policy, once: usize) -> Ran {
     let (cancel, killer) = (Cancel::new(), Arc::default());
-    run_with(
-        Kind::Deploy,
-        hosts,
-        policy,
-        cancel,
-        killer,
-        Vec::new(),
-        None,
+    let setup = Setup {
         once,
-    )
-    .await
+        ..Setup::default()
+    };
+    run_with(Kind::Deploy, hosts, policy, cancel, killer, setup).await
 }
 
-async fn run_artifact(
-    kind: Kind,
-    hosts: Vec<Arc<FakeHost>>,
-    policy: Policy,
-    cancel: Arc<Cancel>,
-    killer: Arc<Killer>,
-    natives: Vec<Native>,
-) -> Ran {
-    run_with(kind, hosts, policy, cancel, killer, natives, None, 0).await
+/// What a run's config and artifact have beyond the defaults.
+#[derive(Default)]
+pub struct Setup {
+    /// Native executables in the artifact.
+    pub natives: Vec<Native>,
+    /// The app behind the proxy (the hosts should be [`FakeHost::behind_proxy`]).
+    pub proxy: Option<crate::config::ProxyConfig>,
+    /// How many once-only (`once: true`) hooks the config has.
+    pub once: usize,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A run with `setup`, where a fault may kill the deployer (as [`run_until_killed`]).
 pub async fn run_with(
     kind: Kind,
     hosts: Vec<Arc<FakeHost>>,
     policy: Policy,
     cancel: Arc<Cancel>,
     killer: Arc<Killer>,
-    natives: Vec<Native>,
-    proxy: Option<crate::config::ProxyConfig>,
-    once: usize,
+    setup: Setup,
 ) -> Ran {
+    let Setup {
+        natives,
+        proxy,
+        once,
+    } = setup;
     let recorder = Arc::new(Recorder::default());
     let mut plan = plan(kind, Events::new(recorder.clone()));
     plan.proxy = proxy;

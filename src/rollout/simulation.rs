@@ -33,7 +33,7 @@ use crate::outcome::Outcome;
 use crate::plan::Kind;
 use crate::remote::release::State;
 
-use super::harness::{Ran, run_until_killed, run_until_killed_behind_proxy, run_with, test_proxy};
+use super::harness::{Ran, Setup, run_until_killed_behind_proxy, run_with, test_proxy};
 use super::{Cancel, Policy};
 
 const OLDER: &str = "20200101T000000Z-0000000a";
@@ -219,18 +219,12 @@ async fn check(seed: u64) -> Result<(), String> {
     let halt = s.policy.on_failure == OnFailure::Halt;
     let max_failures = s.policy.max_failures;
     let kind = s.kind;
-    let ran = if s.once {
-        let proxy = s.proxy.then(test_proxy);
-        let (hosts, natives) = (s.hosts, Vec::new());
-        run_with(
-            s.kind, hosts, s.policy, s.cancel, s.killer, natives, proxy, 1,
-        )
-        .await
-    } else if s.proxy {
-        run_until_killed_behind_proxy(s.kind, s.hosts, s.policy, s.cancel, s.killer).await
-    } else {
-        run_until_killed(s.kind, s.hosts, s.policy, s.cancel, s.killer).await
+    let setup = Setup {
+        proxy: s.proxy.then(test_proxy),
+        once: usize::from(s.once),
+        ..Setup::default()
     };
+    let ran = run_with(s.kind, s.hosts, s.policy, s.cancel, s.killer, setup).await;
     if s.once {
         once_invariants(&ran).map_err(|e| format!("{e}\n  scenario: {}", s.story.join("; ")))?;
     }

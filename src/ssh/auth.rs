@@ -17,7 +17,7 @@ use std::time::Instant;
 use russh::client::AuthResult;
 use russh::keys::agent::AgentIdentity;
 use russh::keys::agent::client::AgentClient;
-use russh::keys::ssh_key::{Certificate, HashAlg, PrivateKey, PublicKey};
+use russh::keys::ssh_key::{Algorithm, Certificate, HashAlg, PrivateKey, PublicKey};
 use russh::keys::{PrivateKeyWithHashAlg, decode_secret_key};
 
 use super::deadline::Deadline;
@@ -205,16 +205,42 @@ impl Attempts<'_> {
         Ok(best)
     }
 
+    /// The signature hash for a key of `algorithm`: the server's best for RSA, none else.
+    async fn hash_for(&mut self, algorithm: Algorithm) -> Result<Option<HashAlg>, Error> {
+        if algorithm.is_rsa() {
+            self.rsa_hash().await
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// What an attempt the agent signs came to: a refusal, or the agent not signing, is
+    /// recorded as tried under `label`.
+    fn agent_verdict(
+        &mut self,
+        label: &str,
+        result: Result<AuthResult, impl std::fmt::Display>,
+    ) -> bool {
+        match result {
+            Ok(AuthResult::Success) => true,
+            Ok(AuthResult::Failure { .. }) => {
+                self.tried.push(format!("{label} (rejected)"));
+                false
+            }
+            Err(e) => {
+                self.tried
+                    .push(format!("{label} (agent could not sign: {e})"));
+                false
+            }
+        }
+    }
+
     async fn try_agent_key(&mut self, agent: &mut Agent, key: &PublicKey) -> Result<bool, Error> {
         if self.offered.iter().any(|k| k.key_data() == key.key_data()) {
             return Ok(false);
         }
         self.offered.push(key.clone());
-        let hash = if key.algorithm().is_rsa() {
-            self.rsa_hash().await?
-        } else {
-            None
-        };
+        let hash = self.hash_for(key.algorithm()).await?;
         let label = format!(
             "ssh-agent key {} {}",
             key.algorithm(),
@@ -229,18 +255,7 @@ impl Attempts<'_> {
                     .authenticate_publickey_with(user, key.clone(), hash, agent),
             )
             .await?;
-        match result {
-            Ok(AuthResult::Success) => Ok(true),
-            Ok(AuthResult::Failure { .. }) => {
-                self.tried.push(format!("{label} (rejected)"));
-                Ok(false)
-            }
-            Err(e) => {
-                self.tried
-                    .push(format!("{label} (agent could not sign: {e})"));
-                Ok(false)
-            }
-        }
+        Ok(self.agent_verdict(&label, result))
     }
 
     /// A certificate the agent holds, signed by the agent.
@@ -249,11 +264,7 @@ impl Attempts<'_> {
         agent: &mut Agent,
         cert: &Certificate,
     ) -> Result<bool, Error> {
-        let hash = if cert.algorithm().is_rsa() {
-            self.rsa_hash().await?
-        } else {
-            None
-        };
+        let hash = self.hash_for(cert.algorithm()).await?;
         let label = format!(
             "ssh-agent certificate {} (key {})",
             cert.key_id(),
@@ -268,18 +279,7 @@ impl Attempts<'_> {
                     .authenticate_certificate_with(user, cert.clone(), hash, agent),
             )
             .await?;
-        match result {
-            Ok(AuthResult::Success) => Ok(true),
-            Ok(AuthResult::Failure { .. }) => {
-                self.tried.push(format!("{label} (rejected)"));
-                Ok(false)
-            }
-            Err(e) => {
-                self.tried
-                    .push(format!("{label} (agent could not sign: {e})"));
-                Ok(false)
-            }
-        }
+        Ok(self.agent_verdict(&label, result))
     }
 
     /// The certificate beside identity file `path` (`<path>-cert.pub`, as OpenSSH looks
@@ -364,11 +364,7 @@ impl Attempts<'_> {
             return Ok(false);
         }
         self.offered.push(public);
-        let hash = if key.algorithm().is_rsa() {
-            self.rsa_hash().await?
-        } else {
-            None
-        };
+        let hash = self.hash_for(key.algorithm()).await?;
         let user = self.target.user.clone();
         let result = self
             .deadline

@@ -158,10 +158,9 @@ impl Connector {
         let mut deadline = Deadline::new(&target.name, target.connect_timeout);
         let check = HostKeyCheck::new(target);
         let config = Arc::new(client_config(&check));
-        let handler = ClientHandler::new(check.clone());
 
-        let (handle, jump) = match &target.proxy_jump {
-            Some(hop) => {
+        let (handle, jump) = match (&target.proxy_jump, &target.proxy_command) {
+            (Some(hop), _) => {
                 if depth >= MAX_JUMPS {
                     return Err(Error::Jump {
                         host: target.name.clone(),
@@ -200,6 +199,7 @@ impl Connector {
                         port: target.port,
                         reason: session::open_failure(&e),
                     })?;
+                let handler = ClientHandler::new(check);
                 let handshake = client::connect_stream(config, channel.into_stream(), handler);
                 let handle = deadline
                     .run(Phase::Handshake, handshake)
@@ -207,42 +207,11 @@ impl Connector {
                     .map_err(|e| e.into_error(target))?;
                 (handle, Some(bastion))
             }
-            None if target.proxy_command.is_some() => {
-                let command = target.proxy_command.clone().unwrap_or_default();
-                let (stream, said) =
-                    spawn_proxy_command(target, &command).map_err(|e| Error::ProxyCommand {
-                        host: target.name.clone(),
-                        command: command.clone(),
-                        what: format!("could not be started ({e})"),
-                        stderr: String::new(),
-                    })?;
-                let handshake = client::connect_stream(config, stream, handler);
-                let what = match deadline.run(Phase::Handshake, handshake).await {
-                    Ok(Ok(handle)) => return self.finish(handle, target, None, deadline).await,
-                    Err(timeout) => timeout.to_string(),
-                    Ok(Err(e)) => match e.into_error(target) {
-                        // Its key did not verify: that is the error, not the command.
-                        e @ (Error::HostKeyChanged { .. }
-                        | Error::HostKeyUnknown { .. }
-                        | Error::HostKeyRevoked { .. }
-                        | Error::KnownHostsFile { .. }) => return Err(e),
-                        e => format!("did not carry an SSH connection ({e})"),
-                    },
-                };
-                // Give the command's last words a moment to arrive.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let stderr = said.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                return Err(Error::ProxyCommand {
-                    host: target.name.clone(),
-                    command,
-                    what,
-                    stderr,
-                });
+            (None, Some(command)) => {
+                let handle = through_command(target, command, &config, check, &deadline).await?;
+                (handle, None)
             }
-            None => {
-                drop(handler);
-                (direct(target, &config, &check, &deadline).await?, None)
-            }
+            (None, None) => (direct(target, &config, &check, &deadline).await?, None),
         };
 
         self.finish(handle, target, jump, deadline).await
@@ -315,13 +284,14 @@ fn default_identity_files() -> Vec<PathBuf> {
 }
 
 fn client_config(check: &HostKeyCheck) -> client::Config {
+    let (key, certificates) = check.algorithms();
     client::Config {
         keepalive_interval: Some(KEEPALIVE_INTERVAL),
         keepalive_max: KEEPALIVE_MAX,
         nodelay: true,
         preferred: russh::Preferred {
-            key: check.preferred_algorithms().into(),
-            host_key_certificates: check.certificate_algorithms().into(),
+            key: key.into(),
+            host_key_certificates: certificates.into(),
             cipher: cipher_order().into(),
             ..russh::Preferred::default()
         },
@@ -429,6 +399,43 @@ fn dropped_start(e: &Error) -> bool {
         ),
         _ => false,
     }
+}
+
+/// The SSH handshake over a `ProxyCommand`'s stdin and stdout. A failure that is not
+/// about the host's key is the command's: the error names it, with what it said.
+async fn through_command(
+    target: &Target,
+    command: &str,
+    config: &Arc<client::Config>,
+    check: HostKeyCheck,
+    deadline: &Deadline,
+) -> Result<client::Handle<ClientHandler>, Error> {
+    let failed = |what: String, stderr: String| Error::ProxyCommand {
+        host: target.name.clone(),
+        command: command.to_owned(),
+        what,
+        stderr,
+    };
+    let (stream, said) = spawn_proxy_command(target, command)
+        .map_err(|e| failed(format!("could not be started ({e})"), String::new()))?;
+    let handshake = client::connect_stream(Arc::clone(config), stream, ClientHandler::new(check));
+    let what = match deadline.run(Phase::Handshake, handshake).await {
+        Ok(Ok(handle)) => return Ok(handle),
+        Err(timeout) => timeout.to_string(),
+        Ok(Err(e)) => match e.into_error(target) {
+            // Its key did not verify: that is the error, not the command.
+            e @ (Error::HostKeyChanged { .. }
+            | Error::HostKeyUnknown { .. }
+            | Error::HostKeyRevoked { .. }
+            | Error::HostCertificate { .. }
+            | Error::KnownHostsFile { .. }) => return Err(e),
+            e => format!("did not carry an SSH connection ({e})"),
+        },
+    };
+    // Give the command's last words a moment to arrive.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stderr = said.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Err(failed(what, stderr))
 }
 
 /// What a ProxyCommand has written on its stderr (the last few KiB).

@@ -52,14 +52,19 @@ impl client::Handler for ClientHandler {
         server_key: &PublicKeyOrCertificate,
     ) -> Result<bool, Self::Error> {
         let check = self.check.clone();
+        // Owned, for the blocking task: both checks read files, and verify() may wait on
+        // the known_hosts lock.
         let offered = match server_key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => Err(key.clone()),
-            PublicKeyOrCertificate::Certificate(cert) => Ok(cert.clone()),
+            PublicKeyOrCertificate::PublicKey { key, .. } => {
+                PublicKeyOrCertificate::from(key.clone())
+            }
+            PublicKeyOrCertificate::Certificate(cert) => {
+                PublicKeyOrCertificate::Certificate(cert.clone())
+            }
         };
-        // Both read files; verify() may wait on the known_hosts lock.
         let verdict = tokio::task::spawn_blocking(move || match &offered {
-            Err(key) => check.verify(key),
-            Ok(cert) => check.verify_certificate(cert),
+            PublicKeyOrCertificate::PublicKey { key, .. } => check.verify(key),
+            PublicKeyOrCertificate::Certificate(cert) => check.verify_certificate(cert),
         })
         .await
         .map_err(|e| HandlerError::Russh(russh::Error::from(std::io::Error::other(e))))?;

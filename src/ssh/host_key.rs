@@ -43,11 +43,18 @@ impl HostKeyCheck {
 
     /// Host-key algorithms to offer, the ones already recorded for this host first, so
     /// the server shows us a key we can check rather than another type we don't know.
-    pub(crate) fn preferred_algorithms(&self) -> Vec<Algorithm> {
+    /// With [`Self::certificate_algorithms`], from one read of the known_hosts files.
+    pub(crate) fn algorithms(&self) -> (Vec<Algorithm>, Vec<Algorithm>) {
+        let known = KnownHosts::load(&self.files).unwrap_or_default();
+        (
+            self.preferred_algorithms(&known),
+            self.certificate_algorithms(&known),
+        )
+    }
+
+    fn preferred_algorithms(&self, known: &KnownHosts) -> Vec<Algorithm> {
         let defaults = russh::Preferred::DEFAULT.key.to_vec();
-        let known = KnownHosts::load(&self.files)
-            .map(|k| k.known_algorithms(&self.host, self.port))
-            .unwrap_or_default();
+        let known = known.known_algorithms(&self.host, self.port);
         let mut out: Vec<Algorithm> = Vec::new();
         for alg in &known {
             for d in &defaults {
@@ -71,11 +78,8 @@ impl HostKeyCheck {
     /// Host-certificate algorithms to offer: all of them when an `@cert-authority` line
     /// applies to this host (the server then proves itself with its certificate), none
     /// otherwise.
-    pub(crate) fn certificate_algorithms(&self) -> Vec<Algorithm> {
-        let trusted = KnownHosts::load(&self.files)
-            .map(|k| !k.authorities(&self.host, self.port).is_empty())
-            .unwrap_or(false);
-        if trusted {
+    fn certificate_algorithms(&self, known: &KnownHosts) -> Vec<Algorithm> {
+        if !known.authorities(&self.host, self.port).is_empty() {
             russh::Preferred::DEFAULT.key.to_vec()
         } else {
             Vec::new()
@@ -391,10 +395,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let kh = dir.path().join("known_hosts");
         std::fs::write(&kh, format!("10.1.2.3 {ECDSA}\n")).unwrap();
-        let prefs = check(vec![kh], KnownHostsPolicy::Strict, 22).preferred_algorithms();
+        let prefs = check(vec![kh], KnownHostsPolicy::Strict, 22).algorithms().0;
         assert_eq!(prefs.first(), Some(&key(ECDSA).algorithm()));
         assert_eq!(prefs.len(), russh::Preferred::DEFAULT.key.len());
-        let unknown = check(vec![], KnownHostsPolicy::Strict, 22).preferred_algorithms();
+        let unknown = check(vec![], KnownHostsPolicy::Strict, 22).algorithms().0;
         assert_eq!(unknown, russh::Preferred::DEFAULT.key.to_vec());
     }
 }

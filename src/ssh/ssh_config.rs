@@ -160,37 +160,21 @@ impl SshConfig {
     pub fn load_for(local: &Local, only: Option<&Path>) -> Result<SshConfig, ConfigError> {
         let ssh_dir = local.home.join(".ssh");
         if let Some(file) = only {
-            return SshConfig::load(file, &local.home, &ssh_dir, false);
+            return SshConfig::load(file, &local.home, &ssh_dir);
         }
-        let mut config = SshConfig::load(&ssh_dir.join("config"), &local.home, &ssh_dir, false)?;
-        let system = SshConfig::load(
-            &local.system.join("ssh_config"),
-            &local.home,
-            &local.system,
-            false,
-        )?;
+        let mut config = SshConfig::load(&ssh_dir.join("config"), &local.home, &ssh_dir)?;
+        let system = SshConfig::load(&local.system.join("ssh_config"), &local.home, &local.system)?;
         config.items.extend(system.items);
         config.warnings.extend(system.warnings);
         Ok(config)
     }
 
-    /// Reads `~/.ssh/config` alone; a missing file is an empty config.
-    pub fn load_user(local: &Local) -> Result<SshConfig, ConfigError> {
-        let ssh_dir = local.home.join(".ssh");
-        SshConfig::load(&ssh_dir.join("config"), &local.home, &ssh_dir, false)
-    }
-
-    /// Reads `file` (missing: empty config, unless `must_exist`). Relative `Include`
+    /// Reads `file` (missing: empty config). Relative `Include`
     /// paths are taken from `include_dir`.
-    fn load(
-        file: &Path,
-        home: &Path,
-        include_dir: &Path,
-        must_exist: bool,
-    ) -> Result<SshConfig, ConfigError> {
+    fn load(file: &Path, home: &Path, include_dir: &Path) -> Result<SshConfig, ConfigError> {
         match std::fs::read_to_string(file) {
             Ok(text) => SshConfig::parse_in(&text, file, home, include_dir),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => Ok(SshConfig {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SshConfig {
                 home: home.to_owned(),
                 include_dir: include_dir.to_owned(),
                 ..SshConfig::default()

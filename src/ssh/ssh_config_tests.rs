@@ -362,7 +362,7 @@ fn include_with_glob_relative_to_dot_ssh_and_scoped_to_its_block() {
         system: home.path().join("etc-ssh"),
         user: "me".into(),
     };
-    let config = SshConfig::load_user(&local).unwrap();
+    let config = SshConfig::load_for(&local, Some(&local.home.join(".ssh/config"))).unwrap();
     let get = |alias| resolve(alias, &Explicit::default(), &config, &local).unwrap();
     assert_eq!((get("web").user, get("web").port), ("webuser".into(), 2201));
     assert_eq!(get("db").user, "dbuser");
@@ -378,7 +378,13 @@ fn missing_config_and_missing_include_are_fine() {
         system: home.path().join("etc-ssh"),
         user: "me".into(),
     };
-    assert!(SshConfig::load_user(&local).unwrap().query("x").unwrap() == HostConfig::default());
+    assert!(
+        SshConfig::load_for(&local, Some(&local.home.join(".ssh/config")))
+            .unwrap()
+            .query("x")
+            .unwrap()
+            == HostConfig::default()
+    );
     let c = SshConfig::parse(
         "Include nothing/here*\nInclude /no/such/file\n",
         Path::new("/c"),

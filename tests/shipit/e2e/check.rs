@@ -686,6 +686,40 @@ fn a_revoked_host_key_is_refused() {
     );
 }
 
+/// `ssh-keygen ARGS` in `dir`; it must succeed.
+fn ssh_keygen(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("ssh-keygen")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ssh-keygen {args:?}: {out:?}");
+}
+
+/// `shipit check` every 100 ms until `done` holds of its output (a bounded poll, up to
+/// 10 s: sshd takes a moment to reload); `never` says what did not happen.
+fn check_until(
+    tb: &Testbed,
+    p: &Project,
+    never: &str,
+    done: impl Fn(&crate::support::Output) -> bool,
+) -> crate::support::Output {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = tb.shipit(p, &["check"]);
+        if done(&out) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{never}: {}\n{}",
+            out.stdout,
+            out.stderr
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A host that takes only user certificates (`TrustedUserCAKeys`, no authorized_keys):
 /// reached with a certificate beside the identity file, and with one held by the agent.
 #[test]
@@ -694,14 +728,7 @@ fn a_host_that_takes_only_certificates_is_reached_with_one_from_a_file_and_from_
         return;
     };
     let keys = tempfile::tempdir().unwrap();
-    let keygen = |args: &[&str]| {
-        let out = std::process::Command::new("ssh-keygen")
-            .args(args)
-            .current_dir(keys.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "ssh-keygen {args:?}: {out:?}");
-    };
+    let keygen = |args: &[&str]| ssh_keygen(keys.path(), args);
     keygen(&["-q", "-t", "ed25519", "-N", "", "-C", "ca", "-f", "ca"]);
     keygen(&["-q", "-t", "ed25519", "-N", "", "-C", "user", "-f", "user"]);
     keygen(&[
@@ -742,16 +769,8 @@ fn a_host_that_takes_only_certificates_is_reached_with_one_from_a_file_and_from_
     std::fs::copy(&user_key, &plain).unwrap();
     std::fs::set_permissions(&plain, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     p.file("deploy.yaml", &yaml(&plain.display().to_string()));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = tb.shipit(&p, &["check"]);
-        if out.code == 4 {
-            assert!(out.stdout.contains("authentication"), "{}", out.stdout);
-            break;
-        }
-        assert!(Instant::now() < deadline, "sshd still takes the plain key");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let out = check_until(&tb, &p, "sshd still takes the plain key", |o| o.code == 4);
+    assert!(out.stdout.contains("authentication"), "{}", out.stdout);
     // From the file: `user-cert.pub` beside `user`.
     p.file("deploy.yaml", &yaml(&user_key.display().to_string()));
     let out = tb.shipit(&p, &["check", "--json"]);
@@ -783,14 +802,7 @@ fn a_host_certificate_from_a_trusted_ca_is_accepted_and_others_refused() {
     };
     let ip = tb.host(0).ip.clone();
     let keys = tempfile::tempdir().unwrap();
-    let keygen = |args: &[&str]| {
-        let out = std::process::Command::new("ssh-keygen")
-            .args(args)
-            .current_dir(keys.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "ssh-keygen {args:?}: {out:?}");
-    };
+    let keygen = |args: &[&str]| ssh_keygen(keys.path(), args);
     let read = |name: &str| {
         std::fs::read_to_string(keys.path().join(name))
             .unwrap()
@@ -822,39 +834,20 @@ fn a_host_certificate_from_a_trusted_ca_is_accepted_and_others_refused() {
     std::fs::write(&known, format!("@cert-authority * {}\n", read("ca.pub"))).unwrap();
     let p = project(&tb, &[0], &known, "");
     // A bounded poll: the reload takes a moment to present the certificate.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = tb.shipit(&p, &["check"]);
-        if out.code == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never accepted: {}\n{}",
-            out.stdout,
-            out.stderr
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    check_until(&tb, &p, "never accepted", |o| o.code == 0);
     // Nothing was written to known_hosts: the CA line is the whole trust.
     assert_eq!(std::fs::read_to_string(&known).unwrap().lines().count(), 1);
 
     // Signed by a CA nobody trusts for this host.
     install("other");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = tb.shipit(&p, &["check"]);
-        if out.code == 4 && out.stdout.contains("host certificate") {
-            assert!(
-                out.stdout.contains("no `@cert-authority` line trusts"),
-                "{}",
-                out.stdout
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "still accepted: {}", out.stdout);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let out = check_until(&tb, &p, "still accepted", |o| {
+        o.code == 4 && o.stdout.contains("host certificate")
+    });
+    assert!(
+        out.stdout.contains("no `@cert-authority` line trusts"),
+        "{}",
+        out.stdout
+    );
 
     // The right CA again, but the host's key is revoked.
     install("ca");
@@ -867,15 +860,9 @@ fn a_host_certificate_from_a_trusted_ca_is_accepted_and_others_refused() {
         ),
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = tb.shipit(&p, &["check"]);
-        if out.code == 4 && out.stdout.contains("is revoked") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not refused: {}", out.stdout);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    check_until(&tb, &p, "not refused", |o| {
+        o.code == 4 && o.stdout.contains("is revoked")
+    });
 }
 
 /// Every host behind one bastion shares one login to it: a channel per target.

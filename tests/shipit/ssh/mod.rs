@@ -22,6 +22,23 @@ fn isolated() -> Connector {
         .interactive(false)
 }
 
+/// A target on this machine's loopback with nothing to authenticate with.
+fn loopback(name: &str, port: u16, timeout: Duration) -> Target {
+    Target {
+        name: name.into(),
+        host: "127.0.0.1".into(),
+        port,
+        user: "root".into(),
+        identity_files: vec![],
+        known_hosts: KnownHostsPolicy::Strict,
+        known_hosts_files: vec![],
+        proxy_jump: None,
+        proxy_command: None,
+        identity_agent: None,
+        connect_timeout: timeout,
+    }
+}
+
 macro_rules! e2e {
     () => {
         match sshd::prerequisites() {
@@ -603,19 +620,7 @@ async fn proxy_jump_through_the_same_sshd_checks_both_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_port_is_refused() {
     let port = sshd::free_port();
-    let target = Target {
-        name: "closed".into(),
-        host: "127.0.0.1".into(),
-        port,
-        user: "root".into(),
-        identity_files: vec![],
-        known_hosts: KnownHostsPolicy::Strict,
-        known_hosts_files: vec![],
-        proxy_jump: None,
-        proxy_command: None,
-        identity_agent: None,
-        connect_timeout: Duration::from_secs(5),
-    };
+    let target = loopback("closed", port, Duration::from_secs(5));
     let err = isolated().connect(&target).await.expect_err("refused");
     assert!(
         matches!(&err, Error::Refused { host, addr } if host == "closed" && addr.port() == port),
@@ -660,19 +665,7 @@ async fn unresolvable_host_is_a_dns_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unanswered_connections_time_out_within_connect_timeout() {
     let timeout = Duration::from_secs(1);
-    let target = |name: &str, port| Target {
-        name: name.into(),
-        host: "127.0.0.1".into(),
-        port,
-        user: "root".into(),
-        identity_files: vec![],
-        known_hosts: KnownHostsPolicy::Strict,
-        known_hosts_files: vec![],
-        proxy_jump: None,
-        proxy_command: None,
-        identity_agent: None,
-        connect_timeout: timeout,
-    };
+    let target = |name: &str, port| loopback(name, port, timeout);
 
     // Silent server: TCP works, the SSH banner never comes.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -821,17 +814,8 @@ async fn connections_dropped_by_max_startups_are_retried() {
 async fn a_silent_jump_host_fails_every_target_behind_it_at_once() {
     let timeout = Duration::from_secs(1);
     let target = |name: &str, port, jump: Option<Box<Target>>| Target {
-        name: name.into(),
-        host: "127.0.0.1".into(),
-        port,
-        user: "root".into(),
-        identity_files: vec![],
-        known_hosts: KnownHostsPolicy::Strict,
-        known_hosts_files: vec![],
         proxy_jump: jump,
-        proxy_command: None,
-        identity_agent: None,
-        connect_timeout: timeout,
+        ..loopback(name, port, timeout)
     };
     // Silent bastion: TCP works (the kernel's backlog), the SSH banner never comes.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
