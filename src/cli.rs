@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+pub use crate::targets::Pick;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 /// `0.1.0 (abc1234)`: the crate version and the commit it was built from.
@@ -216,9 +217,8 @@ pub struct DeployArgs {
     #[arg(long, value_name = "FILE")]
     pub artifact: Option<PathBuf>,
 
-    /// Only these hosts (names or globs like `app*`, comma-separated)
-    #[arg(long, value_name = "A,B", value_delimiter = ',')]
-    pub hosts: Option<Vec<String>>,
+    #[command(flatten)]
+    pub hosts: Pick,
 
     /// Connect read-only and print each host's steps and scripts (secrets redacted)
     #[arg(long)]
@@ -259,9 +259,8 @@ pub struct RollbackArgs {
     #[arg(long, value_name = "RELEASE")]
     pub to: Option<String>,
 
-    /// Only these hosts (names or globs like `app*`, comma-separated)
-    #[arg(long, value_name = "A,B", value_delimiter = ',')]
-    pub hosts: Option<Vec<String>>,
+    #[command(flatten)]
+    pub hosts: Pick,
 
     /// Connect read-only and print what would be done
     #[arg(long)]
@@ -290,16 +289,14 @@ pub struct StatusArgs {
     #[arg(long, value_name = "N")]
     pub history: Option<usize>,
 
-    /// Only these hosts (names or globs like `app*`, comma-separated)
-    #[arg(long, value_name = "A,B", value_delimiter = ',')]
-    pub hosts: Option<Vec<String>>,
+    #[command(flatten)]
+    pub hosts: Pick,
 }
 
 #[derive(Debug, Args)]
 pub struct UnlockArgs {
-    /// Only these hosts (names or globs like `app*`, comma-separated)
-    #[arg(long, value_name = "A,B", value_delimiter = ',')]
-    pub hosts: Option<Vec<String>>,
+    #[command(flatten)]
+    pub hosts: Pick,
 }
 
 #[derive(Debug, Args)]
@@ -316,16 +313,14 @@ pub struct LogsArgs {
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
 
-    /// Only these hosts (names or globs like `app*`, comma-separated)
-    #[arg(long, value_name = "A,B", value_delimiter = ',')]
-    pub hosts: Option<Vec<String>>,
+    #[command(flatten)]
+    pub hosts: Pick,
 }
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
-    /// Only these hosts (names or globs like `app*`, comma-separated)
-    #[arg(long, value_name = "A,B", value_delimiter = ',')]
-    pub hosts: Option<Vec<String>>,
+    #[command(flatten)]
+    pub hosts: Pick,
 
     /// The command (shell text; words are joined with spaces)
     #[arg(last = true, required = true, value_name = "COMMAND")]
@@ -338,9 +333,8 @@ pub struct LockArgs {
     #[arg(long, short, value_name = "TEXT")]
     pub message: String,
 
-    /// Only these hosts (names or globs like `app*`, comma-separated)
-    #[arg(long, value_name = "A,B", value_delimiter = ',')]
-    pub hosts: Option<Vec<String>>,
+    #[command(flatten)]
+    pub hosts: Pick,
 }
 
 #[derive(Debug, Args)]
@@ -349,9 +343,8 @@ pub struct CheckArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Only these hosts (names or globs like `app*`, comma-separated)
-    #[arg(long, value_name = "A,B", value_delimiter = ',')]
-    pub hosts: Option<Vec<String>>,
+    #[command(flatten)]
+    pub hosts: Pick,
 }
 
 #[derive(Debug, Args)]

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{Cli, Command, LogFormatArg};
+use crate::cli::{Cli, Command, LogFormatArg, Pick};
 use crate::printer::{LogFormat, Printer, Verbosity};
 
 pub struct Settings {
@@ -17,7 +17,7 @@ pub struct Settings {
 /// `shipit deploy`'s own options.
 pub struct DeployOptions {
     pub artifact: Option<PathBuf>,
-    pub hosts: Option<Vec<String>>,
+    pub hosts: Pick,
     pub dry_run: bool,
     pub no_build: bool,
     pub force: bool,
@@ -31,7 +31,7 @@ pub struct DeployOptions {
 /// `shipit rollback`'s own options.
 pub struct RollbackOptions {
     pub to: Option<String>,
-    pub hosts: Option<Vec<String>>,
+    pub hosts: Pick,
     pub dry_run: bool,
     pub wait_lock: Option<Duration>,
     pub json: bool,
@@ -41,27 +41,27 @@ pub enum Action {
     Deploy(DeployOptions),
     Rollback(RollbackOptions),
     Unlock {
-        hosts: Option<Vec<String>>,
+        hosts: Pick,
     },
     Lock {
         message: String,
-        hosts: Option<Vec<String>>,
+        hosts: Pick,
     },
     Exec {
         command: String,
-        hosts: Option<Vec<String>>,
+        hosts: Pick,
     },
     Logs {
         follow: bool,
         lines: usize,
         since: Option<String>,
-        hosts: Option<Vec<String>>,
+        hosts: Pick,
     },
     Status {
         json: bool,
         releases: bool,
         history: usize,
-        hosts: Option<Vec<String>>,
+        hosts: Pick,
     },
     Init {
         app: Option<String>,
@@ -71,7 +71,7 @@ pub enum Action {
     },
     Check {
         json: bool,
-        hosts: Option<Vec<String>>,
+        hosts: Pick,
     },
     Build {
         app_version: Option<String>,

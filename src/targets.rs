@@ -5,9 +5,25 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, KnownHostsPolicy};
+use std::sync::Arc;
+
+use crate::config::{Config, KnownHostsPolicy, Role};
 use crate::exit::{Exit, Failure};
+use crate::host::HostRun;
+use crate::plan::Plan;
 use crate::ssh::{self, Target, ssh_config};
+
+/// Which hosts a command works on: `--hosts` and `--roles` (both: hosts in both).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Pick {
+    /// Only these hosts (names or globs like `app*`, comma-separated)
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    pub hosts: Option<Vec<String>>,
+
+    /// Only the hosts of these roles, in these roles (comma-separated)
+    #[arg(long, value_name = "R,S", value_delimiter = ',')]
+    pub roles: Option<Vec<String>>,
+}
 
 /// `--hosts`: names, or globs (`app*`, `web-[12]`), any of which picks a host.
 pub struct Selection {
@@ -54,12 +70,15 @@ impl Selection {
     }
 }
 
-/// Every host of the environment, or those `only` picks (names or globs), as SSH targets.
+/// Every host of the environment, or those `pick` picks (`--hosts`: names or globs;
+/// `--roles`: the hosts of those roles), as SSH targets, each host once.
 pub fn resolve(
     config: &Config,
-    only: Option<&[String]>,
+    pick: &Pick,
     printer: &crate::printer::Printer,
 ) -> Result<Vec<Target>, Failure> {
+    let only = pick.hosts.as_deref();
+    let in_roles = picked_roles(config, pick)?;
     if config.hosts.is_empty() {
         let env = config
             .environment
@@ -130,6 +149,11 @@ pub fn resolve(
         .hosts
         .iter()
         .filter(|h| pick.as_ref().is_none_or(|p| p.matches(&h.name)))
+        .filter(|h| {
+            in_roles
+                .as_ref()
+                .is_none_or(|roles| roles.iter().any(|r| r.has(&h.name)))
+        })
         .map(|host| {
             let explicit = ssh_config::Explicit {
                 name: Some(host.name.clone()),
@@ -150,6 +174,111 @@ pub fn resolve(
         .collect::<Result<_, _>>()?;
     open_files_for(&targets)?;
     Ok(targets)
+}
+
+/// The roles `--roles` names (`None`: no `--roles`); an unknown one is an error.
+fn picked_roles<'a>(config: &'a Config, pick: &Pick) -> Result<Option<Vec<&'a Role>>, Failure> {
+    let Some(names) = &pick.roles else {
+        return Ok(None);
+    };
+    if config.roles.is_empty() {
+        return Err(
+            Failure::new(Exit::Invalid, "--roles: this configuration has no roles")
+                .hint("define `roles:` in deploy.yaml, or drop --roles"),
+        );
+    }
+    let unknown: Vec<&str> = names
+        .iter()
+        .filter(|n| !config.roles.iter().any(|r| &r.name == *n))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        let known: Vec<&str> = config.roles.iter().map(|r| r.name.as_str()).collect();
+        return Err(Failure::new(
+            Exit::Invalid,
+            format!("unknown role(s) in --roles: {}", unknown.join(", ")),
+        )
+        .hint(format!("roles here: {}", known.join(", "))));
+    }
+    Ok(Some(
+        config
+            .roles
+            .iter()
+            .filter(|r| names.contains(&r.name))
+            .collect(),
+    ))
+}
+
+/// A command's host runs, from its `targets`: one per host; with roles, one per host and
+/// role (`--roles` picks which), named `host/role`, each with its role's plan, in the
+/// roles' order and then the hosts'. A host's runs share its one connection.
+pub fn runs(
+    config: &Config,
+    targets: &[Target],
+    pick: &Pick,
+    plan: &Arc<Plan>,
+) -> Result<Vec<HostRun>, Failure> {
+    let mut runs = Vec::new();
+    let mut own: Option<(&str, Arc<Plan>)> = None;
+    for (target, role) in members(config, targets, pick)? {
+        let Some(role) = role else {
+            runs.push(HostRun::new(target.clone()));
+            continue;
+        };
+        let plan = match &own {
+            Some((name, plan)) if *name == role.name => plan.clone(),
+            _ => {
+                let p = plan.for_role(&role.config, &role.name).map_err(|e| {
+                    Failure::new(Exit::Invalid, format!("role `{}`: {e}", role.name))
+                })?;
+                own.insert((&role.name, Arc::new(p))).1.clone()
+            }
+        };
+        runs.push(HostRun::for_role(target.clone(), &role.name, plan));
+    }
+    Ok(runs)
+}
+
+/// The names of the runs [`runs`] makes (`host`, or `host/role`).
+pub fn run_names(config: &Config, targets: &[Target], pick: &Pick) -> Vec<String> {
+    members(config, targets, pick)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(t, role)| match role {
+            Some(r) => format!("{}/{}", t.name, r.name),
+            None => t.name.clone(),
+        })
+        .collect()
+}
+
+pub type Member<'a> = (&'a Target, Option<&'a Role>);
+
+/// Each target with its role (`None` without roles), as [`runs`] pairs them.
+pub fn members<'a>(
+    config: &'a Config,
+    targets: &'a [Target],
+    pick: &Pick,
+) -> Result<Vec<Member<'a>>, Failure> {
+    if config.roles.is_empty() {
+        return Ok(targets.iter().map(|t| (t, None)).collect());
+    }
+    let picked = picked_roles(config, pick)?;
+    let mut out = Vec::new();
+    for role in &config.roles {
+        if picked
+            .as_ref()
+            .is_some_and(|p| !p.iter().any(|r| r.name == role.name))
+        {
+            continue;
+        }
+        out.extend(
+            targets
+                .iter()
+                .filter(|t| role.has(&t.name))
+                .map(|t| (t, Some(role))),
+        );
+    }
+    Ok(out)
 }
 
 /// Open files a run needs per host: its socket, a jump host's or a ProxyCommand's pipes,

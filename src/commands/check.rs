@@ -14,6 +14,7 @@ use crate::remote::check::{self, Check, CheckInput, Status};
 use crate::remote::proxy::Slots;
 use crate::settings::Settings;
 use crate::ssh::{Connector, Target};
+use crate::targets::Pick;
 
 #[derive(Debug, Serialize)]
 struct HostReport {
@@ -52,10 +53,74 @@ struct Report {
     hosts: Vec<HostReport>,
 }
 
-pub fn run(settings: &Settings, json: bool, hosts: Option<Vec<String>>) -> Result<Exit> {
+pub fn run(settings: &Settings, json: bool, pick: Pick) -> Result<Exit> {
     let config = settings.load_config()?;
-    let targets = crate::targets::resolve(&config, hosts.as_deref(), &settings.printer)?;
-    let needed = last_artifact(&config).and_then(|p| needed_bytes(&p));
+    let targets = crate::targets::resolve(&config, &pick, &settings.printer)?;
+    settings
+        .printer
+        .info(&format!("checking {} host(s)", targets.len()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    // With roles, each role's hosts are checked against the role's configuration (its
+    // directory, unit, proxy), as `host/role`.
+    let mut groups: Vec<(&Config, Vec<Target>)> = Vec::new();
+    for (target, role) in crate::targets::members(&config, &targets, &pick)? {
+        let (own, name) = match role {
+            Some(r) => (&r.config, format!("{}/{}", target.name, r.name)),
+            None => (&config, target.name.clone()),
+        };
+        let target = Target {
+            name,
+            ..target.clone()
+        };
+        match groups.last_mut() {
+            Some((c, list)) if std::ptr::eq(*c, own) => list.push(target),
+            _ => groups.push((own, vec![target])),
+        }
+    }
+    let mut hosts = Vec::new();
+    for (own, targets) in groups {
+        hosts.extend(check_config(own, targets, &runtime)?);
+    }
+    let report = Report {
+        ok: hosts.iter().all(HostReport::ok),
+        environment: config.environment.clone(),
+        hosts,
+    };
+    if json {
+        settings.printer.document(&report);
+    } else {
+        settings.printer.data(&table(&report));
+    }
+    let unreachable = report.hosts.iter().filter(|h| !h.reachable).count();
+    let failing = report
+        .hosts
+        .iter()
+        .filter(|h| h.reachable && !h.ok())
+        .count();
+    let total = report.hosts.len();
+    settings.printer.info(&format!(
+        "{total} host(s): {} ready, {failing} failing, {unreachable} unreachable",
+        total - failing - unreachable
+    ));
+    Ok(if unreachable > 0 {
+        Exit::Unreachable
+    } else if failing > 0 {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    })
+}
+
+/// Check `targets` against `config` (the top level's, or a role's).
+fn check_config(
+    config: &Config,
+    targets: Vec<Target>,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Vec<HostReport>> {
+    let needed = last_artifact(config).and_then(|p| needed_bytes(&p));
     let unit_file = config
         .service
         .unit_file
@@ -83,14 +148,6 @@ pub fn run(settings: &Settings, json: bool, hosts: Option<Vec<String>>) -> Resul
     if config.artifacts.is_some() {
         script.push_str(check::fetch_part());
     }
-    settings
-        .printer
-        .info(&format!("checking {} host(s)", targets.len()));
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     let socket = slots.as_ref().map(Slots::socket);
     let mut hosts = runtime.block_on(check_all(targets, &script, socket));
     if let Some(s) = &slots {
@@ -118,35 +175,7 @@ pub fn run(settings: &Settings, json: bool, hosts: Option<Vec<String>>) -> Resul
             }
         }
     }
-    let report = Report {
-        ok: hosts.iter().all(HostReport::ok),
-        environment: config.environment.clone(),
-        hosts,
-    };
-
-    if json {
-        settings.printer.document(&report);
-    } else {
-        settings.printer.data(&table(&report));
-    }
-    let unreachable = report.hosts.iter().filter(|h| !h.reachable).count();
-    let failing = report
-        .hosts
-        .iter()
-        .filter(|h| h.reachable && !h.ok())
-        .count();
-    let total = report.hosts.len();
-    settings.printer.info(&format!(
-        "{total} host(s): {} ready, {failing} failing, {unreachable} unreachable",
-        total - failing - unreachable
-    ));
-    Ok(if unreachable > 0 {
-        Exit::Unreachable
-    } else if failing > 0 {
-        Exit::Failed
-    } else {
-        Exit::Ok
-    })
+    Ok(hosts)
 }
 
 /// `socket`: with `proxy:`, HAProxy's admin socket, asked once over each host's SSH

@@ -8,7 +8,6 @@ use anyhow::Result;
 use crate::artifact::{self, Artifact};
 use crate::config::Config;
 use crate::exit::{Exit, Failure};
-use crate::host::HostRun;
 use crate::plan::{DeployPlan, Kind, Plan};
 use crate::printer::live::Live;
 use crate::printer::summary;
@@ -19,7 +18,7 @@ use crate::ssh::Connector;
 
 pub fn run(settings: &Settings, opts: DeployOptions) -> Result<Exit> {
     let config = settings.load_config()?;
-    let targets = crate::targets::resolve(&config, opts.hosts.as_deref(), &settings.printer)?;
+    let targets = crate::targets::resolve(&config, &opts.hosts, &settings.printer)?;
     let printer = settings.printer;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -43,7 +42,7 @@ pub fn run(settings: &Settings, opts: DeployOptions) -> Result<Exit> {
         )?,
     };
     let version = artifact.manifest.version.clone();
-    let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    let names = crate::targets::run_names(&config, &targets, &opts.hosts);
     let live = Live::new(printer, &names);
     let mut plan = Plan::new(&config, Kind::Deploy, Some(&version), live.events())?;
     plan.deploy = Some(DeployPlan::new(
@@ -99,7 +98,7 @@ pub fn run(settings: &Settings, opts: DeployOptions) -> Result<Exit> {
         dry_run: opts.dry_run,
         wait_lock: opts.wait_lock,
     };
-    let runs: Vec<HostRun> = targets.iter().cloned().map(HostRun::new).collect();
+    let runs = crate::targets::runs(&config, &targets, &opts.hosts, &plan)?;
     // From here to `finish`, the live view owns the terminal: what is said goes through
     // the plan's events.
     live.start();

@@ -1,20 +1,23 @@
 //! `--dry-run`: what a deploy or a rollback would do on each host, with the exact scripts
 //! (secrets redacted), from the plan's own step builders.
 
+use std::sync::Arc;
+
 use crate::host::HostRun;
 use crate::outcome::Outcome;
 use crate::plan::Plan;
 use crate::plan::steps::Step;
 
 /// A deploy of release `id`.
-pub async fn deploy(plan: &Plan, runs: &[HostRun], id: &str) -> String {
-    let Some(d) = &plan.deploy else {
-        return String::new();
-    };
+pub async fn deploy(plan: &Arc<Plan>, runs: &[HostRun], id: &str) -> String {
     let mut out = String::new();
-    // The once-only hooks would run on the first host that is not skipped.
-    let mut once_here = !d.once.is_empty();
-    for run in runs {
+    // Where the once-only hooks would run.
+    let once = crate::rollout::stage::once_jobs(runs, plan);
+    for (i, run) in runs.iter().enumerate() {
+        let plan = run.plan_or(plan);
+        let Some(d) = &plan.deploy else {
+            continue;
+        };
         let t = &run.target;
         out.push_str(&format!(
             "== {} ({}@{}:{})\n",
@@ -35,10 +38,10 @@ pub async fn deploy(plan: &Plan, runs: &[HostRun], id: &str) -> String {
             out.push_str(&format!("-- {}\n", step.title));
             push_script(&mut out, &step);
         }
-        if std::mem::take(&mut once_here) {
+        for (_, hooks) in once.iter().filter(|(at, _)| *at == i) {
             let previous = run.survey.current.as_deref();
             let script = plan
-                .once_script(d, &t.name, id, previous, true)
+                .once_script(hooks, &run.host, id, previous, true)
                 .unwrap_or_else(|e| e.to_string());
             out.push_str(
                 "-- once-only hooks, on this host for the whole fleet, after every host \
@@ -58,9 +61,10 @@ pub async fn deploy(plan: &Plan, runs: &[HostRun], id: &str) -> String {
 }
 
 /// A rollback: each host's target (its `goal`), or why it has none.
-pub fn rollback(plan: &Plan, runs: &[HostRun]) -> String {
+pub fn rollback(plan: &Arc<Plan>, runs: &[HostRun]) -> String {
     let mut out = String::new();
     for run in runs {
+        let plan = run.plan_or(plan);
         out.push_str(&format!("== {}\n", run.target.name));
         match &run.goal {
             Some(id) => {

@@ -16,8 +16,9 @@ use crate::plan::{Kind, Plan};
 use crate::rollout::{ALL, connect_all, each};
 use crate::settings::Settings;
 use crate::ssh::Connector;
+use crate::targets::Pick;
 
-pub fn run(settings: &Settings, command: &str, hosts: Option<Vec<String>>) -> Result<Exit> {
+pub fn run(settings: &Settings, command: &str, hosts: Pick) -> Result<Exit> {
     if command.trim().is_empty() {
         anyhow::bail!("give the command after `--`, e.g. `shipit exec -- ./bin/app --version`");
     }
@@ -25,7 +26,13 @@ pub fn run(settings: &Settings, command: &str, hosts: Option<Vec<String>>) -> Re
     let script = crate::remote::unit::exec_script(command)?;
     let printer = settings.printer;
     let sink = move |host: &str, line: &str| printer.data(&format!("{host}: {line}"));
-    everywhere(settings, &config, hosts, &script, Arc::new(sink))
+    everywhere(
+        settings,
+        &config,
+        hosts,
+        move |_| Ok(script.clone()),
+        Arc::new(sink),
+    )
 }
 
 /// What a host's script did: `Ok`, or why not.
@@ -34,23 +41,24 @@ pub type HostResult = (String, Result<(), String>);
 /// Where each line a host prints goes, with the host's name.
 pub type Sink = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
-/// Run `script` (in deploy_to) on every targeted host at once, handing each line it
+/// Run `script(plan)` (in the plan's deploy_to; the host's plan: its role's, with roles)
+/// on every targeted host at once, handing each line it
 /// prints to `sink` with the host's name as it arrives; then report how many succeeded,
 /// list the failures, and exit 0 (all), 1 (a failure) or 4 (a host unreachable).
 pub(super) fn everywhere(
     settings: &Settings,
     config: &Config,
-    hosts: Option<Vec<String>>,
-    script: &str,
+    hosts: Pick,
+    script: impl Fn(&Plan) -> Result<String> + Send + Sync + 'static,
     sink: Sink,
 ) -> Result<Exit> {
-    let targets = crate::targets::resolve(config, hosts.as_deref(), &settings.printer)?;
+    let targets = crate::targets::resolve(config, &hosts, &settings.printer)?;
     let printer = settings.printer;
     let plan = Arc::new(Plan::new(config, Kind::Status, None, Events::none())?);
-    let script = Arc::new(format!(
-        "{}{script}",
-        crate::remote::enter(&plan.deploy_to, false)?
-    ));
+    let runs = crate::targets::runs(config, &targets, &hosts, &plan)?;
+    let script = move |plan: &Plan| -> Result<String> {
+        Ok(crate::remote::enter(&plan.deploy_to, false)? + &script(plan)?)
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -58,13 +66,21 @@ pub(super) fn everywhere(
     let results: Arc<Mutex<Vec<HostResult>>> = Arc::default();
     let seen = results.clone();
     let runs = runtime.block_on(async {
-        let runs: Vec<HostRun> = targets.into_iter().map(HostRun::new).collect();
         let runs = connect_all(runs, &plan, Arc::new(Connector::default())).await;
-        let work = move |run: HostRun, _plan| {
-            let (script, seen, sink) = (script.clone(), seen.clone(), sink.clone());
+        let work = move |run: HostRun, plan: Arc<Plan>| {
+            let (script, seen, sink) = (script(&plan), seen.clone(), sink.clone());
             async move {
                 let name = run.target.name.clone();
                 if let Some(remote) = &run.remote {
+                    let script = match script {
+                        Ok(s) => s,
+                        Err(e) => {
+                            seen.lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push((name, Err(e.to_string())));
+                            return run;
+                        }
+                    };
                     let mut print = |line: &str| sink(&name, line);
                     let ran = remote.run(Op::Other, &script, None, &mut print).await;
                     let result = match ran.map(|r| r.out) {

@@ -11,21 +11,23 @@ use crate::plan::Kind;
 use crate::remote::lock::{self, Owner};
 use crate::remote::survey::{self, LockAnswer};
 use crate::settings::Settings;
+use crate::targets::Pick;
 
 use super::unlock::on_each_host;
 
-pub fn run(settings: &Settings, message: &str, hosts: Option<Vec<String>>) -> Result<Exit> {
+pub fn run(settings: &Settings, message: &str, hosts: Pick) -> Result<Exit> {
     let message = message.trim().to_owned();
     if message.is_empty() || message.contains(['\n', '\0']) {
         anyhow::bail!("`--message` must be one line of text saying why deploys are held");
     }
     let mut owner = Owner::here(Kind::Lock.command(), None);
     owner.message = Some(message.clone());
+    let said = message.clone();
     on_each_host(
         settings,
         hosts,
         Kind::Lock,
-        |plan| {
+        move |plan| {
             format!(
                 "{}{}",
                 crate::remote::enter(&plan.deploy_to, true).unwrap_or_default(),
@@ -34,7 +36,7 @@ pub fn run(settings: &Settings, message: &str, hosts: Option<Vec<String>>) -> Re
         },
         move |out| match survey::parse_survey(out).lock {
             Some(LockAnswer::Acquired) => Outcome::Skipped {
-                reason: format!("locked: \"{message}\" (`shipit unlock` lifts it)"),
+                reason: format!("locked: \"{said}\" (`shipit unlock` lifts it)"),
             },
             Some(LockAnswer::Held { owner: Some(o), .. }) => Outcome::Locked {
                 holder: o.describe(crate::remote::layout::now()),

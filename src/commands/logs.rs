@@ -9,7 +9,9 @@ use anyhow::Result;
 
 use crate::config::ServiceManager;
 use crate::exit::Exit;
+use crate::plan::Plan;
 use crate::settings::Settings;
+use crate::targets::Pick;
 
 use super::exec::everywhere;
 
@@ -17,31 +19,35 @@ pub struct Logs<'a> {
     pub follow: bool,
     pub lines: usize,
     pub since: Option<&'a str>,
-    pub hosts: Option<Vec<String>>,
+    pub hosts: Pick,
 }
 
 pub fn run(settings: &Settings, l: Logs) -> Result<Exit> {
     let config = settings.load_config()?;
-    if config.service.manager == ServiceManager::None {
+    if config.roles.is_empty() && config.service.manager == ServiceManager::None {
         anyhow::bail!("`service.manager: none`: shipit does not know where the app logs");
     }
-    let unit = match &config.proxy {
-        Some(_) => format!("{}@*", config.service.name),
-        None => config.service.name.clone(),
+    let (lines, since, follow) = (l.lines, l.since.map(str::to_owned), l.follow);
+    // Each host's plan (its role's, with roles) names its service.
+    let script = move |plan: &Plan| -> Result<String> {
+        let unit = match &plan.proxy {
+            Some(_) => format!("{}@*", plan.service),
+            None => plan.service.clone(),
+        };
+        let script = crate::remote::unit::logs_script(
+            plan.manager,
+            &unit,
+            plan.sudo,
+            lines,
+            since.as_deref(),
+            follow,
+        )?;
+        Ok(script.unwrap_or_else(|| "echo '(service.manager: none: no journal)'\n".into()))
     };
-    let script = crate::remote::unit::logs_script(
-        config.service.manager,
-        &unit,
-        config.service.sudo,
-        l.lines,
-        l.since,
-        l.follow,
-    )?
-    .unwrap_or_default();
     let printer = settings.printer;
     if l.follow {
         let sink = move |host: &str, line: &str| printer.data(&format!("{host}: {line}"));
-        return everywhere(settings, &config, l.hosts, &script, Arc::new(sink));
+        return everywhere(settings, &config, l.hosts, script, Arc::new(sink));
     }
     let kept: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let keep = kept.clone();
@@ -50,7 +56,7 @@ pub fn run(settings: &Settings, l: Logs) -> Result<Exit> {
             .unwrap_or_else(|e| e.into_inner())
             .push((host.to_owned(), line.to_owned()));
     };
-    let exit = everywhere(settings, &config, l.hosts, &script, Arc::new(sink))?;
+    let exit = everywhere(settings, &config, l.hosts, script, Arc::new(sink))?;
     let mut lines = kept.lock().unwrap_or_else(|e| e.into_inner()).clone();
     // `-- No entries --` and the like carry no time: they sort first, per host.
     lines.sort_by(|a, b| stamp(&a.1).cmp(stamp(&b.1)));

@@ -8,7 +8,6 @@ use anyhow::Result;
 
 use crate::config::OnFailure;
 use crate::exit::Exit;
-use crate::host::HostRun;
 use crate::plan::{Kind, Plan};
 use crate::printer::live::Live;
 use crate::printer::summary;
@@ -18,9 +17,9 @@ use crate::ssh::Connector;
 
 pub fn run(settings: &Settings, opts: RollbackOptions) -> Result<Exit> {
     let config = settings.load_config()?;
-    let targets = crate::targets::resolve(&config, opts.hosts.as_deref(), &settings.printer)?;
+    let targets = crate::targets::resolve(&config, &opts.hosts, &settings.printer)?;
     let printer = settings.printer;
-    let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    let names = crate::targets::run_names(&config, &targets, &opts.hosts);
     let live = Live::new(printer, &names);
     let plan = Arc::new(Plan::new(&config, Kind::Rollback, None, live.events())?);
     // Everything goes back at once (bounded by `parallel`): no canary for a rollback.
@@ -34,7 +33,7 @@ pub fn run(settings: &Settings, opts: RollbackOptions) -> Result<Exit> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let runs: Vec<HostRun> = targets.into_iter().map(HostRun::new).collect();
+    let runs = crate::targets::runs(&config, &targets, &opts.hosts, &plan)?;
     let how = rollout::rollback::Options {
         to: opts.to.clone(),
         dry_run: opts.dry_run,

@@ -21,6 +21,7 @@ use crate::remote::survey::{self, LockAnswer};
 use crate::rollout::connect_all;
 use crate::settings::Settings;
 use crate::ssh::Connector;
+use crate::targets::Pick;
 
 #[derive(Debug, Default, Serialize)]
 struct HostStatus {
@@ -110,23 +111,23 @@ pub fn run(
     json: bool,
     show_releases: bool,
     history: usize,
-    hosts: Option<Vec<String>>,
+    hosts: Pick,
 ) -> Result<Exit> {
     let config = settings.load_config()?;
-    let targets = crate::targets::resolve(&config, hosts.as_deref(), &settings.printer)?;
+    let targets = crate::targets::resolve(&config, &hosts, &settings.printer)?;
     let printer = settings.printer;
     let plan = Arc::new(Plan::new(&config, Kind::Status, None, Events::none())?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let runs = crate::targets::runs(&config, &targets, &hosts, &plan)?;
     let statuses: Vec<HostStatus> = runtime.block_on(async {
-        let runs: Vec<HostRun> = targets.into_iter().map(HostRun::new).collect();
         let runs = connect_all(runs, &plan, Arc::new(Connector::default())).await;
         let names: Vec<String> = runs.iter().map(|r| r.target.name.clone()).collect();
         let mut set = tokio::task::JoinSet::new();
         for run in runs {
-            let plan = plan.clone();
+            let plan = run.plan_or(&plan);
             set.spawn(async move { host_status(run, &plan, history).await });
         }
         let mut found: HashMap<String, HostStatus> = HashMap::new();

@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use crate::event::Events;
 use crate::exit::{self, Ending, Exit};
-use crate::host::{HostRun, Op};
+use crate::host::Op;
 use crate::outcome::Outcome;
 use crate::plan::{Kind, Plan};
 use crate::remote::guard;
@@ -15,8 +15,9 @@ use crate::remote::survey::{self, LockAnswer};
 use crate::rollout::{ALL, connect_all, each};
 use crate::settings::Settings;
 use crate::ssh::Connector;
+use crate::targets::Pick;
 
-pub fn run(settings: &Settings, hosts: Option<Vec<String>>) -> Result<Exit> {
+pub fn run(settings: &Settings, hosts: Pick) -> Result<Exit> {
     on_each_host(
         settings,
         hosts,
@@ -60,36 +61,37 @@ pub fn run(settings: &Settings, hosts: Option<Vec<String>>) -> Result<Exit> {
     )
 }
 
-/// Run the script `script(plan)` on every targeted host (all at once), turn what each
+/// Run the script `script(plan)` (the host's plan: its role's, with roles) on every
+/// targeted host (all at once), turn what each
 /// printed into its outcome with `judge`, print one line per host, and exit as
 /// [`exit::for_hosts`] says.
 pub(super) fn on_each_host(
     settings: &Settings,
-    hosts: Option<Vec<String>>,
+    hosts: Pick,
     kind: Kind,
-    script: impl Fn(&Plan) -> String,
+    script: impl Fn(&Plan) -> String + Send + Sync + 'static,
     judge: impl Fn(&str) -> Outcome + Send + Sync + 'static,
 ) -> Result<Exit> {
     let config = settings.load_config()?;
-    let targets = crate::targets::resolve(&config, hosts.as_deref(), &settings.printer)?;
+    let targets = crate::targets::resolve(&config, &hosts, &settings.printer)?;
     let printer = settings.printer;
     let plan = Arc::new(Plan::new(&config, kind, None, Events::none())?);
-    let script = Arc::new(script(&plan));
+    let runs = crate::targets::runs(&config, &targets, &hosts, &plan)?;
+    let script = Arc::new(script);
     let judge = Arc::new(judge);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let runs = runtime.block_on(async {
-        let runs: Vec<HostRun> = targets.into_iter().map(HostRun::new).collect();
         let runs = connect_all(runs, &plan, Arc::new(Connector::default())).await;
         each(
             runs,
             &plan,
             ALL,
             |r| r.remote.is_some(),
-            move |mut run, _plan| {
-                let (script, judge) = (script.clone(), judge.clone());
+            move |mut run, plan| {
+                let (script, judge) = (script(&plan), judge.clone());
                 async move {
                     if let Some(remote) = &run.remote {
                         let ran = remote.run(Op::Other, &script, None, &mut |_| {}).await;

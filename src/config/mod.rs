@@ -13,6 +13,7 @@ pub mod host;
 pub mod interpolate;
 mod proxy;
 pub mod raw;
+mod roles;
 mod store;
 mod types;
 
@@ -71,6 +72,8 @@ pub fn load_str(
         dir: &dir,
         lookup,
         problems: Vec::new(),
+        roles: None,
+        role: None,
     };
     let layer = parse(text).map_err(|p| ConfigError {
         file: file.to_owned(),
@@ -81,7 +84,12 @@ pub fn load_str(
         Some(config) if ctx.problems.is_empty() => Ok(config),
         _ => {
             let mut problems = ctx.problems;
-            problems.sort_by_key(|p| (p.line, p.column));
+            problems.sort_by(|a, b| {
+                (a.line, a.column, &a.message).cmp(&(b.line, b.column, &b.message))
+            });
+            // Each role resolves the top level's keys again: one problem, said once.
+            problems
+                .dedup_by(|a, b| (a.line, a.column, &a.message) == (b.line, b.column, &b.message));
             Err(ConfigError {
                 file: file.to_owned(),
                 problems,
@@ -155,6 +163,10 @@ struct Ctx<'a> {
     dir: &'a Path,
     lookup: &'a dyn Lookup,
     problems: Vec<Problem>,
+    /// The roles' names, when the file has `roles:`.
+    roles: Option<Vec<String>>,
+    /// The role being resolved.
+    role: Option<String>,
 }
 
 fn place<T>(s: &Spanned<T>) -> (u64, u64) {
@@ -227,7 +239,7 @@ impl Ctx<'_> {
                 return None;
             }
         };
-        let merged = match &name {
+        let mut merged = match &name {
             None => top,
             Some(name) => {
                 let mut envs = envs;
@@ -248,7 +260,10 @@ impl Ctx<'_> {
         if !self.problems.is_empty() {
             return None;
         }
-        self.resolve(merged, name)
+        match merged.roles.take() {
+            Some(roles) => self.resolve_roles(merged, roles, name),
+            None => self.resolve(merged, name),
+        }
     }
 
     /// Interpolate one string value; `key` names it in errors.
@@ -467,6 +482,7 @@ impl Ctx<'_> {
             proxy,
             artifacts,
             hosts,
+            roles: Vec::new(),
         })
     }
 

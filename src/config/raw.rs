@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
@@ -13,7 +14,7 @@ use super::duration::Duration;
 pub type S<T> = Spanned<T>;
 pub type List = S<Vec<S<String>>>;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Layer {
     pub app: Option<S<String>>,
@@ -33,10 +34,26 @@ pub struct Layer {
     pub proxy: Option<Proxy>,
     pub artifacts: Option<Artifacts>,
     pub hosts: Option<S<Vec<S<HostEntry>>>>,
+    /// In the file's order: the first role's first host is the canary, and runs a
+    /// `once` hook that every role has.
+    pub roles: Option<S<IndexMap<String, S<Role>>>>,
     pub environments: Option<BTreeMap<String, S<Layer>>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `roles.<name>`: its hosts, and what it sets over the top level.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Role {
+    pub hosts: Option<S<Vec<S<HostEntry>>>>,
+    pub deploy_to: Option<S<String>>,
+    pub env: Option<BTreeMap<String, S<String>>>,
+    pub service: Option<Service>,
+    pub health: Option<Health>,
+    pub hooks: Option<Hooks>,
+    pub proxy: Option<Proxy>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Package {
     pub root: Option<S<String>>,
@@ -44,7 +61,7 @@ pub struct Package {
     pub exclude: Option<List>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ssh {
     pub user: Option<S<String>>,
@@ -58,14 +75,14 @@ pub struct Ssh {
     pub max_concurrent_starts: Option<S<u32>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Shared {
     pub dirs: Option<List>,
     pub files: Option<List>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
     pub name: Option<S<String>>,
@@ -75,7 +92,7 @@ pub struct Service {
     pub restart: Option<S<RestartMode>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
     pub http: Option<Http>,
@@ -85,7 +102,7 @@ pub struct Health {
     pub settle: Option<S<Duration>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Http {
     pub url: Option<S<String>>,
@@ -93,7 +110,7 @@ pub struct Http {
     pub contains: Option<S<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hooks {
     pub before_switch: Option<HookList>,
@@ -105,7 +122,7 @@ pub struct Hooks {
 
 pub type HookList = S<Vec<S<HookEntry>>>;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rollout {
     pub parallel: Option<S<u32>>,
@@ -115,7 +132,7 @@ pub struct Rollout {
     pub confirm_timeout: Option<S<Duration>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Proxy {
     pub listen: Option<S<u16>>,
@@ -127,7 +144,7 @@ pub struct Proxy {
     pub analysis: Option<Analysis>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Artifacts {
     pub store: Option<S<String>>,
@@ -136,7 +153,7 @@ pub struct Artifacts {
     pub url_ttl: Option<S<Duration>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Analysis {
     pub interval: Option<S<Duration>>,
@@ -145,13 +162,13 @@ pub struct Analysis {
 }
 
 /// A host as written: `[user@]host[:port]`, or an object.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum HostEntry {
     Short(String),
     Object(Box<HostObject>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostObject {
     pub host: S<String>,
@@ -206,18 +223,21 @@ where
     })
 }
 
-/// A hook as written: a command, or an object (`run`, and for `before_switch`, `once`).
-#[derive(Debug)]
+/// A hook as written: a command, or an object (`run`, and for `before_switch`, `once`;
+/// with roles, `roles`).
+#[derive(Debug, Clone)]
 pub enum HookEntry {
     Short(String),
     Object(HookObject),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HookObject {
     pub run: S<String>,
     pub once: Option<S<bool>>,
+    /// Only hosts of these roles run it.
+    pub roles: Option<List>,
 }
 
 impl<'de> Deserialize<'de> for HookEntry {
@@ -376,6 +396,32 @@ merge_struct!(Hooks {
     local_before,
     local_after
 });
+merge_struct!(Role {
+    hosts,
+    deploy_to,
+    env,
+    service,
+    health,
+    hooks,
+    proxy
+});
+
+/// An environment's `roles`: a role it names merges into the top level's role of that
+/// name (key by key); a role only it names is added.
+impl Merge for S<IndexMap<String, S<Role>>> {
+    fn merge(mut self, over: Self) -> Self {
+        for (name, role) in over.value {
+            match self.value.get_mut(&name) {
+                Some(base) => base.value = std::mem::take(&mut base.value).merge(role.value),
+                None => {
+                    self.value.insert(name, role);
+                }
+            }
+        }
+        self
+    }
+}
+
 merge_struct!(Rollout {
     parallel,
     canary,
@@ -427,6 +473,7 @@ impl Merge for Layer {
             proxy: self.proxy.merge(over.proxy),
             artifacts: self.artifacts.merge(over.artifacts),
             hosts: self.hosts.merge(over.hosts),
+            roles: self.roles.merge(over.roles),
             environments: None,
         }
     }
@@ -471,6 +518,7 @@ pub const ALL_KEYS: &[&str] = &[
     "hooks.before_switch",
     "hooks.before_switch.run",
     "hooks.before_switch.once",
+    "hooks.before_switch.roles",
     "hooks.after_switch",
     "hooks.after_rollback",
     "hooks.local_before",
@@ -494,6 +542,14 @@ pub const ALL_KEYS: &[&str] = &[
     "artifacts.region",
     "artifacts.url_ttl",
     "hosts",
+    "roles",
+    "roles.hosts",
+    "roles.deploy_to",
+    "roles.env",
+    "roles.service",
+    "roles.health",
+    "roles.hooks",
+    "roles.proxy",
     "environments",
 ];
 
@@ -564,6 +620,14 @@ mod tests {
                 accepted.extend(expected.iter().map(|k| format!("hooks.before_switch.{k}")))
             }
             other => panic!("hook: {other:?}"),
+        }
+        // A role's keys (`roles.<name>.<key>`, documented as `roles.<key>`).
+        let role = serde_saphyr::from_str::<Role>("zzz_unknown: 1\n").expect_err("role");
+        match role.without_snippet() {
+            serde_saphyr::Error::SerdeUnknownField { expected, .. } => {
+                accepted.extend(expected.iter().map(|k| format!("roles.{k}")))
+            }
+            other => panic!("role: {other:?}"),
         }
         accepted.sort();
         let mut documented: Vec<String> = ALL_KEYS.iter().map(|k| k.to_string()).collect();

@@ -37,7 +37,56 @@ pub struct Config {
     pub proxy: Option<ProxyConfig>,
     /// Hosts fetch the artifact from an S3-compatible store (`artifacts:`), when set.
     pub artifacts: Option<ArtifactsConfig>,
+    /// Every host; with roles, each host of every role once, in the roles' order.
     pub hosts: Vec<Host>,
+    /// `roles:`, in the file's order; empty without roles.
+    pub roles: Vec<Role>,
+}
+
+/// One role: its name, and the whole configuration its hosts run with.
+#[derive(Debug, Clone)]
+pub struct Role {
+    pub name: String,
+    /// The top level with the role's keys over it: the role's hosts, its `deploy_to`
+    /// (`{deploy_to}/{role}` unless it sets one), its service, health check, env, proxy
+    /// and hooks (the top level's hooks filtered by their `roles:`, unless it sets its
+    /// own). It has no roles of its own.
+    pub config: Config,
+}
+
+impl Role {
+    /// Whether the host named `name` is one of this role's.
+    pub fn has(&self, name: &str) -> bool {
+        self.config.hosts.iter().any(|h| h.name == name)
+    }
+}
+
+impl Serialize for Role {
+    /// What the role sets: the keys a role may hold, resolved.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let c = &self.config;
+        let mut m = s.serialize_map(Some(8))?;
+        m.serialize_entry("name", &self.name)?;
+        m.serialize_entry("hosts", &c.hosts)?;
+        m.serialize_entry("deploy_to", &c.deploy_to)?;
+        m.serialize_entry("env", &c.env)?;
+        m.serialize_entry("service", &c.service)?;
+        m.serialize_entry("health", &c.health)?;
+        m.serialize_entry("hooks", &c.hooks)?;
+        m.serialize_entry("proxy", &c.proxy)?;
+        m.end()
+    }
+}
+
+impl Config {
+    /// The configuration a role's hosts run with; `None`: this one (no roles).
+    pub fn role(&self, name: &str) -> Option<&Config> {
+        self.roles
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| &r.config)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,11 +156,21 @@ pub struct HooksConfig {
     pub before_switch: Vec<Text>,
     /// `once: true`: run on one host only, after every host staged (and ran the hooks
     /// above) and before any host switches.
-    pub before_switch_once: Vec<Text>,
+    pub before_switch_once: Vec<OnceHook>,
     pub after_switch: Vec<Text>,
     pub after_rollback: Vec<Text>,
     pub local_before: Vec<Text>,
     pub local_after: Vec<Text>,
+}
+
+/// A `once: true` hook. Every role that has it shares it: it runs once in all.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct OnceHook {
+    pub run: Text,
+    /// Where it is written (line, column): which hook it is, across roles.
+    #[serde(skip)]
+    pub at: (u64, u64),
 }
 
 #[derive(Debug, Clone, Serialize)]

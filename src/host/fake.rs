@@ -174,6 +174,8 @@ pub struct FakeHost {
     dead: std::sync::atomic::AtomicBool,
     /// Every op it was asked to run, in order.
     pub log: Mutex<Vec<Op>>,
+    /// How many connections were opened to it.
+    pub dials: std::sync::atomic::AtomicUsize,
 }
 
 impl FakeHost {
@@ -189,6 +191,7 @@ impl FakeHost {
             down: false,
             dead: Default::default(),
             log: Mutex::default(),
+            dials: Default::default(),
         })
     }
 
@@ -657,7 +660,9 @@ pub fn target(name: &str) -> Target {
 #[async_trait]
 impl Dialer for Fleet {
     async fn dial(&self, target: &Target) -> Result<Box<dyn Remote>, ssh::Error> {
-        let host = self.host(&target.name).clone();
+        // By address: with roles a run is named `host/role`.
+        let host = self.host(target.host.trim_end_matches(".test")).clone();
+        host.dials.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if host.down {
             return Err(ssh::Error::Refused {
                 host: target.name.clone(),

@@ -64,7 +64,7 @@ impl HostRun {
         self.retire_old_slot(plan).await;
         let rollback = plan.kind == Kind::Rollback;
         let mut script = plan
-            .hook_env(self.name(), &now_on, self.previous.as_deref())
+            .hook_env(&self.host, &now_on, self.previous.as_deref())
             .unwrap_or_default();
         script.push_str(&plan.after_hooks_script(false).unwrap_or_default());
         let mut releases = self.survey.releases.clone();

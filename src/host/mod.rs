@@ -41,6 +41,11 @@ pub use remote::{Dialer, Op, Remote, Upload};
 
 pub struct HostRun {
     pub target: Target,
+    /// The host's name in the config (`target.name` is `host/role` with roles).
+    pub host: String,
+    /// With roles: the plan of this run's role (its directory, service, hooks); the
+    /// fleet's phases hand it to the host instead of the run's plan.
+    pub plan: Option<Arc<Plan>>,
     pub remote: Option<Arc<dyn Remote>>,
     pub survey: Survey,
     pub locked: bool,
@@ -82,7 +87,9 @@ pub type Failed = (String, String);
 impl HostRun {
     pub fn new(target: Target) -> HostRun {
         HostRun {
+            host: target.name.clone(),
             target,
+            plan: None,
             remote: None,
             survey: Survey::default(),
             locked: false,
@@ -103,6 +110,22 @@ impl HostRun {
             slot_move: None,
             transfer_took: None,
         }
+    }
+
+    /// The run of `target` in role `role`, with the role's plan: named `host/role`.
+    pub fn for_role(mut target: Target, role: &str, plan: Arc<Plan>) -> HostRun {
+        let host = std::mem::take(&mut target.name);
+        target.name = format!("{host}/{role}");
+        HostRun {
+            host,
+            plan: Some(plan),
+            ..HostRun::new(target)
+        }
+    }
+
+    /// The plan this host works to: its role's, or the run's.
+    pub fn plan_or(&self, plan: &Arc<Plan>) -> Arc<Plan> {
+        self.plan.clone().unwrap_or_else(|| plan.clone())
     }
 
     pub fn name(&self) -> &str {

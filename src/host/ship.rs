@@ -8,6 +8,7 @@ use crate::config::DeltaMode;
 use crate::outcome::{Outcome, Transfer};
 use crate::plan::{Plan, Shipment};
 use crate::printer::units::human_bytes;
+use crate::redact::Text;
 use crate::remote::stage::{self as remote_stage, Source};
 
 use super::{HostRun, Op};
@@ -168,7 +169,7 @@ impl HostRun {
     ) -> Option<String> {
         let d = plan.deploy.as_ref()?;
         let id = self.goal.clone().unwrap_or_default();
-        let env = plan.hook_env(self.name(), &id, self.previous.as_deref());
+        let env = plan.hook_env(&self.host, &id, self.previous.as_deref());
         let script = match (env, plan.stage_script(d, &id, source, false)) {
             (Ok(env), Ok(s)) => env + &s,
             (Err(e), _) => {
@@ -217,17 +218,17 @@ impl HostRun {
     /// The `once: true` hooks, on this host for the whole fleet: in the staged release,
     /// after every host staged and before any switches. `false` when they failed (this
     /// host's run then ends as failed).
-    pub async fn run_once(&mut self, plan: &Plan) -> bool {
-        let Some(d) = &plan.deploy else { return true };
+    pub async fn run_once(&mut self, plan: &Plan, hooks: &[Text]) -> bool {
         let id = self.goal.clone().unwrap_or_default();
-        let script = match plan.once_script(d, self.name(), &id, self.previous.as_deref(), false) {
+        let previous = self.previous.as_deref();
+        let script = match plan.once_script(hooks, &self.host, &id, previous, false) {
             Ok(s) => s,
             Err(e) => {
                 self.fail(plan, "once", e.to_string());
                 return false;
             }
         };
-        let n = d.once.len();
+        let n = hooks.len();
         self.say(
             plan,
             &format!("running the once-only hook(s) ({n}) on this host"),

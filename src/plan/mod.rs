@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::artifact::{Artifact, delta::Delta};
-use crate::config::{Config, DeltaMode, HealthConfig, ProxyConfig, RestartMode, ServiceManager};
+use crate::config::{
+    Config, DeltaMode, HealthConfig, OnceHook, ProxyConfig, RestartMode, ServiceManager,
+};
 use crate::event::Events;
 use crate::health;
 use crate::redact::Text;
@@ -87,8 +89,11 @@ pub struct Plan {
     /// `artifacts.url_ttl`, when hosts fetch from a store.
     pub artifacts_ttl: Option<crate::config::Duration>,
     pub deploy: Option<DeployPlan>,
-    /// The host that ran the `once: true` hooks, once one has (for the history).
-    pub once_ran_on: std::sync::OnceLock<String>,
+    /// The host that ran the `once: true` hooks, once one has (for the history); every
+    /// role's plan shares it.
+    pub once_ran_on: Arc<std::sync::OnceLock<String>>,
+    /// The role whose hosts this plan is for (`SHIPIT_ROLE`); `None` without roles.
+    pub role: Option<String>,
     /// Where hosts and the rollout report what they do.
     pub events: Events,
 }
@@ -120,9 +125,9 @@ pub struct DeployPlan {
     pub shared_dirs: Vec<String>,
     pub shared_files: Vec<String>,
     pub before_switch: Vec<Text>,
-    /// The `once: true` `before_switch` hooks: one host runs them, after every host
-    /// staged and before any switches.
-    pub once: Vec<Text>,
+    /// The `once: true` `before_switch` hooks: one host runs each, after every host
+    /// staged and before any switches (with roles, a host of a role that has it).
+    pub once: Vec<OnceHook>,
     pub config_sha256: String,
     pub delta: DeltaMode,
     /// `--force`: deploy even where the host already runs this artifact and config.
@@ -136,6 +141,39 @@ pub struct DeployPlan {
 impl DeployPlan {
     /// The deploy of `artifact` with `config` (`unit`: the unit file's content).
     pub fn new(config: &Config, artifact: Artifact, unit: Option<&str>, force: bool) -> DeployPlan {
+        let exposed = |list: &[Text]| list.iter().map(|t| t.expose().to_owned()).collect();
+        let shared_dirs: Vec<String> = exposed(&config.shared.dirs);
+        let shared_files: Vec<String> = exposed(&config.shared.files);
+        let artifact = Arc::new(artifact);
+        let deltas = Arc::new(Deltas::new(
+            artifact.clone(),
+            shared_dirs.iter().chain(&shared_files).cloned().collect(),
+            config.delta,
+        ));
+        let store = config
+            .artifacts
+            .as_ref()
+            .map(|a| Arc::new(crate::store::Lazy::new(a, &config.app)));
+        let shared = Shared {
+            artifact,
+            deltas,
+            store,
+        };
+        Self::with(config, shared, unit, force)
+    }
+
+    /// The deploy of the same artifact for a role's hosts (`config`: the role's): the
+    /// artifact, its deltas and its upload to the store are this one's.
+    pub fn for_role(&self, config: &Config, unit: Option<&str>) -> DeployPlan {
+        let shared = Shared {
+            artifact: self.artifact.clone(),
+            deltas: self.deltas.clone(),
+            store: self.store.clone(),
+        };
+        Self::with(config, shared, unit, self.force)
+    }
+
+    fn with(config: &Config, shared: Shared, unit: Option<&str>, force: bool) -> DeployPlan {
         let env_file = stage::env_file(&config.env, false);
         let exposed = |list: &[Text]| list.iter().map(|t| t.expose().to_owned()).collect();
         let shared_dirs: Vec<String> = exposed(&config.shared.dirs);
@@ -145,23 +183,25 @@ impl DeployPlan {
             (u, Some(p)) => Some(format!("{}\n{p}", u.unwrap_or(""))),
             (u, None) => u.map(str::to_owned),
         };
+        let once = config
+            .hooks
+            .before_switch_once
+            .iter()
+            .map(|h| h.run.clone());
         let config_sha256 = config_digest(
             &env_file,
             unit.as_deref(),
             &shared_dirs,
             &shared_files,
-            &[
-                &config.hooks.before_switch[..],
-                &config.hooks.before_switch_once[..],
-            ]
-            .concat(),
+            &config
+                .hooks
+                .before_switch
+                .iter()
+                .cloned()
+                .chain(once)
+                .collect::<Vec<_>>(),
         );
-        let artifact = Arc::new(artifact);
-        let deltas = Arc::new(Deltas::new(
-            artifact.clone(),
-            shared_dirs.iter().chain(&shared_files).cloned().collect(),
-            config.delta,
-        ));
+        let artifact = shared.artifact;
         DeployPlan {
             version: artifact.manifest.version.clone(),
             commit: artifact.manifest.commit.clone(),
@@ -176,11 +216,8 @@ impl DeployPlan {
             config_sha256,
             delta: config.delta,
             force,
-            deltas,
-            store: config
-                .artifacts
-                .as_ref()
-                .map(|a| Arc::new(crate::store::Lazy::new(a, &config.app))),
+            deltas: shared.deltas,
+            store: shared.store,
         }
     }
 
@@ -198,6 +235,13 @@ impl DeployPlan {
     pub fn full_source(&self) -> Source<'_> {
         self.deltas.full_source()
     }
+}
+
+/// What every role's deploy shares: the artifact, its deltas, its copy in the store.
+struct Shared {
+    artifact: Arc<Artifact>,
+    deltas: Arc<Deltas>,
+    store: Option<Arc<crate::store::Lazy>>,
 }
 
 /// The digest of everything a release gets from the config rather than the artifact.
@@ -258,8 +302,26 @@ impl Plan {
             artifacts_ttl: config.artifacts.as_ref().map(|a| a.url_ttl),
             deploy: None,
             once_ran_on: Default::default(),
+            role: None,
             events,
         })
+    }
+
+    /// The plan for the hosts of role `role` (`config`: the role's configuration): the
+    /// same run (owner, events, once-only hooks' record), the role's own directory,
+    /// service, health check, hooks and deploy.
+    pub fn for_role(&self, config: &Config, role: &str) -> anyhow::Result<Plan> {
+        let mut plan = Plan::new(config, self.kind, None, self.events.clone())?;
+        plan.owner = self.owner.clone();
+        plan.deployed_by = self.deployed_by.clone();
+        plan.environment = self.environment.clone();
+        plan.once_ran_on = self.once_ran_on.clone();
+        plan.role = Some(role.to_owned());
+        plan.deploy = self
+            .deploy
+            .as_ref()
+            .map(|d| d.for_role(config, plan.unit.as_deref()));
+        Ok(plan)
     }
 
     /// `{deploy_to}/releases/<id>` on the host.
@@ -418,8 +480,8 @@ impl Plan {
 
     /// What every remote hook finds in its environment, as `export` lines for the start
     /// of a script: the app, the environment, the version, the release this run makes
-    /// live on `host`, the one it ran before, the host, its role (none yet: empty), the
-    /// command, and who runs it.
+    /// live on `host`, the one it ran before, the host, its role (empty without roles),
+    /// the command, and who runs it.
     pub fn hook_env(
         &self,
         host: &str,
@@ -434,7 +496,7 @@ impl Plan {
             ("SHIPIT_RELEASE", release),
             ("SHIPIT_PREVIOUS_RELEASE", previous.unwrap_or("")),
             ("SHIPIT_HOST", host),
-            ("SHIPIT_ROLE", ""),
+            ("SHIPIT_ROLE", self.role.as_deref().unwrap_or("")),
             ("SHIPIT_COMMAND", self.kind.action()),
             ("SHIPIT_PERFORMER", self.deployed_by.as_str()),
         ];
@@ -445,16 +507,17 @@ impl Plan {
         Ok(s)
     }
 
-    /// The `once: true` hooks in staged release `id` on `host`, with the hooks' env.
+    /// The `once: true` hooks `hooks` in staged release `id` on `host`, with the hooks'
+    /// env.
     pub fn once_script(
         &self,
-        d: &DeployPlan,
+        hooks: &[Text],
         host: &str,
         id: &str,
         previous: Option<&str>,
         redact: bool,
     ) -> Result<String, QuoteError> {
-        Ok(self.hook_env(host, id, previous)? + &stage::once(id, &d.once, redact)?)
+        Ok(self.hook_env(host, id, previous)? + &stage::once(id, hooks, redact)?)
     }
 
     /// The after hooks of this run's kind (`after_switch`, or `after_rollback`).

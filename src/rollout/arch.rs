@@ -53,16 +53,15 @@ pub async fn refuse_unready_proxy(
     runs: Vec<HostRun>,
     plan: &Arc<Plan>,
 ) -> Result<Vec<HostRun>, Vec<HostRun>> {
-    let Some(slots) = plan.slots() else {
-        return Ok(runs);
-    };
     refuse(
         runs,
         plan,
         "proxy",
         "cannot take slots behind HAProxy",
         |run| {
-            let problems = run.slots.as_ref()?.problems(&slots);
+            // With roles, each role has its own proxy (or none).
+            let own = run.plan_or(plan);
+            let problems = run.slots.as_ref()?.problems(&own.slots()?);
             (!problems.is_empty()).then(|| problems.join("; "))
         },
     )

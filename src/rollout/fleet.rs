@@ -15,7 +15,8 @@ use crate::plan::Plan;
 /// No bound beyond the connector's own limit on connection starts.
 pub const ALL: usize = 1 << 16;
 
-/// Run `phase` on each host `pick` selects, at most `limit` at once, each in its own task.
+/// Run `phase` on each host `pick` selects, at most `limit` at once, each in its own task,
+/// with the host's plan (its role's, with roles; else `plan`).
 /// Every host comes back to its place, found by its name; the others are not touched. A
 /// task that panics cannot hand its host back: the host is reported `broken` (its state
 /// is unknown, and its lock may still be held), never silently lost.
@@ -42,7 +43,8 @@ where
         }
         order.push(Err(run.target.clone()));
         let name = run.target.name.clone();
-        let fut = phase(run, plan.clone());
+        let own = run.plan_or(plan);
+        let fut = phase(run, own);
         let semaphore = semaphore.clone();
         let handle = set.spawn(async move {
             let _permit = semaphore.acquire_owned().await;

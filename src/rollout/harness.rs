@@ -80,6 +80,7 @@ pub fn plan(kind: Kind, events: Events) -> Plan {
         artifacts_ttl: None,
         deploy: None,
         once_ran_on: Default::default(),
+        role: None,
         events,
     };
     if kind == Kind::Deploy {
@@ -118,6 +119,34 @@ pub fn plan(kind: Kind, events: Events) -> Plan {
         });
     }
     plan
+}
+
+/// The runs of `roles`, each role's plan the run's with the role's name as its service
+/// (and its once-only hook, if it has it).
+fn role_runs(plan: &Arc<Plan>, roles: &[(&str, Vec<&str>, bool)]) -> Vec<HostRun> {
+    let mut runs = Vec::new();
+    for (role, hosts, once) in roles {
+        let mut own = self::plan(plan.kind, plan.events.clone());
+        own.owner = plan.owner.clone();
+        own.once_ran_on = plan.once_ran_on.clone();
+        own.role = Some(role.to_string());
+        own.service = role.to_string();
+        if let Some(d) = own.deploy.as_mut() {
+            d.once = once
+                .then(|| crate::config::OnceHook {
+                    run: crate::redact::Text::plain("./bin/migrate"),
+                    at: (1, 1),
+                })
+                .into_iter()
+                .collect();
+        }
+        let own = Arc::new(own);
+        for h in hosts {
+            let target = crate::host::fake::target(h);
+            runs.push(HostRun::for_role(target, role, own.clone()));
+        }
+    }
+    runs
 }
 
 /// What a run left behind.
@@ -277,6 +306,9 @@ pub struct Setup {
     pub proxy: Option<crate::config::ProxyConfig>,
     /// How many once-only (`once: true`) hooks the config has.
     pub once: usize,
+    /// Roles: each its name, its hosts, and whether it has the one once-only hook (the
+    /// same hook, as a top-level hook every role keeps is).
+    pub roles: Vec<(&'static str, Vec<&'static str>, bool)>,
 }
 
 /// A run with `setup`, where a fault may kill the deployer (as [`run_until_killed`]).
@@ -292,13 +324,17 @@ pub async fn run_with(
         natives,
         proxy,
         once,
+        roles,
     } = setup;
     let recorder = Arc::new(Recorder::default());
     let mut plan = plan(kind, Events::new(recorder.clone()));
     plan.proxy = proxy;
     if let Some(d) = plan.deploy.as_mut() {
         d.once = (1..=once)
-            .map(|i| crate::redact::Text::plain(format!("./bin/migrate {i}")))
+            .map(|i| crate::config::OnceHook {
+                run: crate::redact::Text::plain(format!("./bin/migrate {i}")),
+                at: (i as u64, 1),
+            })
             .collect();
         let mut artifact = (*d.artifact).clone();
         artifact.natives = natives;
@@ -313,7 +349,10 @@ pub async fn run_with(
         hosts: fleet.hosts.clone(),
         token: fleet.token.clone(),
     });
-    let runs: Vec<HostRun> = fleet.targets().into_iter().map(HostRun::new).collect();
+    let runs: Vec<HostRun> = match roles.is_empty() {
+        true => fleet.targets().into_iter().map(HostRun::new).collect(),
+        false => role_runs(&plan, &roles),
+    };
     let work = async move {
         match kind {
             Kind::Deploy => {

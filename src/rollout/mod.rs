@@ -20,6 +20,8 @@ mod harness;
 #[cfg(test)]
 mod proxy_tests;
 #[cfg(test)]
+mod role_tests;
+#[cfg(test)]
 mod simulation;
 #[cfg(test)]
 mod tests;
@@ -252,21 +254,24 @@ impl Drop for Heartbeat {
 }
 
 fn heartbeat(plan: &Arc<Plan>, runs: &[HostRun]) -> Heartbeat {
-    let remotes: Vec<Arc<dyn Remote>> = runs
+    // Sent straight to the remote (not through a host's run): it enters the directory of
+    // the host's plan (its role's, with roles) itself.
+    let renew = |plan: &Plan| {
+        crate::remote::enter(&plan.deploy_to, false)
+            .and_then(|enter| Ok(enter + &plan.renew_script()?))
+            .unwrap_or_default()
+    };
+    let remotes: Vec<(Arc<dyn Remote>, String)> = runs
         .iter()
         .filter(|r| r.is_pending())
-        .filter_map(|r| r.remote.clone())
+        .filter_map(|r| Some((r.remote.clone()?, renew(&r.plan_or(plan)))))
         .collect();
     let every = (plan.confirm_timeout / 3).max(Duration::from_millis(500));
-    // Sent straight to the remote (not through a host's run): it enters deploy_to itself.
-    let script = crate::remote::enter(&plan.deploy_to, false)
-        .and_then(|enter| Ok(enter + &plan.renew_script()?))
-        .unwrap_or_default();
     Heartbeat(tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
             let mut set = tokio::task::JoinSet::new();
-            for remote in &remotes {
+            for (remote, script) in &remotes {
                 let (remote, script) = (remote.clone(), script.clone());
                 set.spawn(async move {
                     // A host that does not answer: its guard fires, as it should.

@@ -1,6 +1,7 @@
 //! Before anything changes anywhere: connect to every host, lock every host, survey
 //! every host. On any problem the locks taken are given back and the exit code says why.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,8 +13,9 @@ use crate::ssh::{self, Connector, Target};
 
 use super::fleet::{ALL, Cancel, each};
 
-/// Connections opened ahead of the plan, one per target, in the targets' order.
-pub type Early = tokio::task::JoinHandle<Vec<Result<Box<dyn Remote>, ssh::Error>>>;
+/// Connections opened ahead of the plan, one per target, by the target's name (the
+/// host's name in the config).
+pub type Early = tokio::task::JoinHandle<Vec<(String, Result<Box<dyn Remote>, ssh::Error>)>>;
 
 /// Start connecting to every target now, in the background. Connecting changes nothing on
 /// a host, so a deploy does it while it checks its `--artifact`: the connections' round
@@ -34,34 +36,71 @@ pub fn connect_early(runtime: &tokio::runtime::Handle, targets: &[Target]) -> Ea
     runtime.spawn(async move {
         let mut sessions = Vec::with_capacity(tasks.len());
         for (host, task) in tasks {
-            sessions.push(match task.await {
+            let session = match task.await {
                 Ok(session) => session,
                 Err(_) => Err(ssh::Error::ConnectionLost {
-                    host,
+                    host: host.clone(),
                     what: "connecting".into(),
                 }),
-            });
+            };
+            sessions.push((host, session));
         }
         sessions
     })
 }
 
 /// Connect to every host still in the run that has no connection yet, all at once (the
-/// connector bounds how many handshakes are in flight).
+/// connector bounds how many handshakes are in flight). One connection per host: with
+/// roles, a host's runs in its other roles share its first run's.
 pub async fn connect_all(
     runs: Vec<HostRun>,
     plan: &Arc<Plan>,
     dialer: Arc<dyn Dialer>,
 ) -> Vec<HostRun> {
-    let unconnected = |r: &HostRun| r.remote.is_none() && r.is_pending();
-    each(runs, plan, ALL, unconnected, move |mut run, plan| {
-        let dialer = dialer.clone();
-        async move {
-            run.connect(&plan, &*dialer).await;
-            run
+    let mut firsts = HashSet::new();
+    let dials: HashSet<String> = runs
+        .iter()
+        .filter(|r| firsts.insert(r.host.clone()))
+        .filter(|r| r.remote.is_none() && r.is_pending())
+        .map(|r| r.name().to_owned())
+        .collect();
+    let mut runs = each(
+        runs,
+        plan,
+        ALL,
+        |r| dials.contains(r.name()),
+        move |mut run, plan| {
+            let dialer = dialer.clone();
+            async move {
+                run.connect(&plan, &*dialer).await;
+                run
+            }
+        },
+    )
+    .await;
+    share_connections(&mut runs, plan);
+    runs
+}
+
+/// A host's runs after its first (its other roles) take the first one's connection, or
+/// its failure to connect.
+fn share_connections(runs: &mut [HostRun], plan: &Plan) {
+    let mut first: HashMap<String, (Option<Arc<dyn Remote>>, Outcome)> = HashMap::new();
+    for run in runs.iter_mut() {
+        match first.get(&run.host) {
+            None => {
+                first.insert(run.host.clone(), (run.remote.clone(), run.outcome.clone()));
+            }
+            Some((remote, outcome)) if run.remote.is_none() && run.is_pending() => {
+                match (remote, outcome) {
+                    (Some(remote), _) => run.remote = Some(remote.clone()),
+                    (None, Outcome::Pending) => {}
+                    (None, outcome) => run.end(plan, outcome.clone()),
+                }
+            }
+            Some(_) => {}
         }
-    })
-    .await
+    }
 }
 
 /// Connect, lock (unless `read_only`) and survey every host. On any problem, locks taken
@@ -78,8 +117,11 @@ pub async fn prepare(
     if let Some(early) = early
         && let Ok(sessions) = early.await
     {
-        for (run, session) in runs.iter_mut().zip(sessions) {
-            run.connected(plan, session);
+        let mut sessions: HashMap<String, _> = sessions.into_iter().collect();
+        for run in runs.iter_mut() {
+            if let Some(session) = sessions.remove(&run.host) {
+                run.connected(plan, session);
+            }
         }
     }
     runs = connect_all(runs, plan, dialer).await;

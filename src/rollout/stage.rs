@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use crate::host::HostRun;
 use crate::outcome::Outcome;
 use crate::plan::Plan;
+use crate::redact::Text;
 use crate::remote::release::State;
 
 use super::fleet::{ALL, Cancel, each};
@@ -76,25 +77,47 @@ pub async fn stage(
     Err(abandon(runs, plan, "staging").await)
 }
 
-/// The `once: true` hooks, on the first host still in the rollout (in the config's
-/// order), after every host staged and before any switches. `Err` when they failed or
-/// the run was interrupted meanwhile (an interrupt lets them finish): then, as when
-/// staging fails, no host switches.
+/// The `once: true` hooks, after every host staged and before any switches: each on the
+/// first host still in the rollout whose plan has it ([`once_jobs`]). `Err` when one
+/// failed or the run was interrupted meanwhile (an interrupt lets them finish): then, as
+/// when staging fails, no host switches.
 pub async fn once(
     mut runs: Vec<HostRun>,
     plan: &Arc<Plan>,
     cancel: &Arc<Cancel>,
 ) -> Result<Vec<HostRun>, Vec<HostRun>> {
-    if plan.deploy.as_ref().is_none_or(|d| d.once.is_empty()) {
-        return Ok(runs);
+    for (i, hooks) in once_jobs(&runs, plan) {
+        let own = runs[i].plan_or(plan);
+        if !runs[i].run_once(&own, &hooks).await || cancel.is_set() {
+            return Err(abandon(runs, plan, "once-only hooks").await);
+        }
     }
-    let Some(run) = runs.iter_mut().find(|r| r.is_pending()) else {
-        return Ok(runs);
-    };
-    if run.run_once(plan).await && !cancel.is_set() {
-        return Ok(runs);
+    Ok(runs)
+}
+
+/// Which host runs which `once: true` hooks: each hook on the first pending host whose
+/// plan has it (in the config's order of hosts; with roles, the first host of the first
+/// role that has it), the hooks in the file's order, those in a row on one host in one
+/// go. Indexes into `runs`.
+pub fn once_jobs(runs: &[HostRun], plan: &Arc<Plan>) -> Vec<(usize, Vec<Text>)> {
+    let mut picked: Vec<((u64, u64), usize, Text)> = Vec::new();
+    for (i, run) in runs.iter().enumerate().filter(|(_, r)| r.is_pending()) {
+        let own = run.plan_or(plan);
+        for h in own.deploy.iter().flat_map(|d| &d.once) {
+            if !picked.iter().any(|(at, ..)| *at == h.at) {
+                picked.push((h.at, i, h.run.clone()));
+            }
+        }
     }
-    Err(abandon(runs, plan, "once-only hooks").await)
+    picked.sort_by_key(|(at, ..)| *at);
+    let mut jobs: Vec<(usize, Vec<Text>)> = Vec::new();
+    for (_, i, run) in picked {
+        match jobs.last_mut() {
+            Some((last, hooks)) if *last == i => hooks.push(run),
+            _ => jobs.push((i, vec![run])),
+        }
+    }
+    jobs
 }
 
 /// After a failure (or an interrupt) before any switch: the staged release is marked

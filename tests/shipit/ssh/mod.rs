@@ -769,13 +769,15 @@ async fn connecting_early_keeps_each_outcome_with_its_host() {
         .await
         .unwrap();
     assert_eq!(outcomes.len(), 3);
-    assert!(outcomes[0].is_ok(), "{:?}", outcomes[0].as_ref().err());
-    let Err(err) = &outcomes[1] else {
+    let names: Vec<&str> = outcomes.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["app1", "dead", "app2"]);
+    assert!(outcomes[0].1.is_ok(), "{:?}", outcomes[0].1.as_ref().err());
+    let Err(err) = &outcomes[1].1 else {
         panic!("nothing listens there")
     };
     assert!(err.is_unreachable(), "{err}");
     assert_eq!(err.host(), "dead");
-    assert!(outcomes[2].is_ok(), "{:?}", outcomes[2].as_ref().err());
+    assert!(outcomes[2].1.is_ok(), "{:?}", outcomes[2].1.as_ref().err());
 }
 
 /// sshd drops what is beyond its `MaxStartups` before the handshake; those starts are
