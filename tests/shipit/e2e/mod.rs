@@ -21,6 +21,7 @@ mod health;
 mod hostile;
 pub mod load;
 mod proxy;
+mod roles;
 mod store;
 
 use std::io::Write;
