@@ -487,7 +487,8 @@ fn spawn_proxy_command(
 }
 
 async fn tcp_connect(target: &Target, deadline: &Deadline) -> Result<TcpStream, Error> {
-    let lookup = tokio::net::lookup_host((target.host.as_str(), target.port));
+    // Once per name for the whole run, retried (see `dns`).
+    let lookup = super::dns::resolve(&target.host, target.port);
     let addrs: Vec<_> = deadline
         .run(Phase::Dns, lookup)
         .await?
@@ -495,8 +496,7 @@ async fn tcp_connect(target: &Target, deadline: &Deadline) -> Result<TcpStream, 
             host: target.name.clone(),
             hostname: target.host.clone(),
             source,
-        })?
-        .collect();
+        })?;
     if addrs.is_empty() {
         return Err(Error::Dns {
             host: target.name.clone(),

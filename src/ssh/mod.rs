@@ -21,6 +21,7 @@
 mod auth;
 mod connect;
 mod deadline;
+mod dns;
 mod error;
 mod handler;
 mod host_key;
