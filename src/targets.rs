@@ -173,6 +173,10 @@ pub fn resolve(
         })
         .collect::<Result<_, _>>()?;
     open_files_for(&targets)?;
+    let default_agent = std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from);
+    for hint in ssh::agent_hint::hints(&targets, default_agent.as_deref()) {
+        printer.warn(&hint);
+    }
     Ok(targets)
 }
 

@@ -18,6 +18,7 @@
 //! `connect` build on them; this file only re-exports, and the files below it name each
 //! other by their own paths (`super::error::Error`), never through it.
 
+pub mod agent_hint;
 mod auth;
 mod connect;
 mod deadline;

@@ -843,3 +843,44 @@ async fn a_silent_jump_host_fails_every_target_behind_it_at_once() {
     assert!(took < timeout * 3, "took {took:?}");
     drop(silent);
 }
+
+/// Before a fan-out to 10 hosts or more, an agent that signs on a device (here: a real
+/// ssh-agent whose socket is named as gpg-agent's) is named in a hint; a plain agent
+/// holding an ordinary key is not (shipit asked it for its keys: none is a FIDO key).
+#[test]
+fn an_agent_that_may_prompt_for_every_signature_is_named_before_a_large_fan_out() {
+    if sshd::prerequisites().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = sshd::keygen(dir.path(), "id_plain", "ed25519", "");
+    let gnupg = dir.path().join("gnupg");
+    std::fs::create_dir(&gnupg).unwrap();
+    let gpg = Agent::start_at(gnupg.join("S.gpg-agent.ssh"), &[(&key, "")]);
+    let plain = Agent::start(dir.path(), &[(&key, "")]);
+    let p = crate::support::Project::new();
+    let hosts: Vec<String> = (0..10)
+        .map(|_| format!("127.0.0.1:{}", sshd::free_port()))
+        .collect();
+    p.file(
+        "deploy.yaml",
+        &format!(
+            "app: hello\nssh: {{connect_timeout: 1s}}\nservice: {{manager: none}}\n\
+             hosts: [{}]\n",
+            hosts.join(", ")
+        ),
+    );
+    let status = |agent: &std::path::Path| {
+        let out = p
+            .command(&["status"])
+            .env("SSH_AUTH_SOCK", agent)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let said = status(&gpg.socket);
+    assert!(said.contains("is gpg-agent"), "{said}");
+    assert!(said.contains("for each of 10 host(s)"), "{said}");
+    let said = status(&plain.socket);
+    assert!(!said.contains("the SSH agent at"), "{said}");
+}

@@ -337,7 +337,13 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(dir: &Path, keys: &[(&Path, &str)]) -> Agent {
-        let socket = dir.join(format!("agent.{}.sock", free_port()));
+        Agent::start_at(dir.join(format!("agent.{}.sock", free_port())), keys)
+    }
+
+    /// An agent listening at `socket` (its directory is where askpass files go).
+    pub fn start_at(socket: PathBuf, keys: &[(&Path, &str)]) -> Agent {
+        let dir = socket.parent().expect("a socket in a directory").to_owned();
+        let dir = dir.as_path();
         let child = Command::new("ssh-agent")
             .arg("-D")
             .arg("-a")
