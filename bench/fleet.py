@@ -15,7 +15,7 @@ the hosts' sessions settled before every timed command:
   delta      `shipit deploy --artifact B --json` (one small file differs from A)
   rollback   `shipit rollback --json` (back to A, so the next round's noop is one)
   ansible    `ansible all -m ansible.builtin.command -a true -f N` (N <= 100 only)
-  pyinfra    `pyinfra INVENTORY.py exec -- true --parallel N` (N <= 100 only)
+  pyinfra    `pyinfra [--yes] --parallel N INVENTORY.py exec -- true` (N <= 100 only)
 
 noop, delta and rollback run in this order, as one block (each needs the one before);
 floor, status, Ansible and pyinfra fall before or after it, alternating per round. The
@@ -250,17 +250,18 @@ class Fleet:
     known_hosts file and one ssh_config (Host h001..: 127.0.0.1 and the port); optionally
     a bastion (one more testbed of one host)."""
 
-    def __init__(self, total, work, with_bastion, max_startups):
+    def __init__(self, total, work, with_bastion, max_startups, started):
         self.work = work
-        self.testbeds = []
-        self.hosts = []  # {name, port, pid, opt, log}
+        self.testbeds = []  # the hosts' testbeds; `started` also gets the bastion's
+        self.hosts = []  # {name, port, pid, opt, log, testbed}
         self.bastion = None
         width = max(3, len(str(total)))
         left, j = total, 0
         while left > 0:
             j += 1
             count = min(CHUNK, left)
-            tb = Testbed(f"{TB_PREFIX}-{j}", count, "INFO", self.testbeds)
+            tb = Testbed(f"{TB_PREFIX}-{j}", count, "INFO", started)
+            self.testbeds.append(tb)
             for i, h in enumerate(tb.hosts):
                 self.hosts.append({"name": f"h{len(self.hosts) + 1:0{width}d}", "port": h["port"], "pid": h["pid"],
                                    "opt": h["opt"], "log": tb.sshd_log(i), "testbed": tb.name})
@@ -270,15 +271,18 @@ class Fleet:
             pub = f.read()
         for tb in self.testbeds[1:]:
             tb.authorize(pub)
+        known = [tb.known_hosts for tb in self.testbeds]
         if with_bastion:
-            b = Testbed(f"{TB_PREFIX}-bastion", 1, "VERBOSE", self.testbeds)
-            b.authorize(pub)
-            self.bastion = {"tb": b, "port": b.hosts[0]["port"], "pid": b.hosts[0]["pid"], "log": b.sshd_log(0),
-                            "config": b.sshd_config(0), "jump": f"deploy@127.0.0.1:{b.hosts[0]['port']}"}
+            bt = Testbed(f"{TB_PREFIX}-bastion", 1, "VERBOSE", started)
+            bt.authorize(pub)
+            known.append(bt.known_hosts)  # shipit checks the jump host's key in the same file
+            self.bastion = {"port": bt.hosts[0]["port"], "pid": bt.hosts[0]["pid"], "log": bt.sshd_log(0),
+                            "config": bt.sshd_config(0), "jump": f"deploy@127.0.0.1:{bt.hosts[0]['port']}",
+                            "max_startups": "100 (testbed)"}
         self.known_hosts = os.path.join(work, "known_hosts")
         with open(self.known_hosts, "w") as out:
-            for tb in self.testbeds:
-                with open(tb.known_hosts) as f:
+            for path in known:
+                with open(path) as f:
                     out.write(f.read())
         os.chmod(self.known_hosts, 0o644)
         self.ssh_config = os.path.join(work, "ssh_config")
@@ -290,17 +294,12 @@ class Fleet:
             f.write(f"Host *\n    IdentityFile {self.client_key}\n    IdentitiesOnly yes\n"
                     f"    UserKnownHostsFile {self.known_hosts}\n    GlobalKnownHostsFile /dev/null\n"
                     "    StrictHostKeyChecking yes\n    BatchMode yes\n    ConnectTimeout 10\n")
-        # Each testbed answers to the one key (first host of each, untimed).
-        for tb in self.testbeds:
-            port = tb.hosts[0]["port"]
-            name = next(h["name"] for h in self.hosts if h["port"] == port) if tb is not self.bastion_tb() \
-                else "fleet-bastion"
+        # Every testbed lets the one key in (the first host of each, and the bastion; untimed).
+        firsts = [next(h["name"] for h in self.hosts if h["testbed"] == tb.name) for tb in self.testbeds]
+        for name in firsts + (["fleet-bastion"] if self.bastion else []):
             deploy.run(["ssh", "-F", self.ssh_config, f"deploy@{name}", "true"], capture=True)
         if self.bastion and max_startups != "testbed":
             self.set_max_startups(max_startups)
-
-    def bastion_tb(self):
-        return self.bastion["tb"] if self.bastion else None
 
     def pids(self, n, bastion=False):
         return [h["pid"] for h in self.hosts[:n]] + ([self.bastion["pid"]] if bastion and self.bastion else [])
@@ -365,11 +364,6 @@ class Fleet:
         c["throttle_summary_dropped"] = sum(int(m) for m in THROTTLE_SUMMARY.findall(text))
         c["refused"] = c["drop"] + c["reset"] + c["exceeded"]
         return c
-
-    def down(self):
-        for tb in reversed(self.testbeds):
-            tb.down()
-        self.testbeds = []
 
 
 # --- the benchmark --------------------------------------------------------------------------
@@ -724,7 +718,7 @@ def report(b, meta):
          "Versions: " + "; ".join(f"{k}: {v}" for k, v in meta["versions"].items()), "",
          f"Hosts: plain sshd hosts on 127.0.0.1 (`tests/testbed/sshd-hosts.sh`, {CHUNK} per testbed, LogLevel "
          f"INFO, MaxStartups 100), started once for N={meta['max_n']}; a smaller N uses the first N. App: "
-         f"{meta['files']} small files, artifacts A and B ({meta['artifact_bytes']} bytes each, B with one file "
+         f"{meta['files']} small files, artifacts A and B (about {meta['artifact_bytes']} bytes, B with one file "
          "changed) from `shipit package`; A deployed to every host untimed before the first round. "
          f"{meta['runs']} timed run(s) per command and N, contenders interleaved (each round starts one further "
          "on; noop, delta, rollback always in this order, as one block), `sync` and the hosts' sessions settled "
@@ -880,7 +874,7 @@ def main():
     if not (os.path.isfile(a.shipit) and os.access(a.shipit, os.X_OK)):
         sys.exit(f"fleet: no shipit binary at {a.shipit}: build it first (`cargo build --release`) or pass "
                  "--shipit PATH")
-    for tool in ("ssh", "xargs", "sh", "sync"):
+    for tool in ("ssh", "xargs", "sh"):
         if not shutil.which(tool):
             sys.exit(f"fleet: `{tool}` is not installed")
     if not os.access(SSHD_HOSTS, os.X_OK):
@@ -897,47 +891,49 @@ def main():
     b = Bench(a, a.shipit, work, a.out)
     t_start = time.time()
     versions = {"shipit": deploy.version(f"{shlex.quote(a.shipit)} --version"), "OpenSSH": deploy.version("ssh -V")}
-    foreign_ns = [n for n in ns if n <= FOREIGN_MAX_N] if not a.smoke else []
-    # The other tools first (minutes of pip on a first run), never fatal.
-    if "ansible" in a.parts and foreign_ns:
-        try:
-            deploy.ensure_ansible(a.smoke)
-            versions["ansible-core"] = deploy.version(f"{deploy.VENV}/bin/ansible --version")
-        except Exception as e:  # noqa: BLE001 - reported as skipped
-            b.unavailable["ansible"] = f"not installed ({deploy.ANSIBLE_CORE} into {deploy.VENV}): {e}"
-            log(f"ansible: {b.unavailable['ansible']}")
-    if "pyinfra" in a.parts and foreign_ns:
-        try:
-            versions["pyinfra"], b.pyinfra_flags = ensure_pyinfra(os.path.join(b.logs, "pyinfra-install.log"))
-        except Exception as e:  # noqa: BLE001 - reported as skipped
-            b.unavailable["pyinfra"] = f"not installed ({PYINFRA_SPEC} into {PYINFRA_VENV}): {e}"
-            log(f"pyinfra: {b.unavailable['pyinfra']}")
     versions["Python"] = platform.python_version()
     error = None
     meta = {}
+    started = []  # every testbed asked to come up, torn down in the end whatever happens
+
+    def snapshot(kind):
+        """fleet.json as it stands (also written after each N: a long run keeps its results)."""
+        meta.update({
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "kind": kind,
+            "argv": "python3 bench/fleet.py " + " ".join(sys.argv[1:]),
+            "machine": machine(),
+            "note": "the machine may be shared with other jobs; compare within one run, not across runs.",
+            "runs": a.runs, "hosts": ns, "max_n": max(ns), "files": 20,
+            "artifact_bytes": os.path.getsize(b.art_a) if b.art_a else None,
+            "bastion_max_startups": b.fleet.bastion["max_startups"] if b.fleet and b.fleet.bastion else None,
+            "release_a": b.a_id, "versions": versions, "seconds": round(time.time() - t_start),
+            "open_files_limit": nofile,
+        })
+        with open(os.path.join(a.out, "fleet.json"), "w") as f:
+            json.dump({"meta": meta, "results": b.results,
+                       "skipped": [{"name": k[0], "n": k[1], "reason": v} for k, v in b.skipped.items()]},
+                      f, indent=1)
+
     try:
+        foreign_ns = [n for n in ns if n <= FOREIGN_MAX_N] if not a.smoke else []
+        # The other tools first (minutes of pip on a first run), never fatal.
+        if "ansible" in a.parts and foreign_ns:
+            try:
+                deploy.ensure_ansible(a.smoke)
+                versions["ansible-core"] = deploy.version(f"{deploy.VENV}/bin/ansible --version")
+            except Exception as e:  # noqa: BLE001 - reported as skipped
+                b.unavailable["ansible"] = f"not installed ({deploy.ANSIBLE_CORE} into {deploy.VENV}): {e}"
+                log(f"ansible: {b.unavailable['ansible']}")
+        if "pyinfra" in a.parts and foreign_ns:
+            try:
+                versions["pyinfra"], b.pyinfra_flags = ensure_pyinfra(os.path.join(b.logs, "pyinfra-install.log"))
+            except Exception as e:  # noqa: BLE001 - reported as skipped
+                b.unavailable["pyinfra"] = f"not installed ({PYINFRA_SPEC} into {PYINFRA_VENV}): {e}"
+                log(f"pyinfra: {b.unavailable['pyinfra']}")
         b.artifacts()
-        b.fleet = Fleet(max(ns), work, bool(bastion_ns), a.bastion_max_startups)
+        b.fleet = Fleet(max(ns), work, bool(bastion_ns), a.bastion_max_startups, started)
         b.first_deploy(max(ns))
-
-        def snapshot(kind):
-            meta.update({
-                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                "kind": kind,
-                "argv": "python3 bench/fleet.py " + " ".join(sys.argv[1:]),
-                "machine": machine(),
-                "note": "the machine may be shared with other jobs; compare within one run, not across runs.",
-                "runs": a.runs, "hosts": ns, "max_n": max(ns), "files": 20,
-                "artifact_bytes": os.path.getsize(b.art_a),
-                "bastion_max_startups": (b.fleet.bastion or {}).get("max_startups", "100 (testbed)"),
-                "release_a": b.a_id, "versions": versions, "seconds": round(time.time() - t_start),
-                "open_files_limit": nofile,
-            })
-            with open(os.path.join(a.out, "fleet.json"), "w") as f:
-                json.dump({"meta": meta, "results": b.results,
-                           "skipped": [{"name": k[0], "n": k[1], "reason": v} for k, v in b.skipped.items()]},
-                          f, indent=1)
-
         for n in ns:
             log(f"--- N={n}")
             b.fleet_part(n)
@@ -952,26 +948,22 @@ def main():
     finally:
         deploy.kill_children()
         b.stop_ansible_masters()
-        if b.fleet is not None:
-            b.fleet.down()
-        else:  # a testbed that failed half way is torn down by sshd-hosts.sh itself
-            pass
+        for tb in reversed(started):
+            tb.down()
         try:
-            if b.results or error is None:
+            if b.a_id is not None:
                 kind = "smoke run" if a.smoke else ("full run" if full_run and error is None else "partial run")
                 if error is not None:
                     kind += f", stopped by {type(error).__name__}"
-                if b.a_id is not None:
-                    snapshot(kind)
-                    text = report(b, meta)
-                    with open(os.path.join(a.out, "fleet.md"), "w") as f:
-                        f.write(text)
-                    if error is None:
-                        print(text)
-                        if full_run:
-                            write_benchmarks(text)
-                        log(f"done in {time.time() - t_start:.0f} s; report in "
-                            f"{os.path.relpath(a.out, ROOT)}/fleet.md")
+                snapshot(kind)
+                text = report(b, meta)
+                with open(os.path.join(a.out, "fleet.md"), "w") as f:
+                    f.write(text)
+                if error is None:
+                    print(text)
+                    if full_run:
+                        write_benchmarks(text)
+                    log(f"done in {time.time() - t_start:.0f} s; report in {os.path.relpath(a.out, ROOT)}/fleet.md")
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
