@@ -115,6 +115,9 @@ log = deploy.log
 # --- processes ------------------------------------------------------------------------------
 
 
+GNU_TIME = "/usr/bin/time"
+
+
 class Measured(types.SimpleNamespace):
     """rc, wall (s), cpu (s: user+sys of the child and its reaped descendants), maxrss_kb."""
 
@@ -124,6 +127,13 @@ def measure(argv, out_path, err_path, env=None, cwd=None, timeout=None):
     exit or Ctrl-C), stdout to out_path, stderr appended to err_path; reap it with wait4
     for its rusage. A command still running after `timeout` s is killed (rc -9)."""
     expired = []
+    # Peak RSS through GNU time: a child forked from this Python process carries Python's
+    # resident pages (about 22 MB) into its high-water mark until it execs, which would
+    # hide any smaller peak. time(1) is small, and reports its child's own ru_maxrss.
+    rss_file = None
+    if os.access(GNU_TIME, os.X_OK):
+        rss_file = out_path + ".rss"
+        argv = [GNU_TIME, "-q", "-f", "%M", "-o", rss_file, *argv]
     with open(out_path, "wb") as so, open(err_path, "ab") as se:
         t0 = time.perf_counter()
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=so, stderr=se, env=env, cwd=cwd,
@@ -151,7 +161,14 @@ def measure(argv, out_path, err_path, env=None, cwd=None, timeout=None):
             timer.cancel()
         if p.returncode is not None:
             deploy.CHILDREN.discard(p)
-    return Measured(rc=p.returncode, wall=wall, cpu=ru.ru_utime + ru.ru_stime, maxrss_kb=ru.ru_maxrss,
+    maxrss_kb = ru.ru_maxrss
+    if rss_file:
+        try:
+            with open(rss_file) as f:
+                maxrss_kb = int(f.read().split()[-1])
+        except (OSError, ValueError, IndexError):
+            pass
+    return Measured(rc=p.returncode, wall=wall, cpu=ru.ru_utime + ru.ru_stime, maxrss_kb=maxrss_kb,
                     timed_out=bool(expired))
 
 
@@ -362,7 +379,8 @@ class Fleet:
             text = f.read().decode(errors="replace")
         c = {k: len(rx.findall(text)) for k, rx in BASTION_COUNTERS.items()}
         c["throttle_summary_dropped"] = sum(int(m) for m in THROTTLE_SUMMARY.findall(text))
-        c["refused"] = c["drop"] + c["reset"] + c["exceeded"]
+        # A reset is a client going away without a goodbye, not a refusal: counted apart.
+        c["refused"] = c["drop"] + c["exceeded"]
         return c
 
 
@@ -791,7 +809,7 @@ def report(b, meta):
             L.append("")
     if any(r["part"] == "bastion" for r in R):
         L.append("Bastion columns, from its sshd log (LogLevel VERBOSE), median [min-max] over the runs: "
-                 "`Accepted publickey` lines; refused/dropped = `drop connection`, `Connection reset` and "
+                 "`Accepted publickey` lines; refused/dropped = `drop connection` and "
                  "`exceeded MaxStartups` lines; throttling episodes = `beginning MaxStartups throttling`.")
         L.append("")
     L.append("### The commands")

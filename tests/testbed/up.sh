@@ -34,6 +34,14 @@ boot_timeout=${boot_timeout:-$((60 + 3 * count))}
 tb_require_root
 
 exec 3>&1 1>&2 # stdout is only for the final state dir line
+# Each host's systemd and its user managers take inotify instances; the kernel's default
+# of 128 per user runs out at about 15 hosts (user@0.service fails: "degraded").
+need_inotify=$((128 + 16 * count))
+have_inotify=$(sysctl -n fs.inotify.max_user_instances 2>/dev/null || echo 0)
+if ((have_inotify < need_inotify)); then
+    sysctl -qw fs.inotify.max_user_instances="$need_inotify" ||
+        tb_log "could not raise fs.inotify.max_user_instances to $need_inotify"
+fi
 t0=$SECONDS
 started=$(date +%s.%N)
 
