@@ -186,16 +186,15 @@ impl Ran {
 
     /// The hosts that were told to stage, in no order.
     pub fn staged(&self) -> Vec<String> {
+        self.hosts_that(|op| matches!(op, crate::host::Op::Stage { .. }))
+    }
+
+    /// The hosts that were asked to run an op `which` picks, in the fleet's order.
+    pub fn hosts_that(&self, which: impl Fn(&Op) -> bool) -> Vec<String> {
         self.fleet
             .hosts
             .iter()
-            .filter(|h| {
-                h.log
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .any(|op| matches!(op, crate::host::Op::Stage { .. }))
-            })
+            .filter(|h| h.log.lock().unwrap().iter().any(&which))
             .map(|h| h.name.clone())
             .collect()
     }

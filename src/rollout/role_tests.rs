@@ -35,18 +35,7 @@ async fn deploy_roles(hosts: Vec<Arc<FakeHost>>, roles: Roles) -> Ran {
 }
 
 fn once_on(ran: &Ran) -> Vec<String> {
-    ran.fleet
-        .hosts
-        .iter()
-        .filter(|h| {
-            h.log
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|op| matches!(op, Op::Once { .. }))
-        })
-        .map(|h| h.name.clone())
-        .collect()
+    ran.hosts_that(|op| matches!(op, Op::Once { .. }))
 }
 
 fn web_and_worker(once_web: bool, once_worker: bool) -> Roles {
