@@ -97,12 +97,8 @@ pub fn resolve(
     if let Some(pick) = &pick {
         let unknown = pick.unmatched(config.hosts.iter().map(|h| h.name.as_str()));
         if !unknown.is_empty() {
-            let known: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
-            return Err(Failure::new(
-                Exit::Invalid,
-                format!("unknown host(s) in --hosts: {}", unknown.join(", ")),
-            )
-            .hint(format!("hosts here: {}", known.join(", "))));
+            let known = config.hosts.iter().map(|h| h.name.as_str());
+            return Err(unknown_in("host(s)", "--hosts", &unknown, known));
         }
     }
     let local = ssh_config::Local::from_env();
@@ -180,6 +176,23 @@ pub fn resolve(
     Ok(targets)
 }
 
+/// `--hosts` or `--roles` named what is not there: exit 2, listing what there is.
+fn unknown_in<'a, S: AsRef<str>>(
+    what: &str,
+    flag: &str,
+    unknown: &[S],
+    known: impl Iterator<Item = &'a str>,
+) -> Failure {
+    let unknown: Vec<&str> = unknown.iter().map(AsRef::as_ref).collect();
+    let known: Vec<&str> = known.collect();
+    let kind = what.trim_end_matches("(s)");
+    Failure::new(
+        Exit::Invalid,
+        format!("unknown {what} in {flag}: {}", unknown.join(", ")),
+    )
+    .hint(format!("{kind}s here: {}", known.join(", ")))
+}
+
 /// The roles `--roles` names (`None`: no `--roles`); an unknown one is an error.
 fn picked_roles<'a>(config: &'a Config, pick: &Pick) -> Result<Option<Vec<&'a Role>>, Failure> {
     let Some(names) = &pick.roles else {
@@ -197,12 +210,8 @@ fn picked_roles<'a>(config: &'a Config, pick: &Pick) -> Result<Option<Vec<&'a Ro
         .map(String::as_str)
         .collect();
     if !unknown.is_empty() {
-        let known: Vec<&str> = config.roles.iter().map(|r| r.name.as_str()).collect();
-        return Err(Failure::new(
-            Exit::Invalid,
-            format!("unknown role(s) in --roles: {}", unknown.join(", ")),
-        )
-        .hint(format!("roles here: {}", known.join(", "))));
+        let known = config.roles.iter().map(|r| r.name.as_str());
+        return Err(unknown_in("role(s)", "--roles", &unknown, known));
     }
     Ok(Some(
         config
