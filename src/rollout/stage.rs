@@ -16,8 +16,10 @@ use super::fleet::{ALL, Cancel, each};
 /// Hosts already on this artifact and config (a `live` release, or the host's own
 /// verdict in the survey) are skipped, unless `--force`, and give their lock back.
 pub async fn skip_unchanged(mut runs: Vec<HostRun>, plan: &Arc<Plan>) -> Vec<HostRun> {
-    let Some(d) = &plan.deploy else { return runs };
     for run in runs.iter_mut() {
+        // Each role's release has its own config digest.
+        let own = run.plan_or(plan);
+        let Some(d) = &own.deploy else { continue };
         let same = run
             .survey
             .current_release()
