@@ -258,7 +258,7 @@ pub fn run_names(config: &Config, targets: &[Target], pick: &Pick) -> Vec<String
         .unwrap_or_default()
         .into_iter()
         .map(|(t, role)| match role {
-            Some(r) => format!("{}/{}", t.name, r.name),
+            Some(r) => crate::host::role_run(&t.name, &r.name),
             None => t.name.clone(),
         })
         .collect()

@@ -68,7 +68,7 @@ pub fn run(settings: &Settings, json: bool, pick: Pick) -> Result<Exit> {
     let mut groups: Vec<(&Config, Vec<Target>)> = Vec::new();
     for (target, role) in crate::targets::members(&config, &targets, &pick)? {
         let (own, name) = match role {
-            Some(r) => (&r.config, format!("{}/{}", target.name, r.name)),
+            Some(r) => (&r.config, crate::host::role_run(&target.name, &r.name)),
             None => (&config, target.name.clone()),
         };
         let target = Target {

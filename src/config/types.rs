@@ -80,7 +80,7 @@ impl Serialize for Role {
 }
 
 impl Config {
-    /// The configuration a role's hosts run with; `None`: this one (no roles).
+    /// The configuration the hosts of role `name` run with; `None`: no such role.
     pub fn role(&self, name: &str) -> Option<&Config> {
         self.roles
             .iter()

@@ -81,6 +81,11 @@ pub struct HostRun {
     pub slot_move: Option<(Option<u16>, u16)>,
 }
 
+/// What output, JSON and `status` call host `host`'s run in role `role`.
+pub fn role_run(host: &str, role: &str) -> String {
+    format!("{host}/{role}")
+}
+
 /// A failed script: the step it was at (its last `@@step`) and why.
 pub type Failed = (String, String);
 
@@ -112,10 +117,10 @@ impl HostRun {
         }
     }
 
-    /// The run of `target` in role `role`, with the role's plan: named `host/role`.
+    /// The run of `target` in role `role`, with the role's plan: named [`role_run`].
     pub fn for_role(mut target: Target, role: &str, plan: Arc<Plan>) -> HostRun {
         let host = std::mem::take(&mut target.name);
-        target.name = format!("{host}/{role}");
+        target.name = role_run(&host, role);
         HostRun {
             host,
             plan: Some(plan),

@@ -141,13 +141,11 @@ pub struct DeployPlan {
 impl DeployPlan {
     /// The deploy of `artifact` with `config` (`unit`: the unit file's content).
     pub fn new(config: &Config, artifact: Artifact, unit: Option<&str>, force: bool) -> DeployPlan {
-        let exposed = |list: &[Text]| list.iter().map(|t| t.expose().to_owned()).collect();
-        let shared_dirs: Vec<String> = exposed(&config.shared.dirs);
-        let shared_files: Vec<String> = exposed(&config.shared.files);
+        let (dirs, files) = shared_paths(config);
         let artifact = Arc::new(artifact);
         let deltas = Arc::new(Deltas::new(
             artifact.clone(),
-            shared_dirs.iter().chain(&shared_files).cloned().collect(),
+            dirs.into_iter().chain(files).collect(),
             config.delta,
         ));
         let store = config
@@ -175,9 +173,7 @@ impl DeployPlan {
 
     fn with(config: &Config, shared: Shared, unit: Option<&str>, force: bool) -> DeployPlan {
         let env_file = stage::env_file(&config.env, false);
-        let exposed = |list: &[Text]| list.iter().map(|t| t.expose().to_owned()).collect();
-        let shared_dirs: Vec<String> = exposed(&config.shared.dirs);
-        let shared_files: Vec<String> = exposed(&config.shared.files);
+        let (shared_dirs, shared_files) = shared_paths(config);
         let proxy = config.proxy.as_ref().map(|p| format!("{p:?}"));
         let unit = match (unit, &proxy) {
             (u, Some(p)) => Some(format!("{}\n{p}", u.unwrap_or(""))),
@@ -235,6 +231,12 @@ impl DeployPlan {
     pub fn full_source(&self) -> Source<'_> {
         self.deltas.full_source()
     }
+}
+
+/// `shared.dirs` and `shared.files`, as the host gets them.
+fn shared_paths(config: &Config) -> (Vec<String>, Vec<String>) {
+    let exposed = |list: &[Text]| list.iter().map(|t| t.expose().to_owned()).collect();
+    (exposed(&config.shared.dirs), exposed(&config.shared.files))
 }
 
 /// What every role's deploy shares: the artifact, its deltas, its copy in the store.
