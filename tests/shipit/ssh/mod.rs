@@ -3,6 +3,7 @@
 //! host and connection failures.
 
 pub mod sshd;
+mod storm;
 mod verbose;
 
 use std::sync::{Arc, Mutex};

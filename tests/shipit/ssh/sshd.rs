@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use shipit::ssh::{KnownHostsPolicy, Target};
@@ -133,18 +133,32 @@ pub struct Sshd {
     pub stranger_key: PathBuf,
     /// With [`Sshd::start_with_own`]: what this server's sessions see at the path given.
     pub own: Option<PathBuf>,
+    /// Lines sshd has logged so far.
+    pub log: Arc<Mutex<Vec<String>>>,
     child: Child,
+}
+
+/// Where a server listens and what its sessions see.
+#[derive(Clone, Copy)]
+enum Shape<'a> {
+    /// 127.0.0.1, the machine's own filesystem.
+    Plain,
+    /// 127.0.0.1; the server's own directory at this path.
+    Own(&'a Path),
+    /// Every 127.0.0.0/8 address of a network namespace of its own; a session that
+    /// reached 127.0.0.N sees `hosts/127.0.0.N` at this path.
+    PerAddress(&'a Path, u8),
 }
 
 impl Sshd {
     pub fn start() -> Sshd {
-        Sshd::start_in(None, "100")
+        Sshd::start_in(Shape::Plain, "100")
     }
 
     /// A server that takes at most `n` unauthenticated connections at once and drops the
     /// rest at once (`MaxStartups n:100:n`), as a busy bastion with sshd's defaults does.
     pub fn start_with_max_startups(n: u32) -> Sshd {
-        Sshd::start_in(None, &format!("{n}:100:{n}"))
+        Sshd::start_in(Shape::Plain, &format!("{n}:100:{n}"))
     }
 
     /// A server whose sessions see a directory of its own (`own`, empty at first) at
@@ -152,10 +166,51 @@ impl Sshd {
     /// bind-mounted there. Servers started this way are separate hosts as far as `at` is
     /// concerned (an app's `deploy_to`), and nothing outside them sees the mounts.
     pub fn start_with_own(at: &Path) -> Sshd {
-        Sshd::start_in(Some(at), "100")
+        Sshd::start_in(Shape::Own(at), "100")
     }
 
-    fn start_in(at: Option<&Path>, max_startups: &str) -> Sshd {
+    /// One server standing for `hosts` hosts, 127.0.0.1 to 127.0.0.`hosts`: it listens on
+    /// every address of a network namespace of its own (reach it through [`Sshd::enter`]),
+    /// and a session that reached 127.0.0.N sees a directory of that address alone
+    /// (`own/127.0.0.N`, empty at first) at `at`, an existing directory. Root's sessions
+    /// only (the mount needs it). `max_startups` is sshd's `MaxStartups`, so one sshd's
+    /// limit on connection starts meets a whole fleet's fan-out.
+    pub fn start_per_address(at: &Path, hosts: u8, max_startups: &str) -> Sshd {
+        Sshd::start_in(Shape::PerAddress(at, hosts), max_startups)
+    }
+
+    /// `command` run in this server's network namespace (from [`Sshd::start_per_address`]):
+    /// `nsenter` with the command's program, arguments, environment and directory.
+    pub fn enter(&self, command: &Command) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/proc/{}/ns/net", self.child.id()))
+            .arg("--")
+            .arg(command.get_program())
+            .args(command.get_args());
+        if command.get_envs().any(|(k, _)| k == "PATH") {
+            c.env_clear();
+        }
+        for (k, v) in command.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        if let Some(dir) = command.get_current_dir() {
+            c.current_dir(dir);
+        }
+        c
+    }
+
+    /// How many starts sshd dropped for its `MaxStartups` so far.
+    pub fn dropped_starts(&self) -> usize {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.iter()
+            .filter(|l| l.contains("past MaxStartups"))
+            .count()
+    }
+
+    fn start_in(shape: Shape, max_startups: &str) -> Sshd {
         // Not under /tmp: sshd's StrictModes rejects paths below world-writable dirs.
         let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         std::fs::create_dir_all(&base).expect("create target tmp dir");
@@ -183,9 +238,45 @@ impl Sshd {
         std::fs::create_dir_all("/run/sshd").expect("create /run/sshd");
 
         let port = free_port();
+        let (listen, force) = match shape {
+            Shape::PerAddress(at, hosts) => {
+                let own = d.join("own");
+                for n in 1..=hosts {
+                    std::fs::create_dir_all(own.join(format!("127.0.0.{n}"))).expect("mkdir");
+                }
+                // The session's host is the address it reached (SSH_CONNECTION's third
+                // field): a mount namespace of its own with that address's directory.
+                let script = d.join("own.sh");
+                std::fs::write(
+                    &script,
+                    format!(
+                        "#!/bin/sh\nset -- $SSH_CONNECTION\n\
+                         exec unshare --mount --propagation private sh -c \
+                         'mount --bind \"$1\" \"$2\" && exec sh -c \"$3\"' own \
+                         '{own}'/\"$3\" '{at}' \"$SSH_ORIGINAL_COMMAND\"\n",
+                        own = own.display(),
+                        at = at.display(),
+                    ),
+                )
+                .expect("write own.sh");
+                std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+                    .expect("chmod own.sh");
+                // Root's sessions start in a home of their own: a login shell's rc files
+                // on the machine running the tests (pyenv's rehash, say) stay out of it.
+                let home = d.join("home");
+                std::fs::create_dir(&home).expect("mkdir home");
+                let force = format!(
+                    "ForceCommand {}\nSetEnv HOME={}\n",
+                    script.display(),
+                    home.display()
+                );
+                ("0.0.0.0", force)
+            }
+            _ => ("127.0.0.1", String::new()),
+        };
         let config = format!(
             "Port {port}\n\
-             ListenAddress 127.0.0.1\n\
+             ListenAddress {listen}\n\
              HostKey {host}\n\
              PidFile none\n\
              UsePAM no\n\
@@ -198,7 +289,8 @@ impl Sshd {
              AllowTcpForwarding yes\n\
              MaxSessions 50\n\
              MaxStartups {max_startups}\n\
-             LogLevel INFO\n",
+             LogLevel INFO\n\
+             {force}",
             host = host_key_file.display(),
             dir = d.display(),
         );
@@ -206,9 +298,12 @@ impl Sshd {
         std::fs::write(&config_file, config).expect("write sshd_config");
         run(Command::new(SSHD).arg("-t").arg("-f").arg(&config_file));
 
-        let own = at.map(|_| d.join("own"));
-        let mut command = match (at, &own) {
-            (Some(at), Some(own)) => {
+        let own = match shape {
+            Shape::Plain => None,
+            _ => Some(d.join("own")),
+        };
+        let mut command = match (shape, &own) {
+            (Shape::Own(at), Some(own)) => {
                 std::fs::create_dir(own).expect("create the server's own directory");
                 // `unshare` and `sh` exec: the child's pid is sshd's, and killing it ends
                 // the namespace with its last process.
@@ -218,6 +313,16 @@ impl Sshd {
                     .arg("sh")
                     .arg(own)
                     .arg(at)
+                    .arg(SSHD);
+                c
+            }
+            (Shape::PerAddress(..), _) => {
+                // A network namespace of its own: only its loopback, and nothing else
+                // reaches the server (it listens on every address there).
+                let mut c = Command::new("unshare");
+                c.args(["--net", "sh", "-c"])
+                    .arg(r#"ip link set lo up && exec "$@""#)
+                    .arg("sh")
                     .arg(SSHD);
                 c
             }
@@ -237,6 +342,8 @@ impl Sshd {
         // stderr afterwards so sshd never blocks on a full pipe.
         let stderr = child.stderr.take().expect("sshd stderr");
         let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&log);
         std::thread::spawn(move || {
             let mut ready = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -248,6 +355,7 @@ impl Sshd {
                 {
                     let _ = tx.send(());
                 }
+                kept.lock().unwrap_or_else(|p| p.into_inner()).push(line);
             }
         });
         if rx.recv_timeout(START_TIMEOUT).is_err() {
@@ -268,6 +376,7 @@ impl Sshd {
             encrypted_key,
             stranger_key,
             own,
+            log,
             child,
         }
     }
