@@ -10,6 +10,10 @@ the hosts' sessions settled before every timed command:
 
   floor      the connection floor: `ssh -F CFG -o ControlMaster=no deploy@hostI true`
              per host, `xargs -P 100`
+  floor-russh  the floor with the SSH library shipit is built on: examples/russh_floor.rs
+             (russh alone: connect, check the host key, authenticate, exec `true`, read
+             its exit status, disconnect; every host at once, 10 handshakes in flight,
+             as shipit's default ssh.max_concurrent_starts)
   status     `shipit status --json`
   noop       `shipit deploy --artifact A --json`, every host already on A (all skipped)
   delta      `shipit deploy --artifact B --json` (one small file differs from A)
@@ -25,16 +29,22 @@ for the floor, shipit status and noop with `ssh.proxy_jump`; its sshd log (LogLe
 VERBOSE) gives the logins and the refused or dropped connections per command.
 
 Per timed command: wall time, the client's CPU (user+sys of the child and what it
-reaped, from wait4) and its peak RSS (ru_maxrss; the largest single process, so n/a for
-the xargs floor); medians and min-max over the runs, cost per host (median wall / N).
+reaped, from wait4), the whole machine's CPU in that time (/proc/stat: the client and
+every sshd, shell and process it made the hosts run), and its peak RSS (ru_maxrss; the
+largest single process, so n/a for the xargs floor); medians and min-max over the runs,
+cost per host (median wall / N).
 
   sudo python3 bench/fleet.py                # full run: N = 20,100,250,500, 3 runs, bastion
   sudo python3 bench/fleet.py --smoke        # N = 2,3, one run, bastion at N=2: CI's check
   sudo python3 bench/fleet.py --hosts 20,100 --only floor,status,noop --runs 5
   sudo python3 bench/fleet.py --shipit target/release/shipit --only bastion
 
-Parts (--only, comma separated; default all): floor, status, noop, delta, rollback,
-ansible, pyinfra, bastion (the three bastion commands). Needs a release build
+The russh floor is target/release/examples/russh-floor, built when missing (`cargo build
+--release --example russh-floor`), or --russh-floor PATH; a PATH that is not there is
+reported as skipped.
+
+Parts (--only, comma separated; default all): floor, floor-russh, status, noop, delta,
+rollback, ansible, pyinfra, bastion (the three bastion commands). Needs a release build
 (`cargo build --release`, or --shipit PATH). Raw results: bench/out/fleet.json, the
 report: bench/out/fleet.md, every command's output in bench/out/logs/fleet/; a full run
 (not --smoke, no --only/--hosts/--runs) also replaces the fleet section of BENCHMARKS.md.
@@ -74,13 +84,15 @@ PYINFRA_VENV = os.environ.get("SHIPIT_BENCH_PYINFRA_VENV", "/var/tmp/shipit-benc
 PYINFRA_SPEC = os.environ.get("SHIPIT_BENCH_PYINFRA", "pyinfra")
 CHUNK = 100  # hosts per sshd-hosts.sh testbed (the script takes at most 200)
 FLOOR_P = 100  # the floor's fan-out (xargs -P)
+DEFAULT_RUSSH_FLOOR = os.path.join(ROOT, "target", "release", "examples", "russh-floor")
 FOREIGN_MAX_N = 100  # Ansible and pyinfra only up to this N
 DEFAULT_NS = [20, 100, 250, 500]
-PARTS = ["floor", "status", "noop", "delta", "rollback", "ansible", "pyinfra", "bastion"]
-MAIN = ["floor", "status", "noop", "delta", "rollback", "ansible", "pyinfra"]
+PARTS = ["floor", "floor-russh", "status", "noop", "delta", "rollback", "ansible", "pyinfra", "bastion"]
+MAIN = ["floor", "floor-russh", "status", "noop", "delta", "rollback", "ansible", "pyinfra"]
 BASTION = ["floor-j", "status-j", "noop-j"]
 LABELS = {
     "floor": "floor-ssh (ssh true, xargs -P 100)",
+    "floor-russh": "floor-russh (connect + exec true)",
     "status": "shipit status",
     "noop": "shipit deploy, no-op",
     "delta": "shipit deploy, delta",
@@ -119,7 +131,16 @@ GNU_TIME = "/usr/bin/time"
 
 
 class Measured(types.SimpleNamespace):
-    """rc, wall (s), cpu (s: user+sys of the child and its reaped descendants), maxrss_kb."""
+    """rc, wall (s), cpu (s: user+sys of the child and its reaped descendants), maxrss_kb,
+    machine_cpu (s: every CPU's busy time in between, from /proc/stat)."""
+
+
+def busy_seconds():
+    """The machine's busy CPU time so far (every CPU: user, nice, system, irq, softirq, steal)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle, iowait = fields[3], fields[4] if len(fields) > 4 else 0
+    return (sum(fields[:8]) - idle - iowait) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(argv, out_path, err_path, env=None, cwd=None, timeout=None):
@@ -135,6 +156,7 @@ def measure(argv, out_path, err_path, env=None, cwd=None, timeout=None):
         rss_file = out_path + ".rss"
         argv = [GNU_TIME, "-q", "-f", "%M", "-o", rss_file, *argv]
     with open(out_path, "wb") as so, open(err_path, "ab") as se:
+        busy0 = busy_seconds()
         t0 = time.perf_counter()
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=so, stderr=se, env=env, cwd=cwd,
                              start_new_session=True)
@@ -155,6 +177,7 @@ def measure(argv, out_path, err_path, env=None, cwd=None, timeout=None):
     try:
         _, status, ru = os.wait4(p.pid, 0)
         wall = time.perf_counter() - t0
+        machine_cpu = busy_seconds() - busy0
         p.returncode = os.waitstatus_to_exitcode(status)
     finally:
         if timer:
@@ -169,7 +192,7 @@ def measure(argv, out_path, err_path, env=None, cwd=None, timeout=None):
         except (OSError, ValueError, IndexError):
             pass
     return Measured(rc=p.returncode, wall=wall, cpu=ru.ru_utime + ru.ru_stime, maxrss_kb=maxrss_kb,
-                    timed_out=bool(expired))
+                    machine_cpu=machine_cpu, timed_out=bool(expired))
 
 
 def settle(pids, timeout=10.0):
@@ -327,6 +350,13 @@ class Fleet:
             f.write("".join(h["name"] + "\n" for h in self.hosts[:n]))
         return path
 
+    def addresses_file(self, n):
+        """`127.0.0.1 PORT` per host, for the russh floor."""
+        path = os.path.join(self.work, f"addresses-{n}")
+        with open(path, "w") as f:
+            f.write("".join(f"127.0.0.1 {h['port']}\n" for h in self.hosts[:n]))
+        return path
+
     def current(self, i, deploy_to="/opt/fleet"):
         """The release id host i's `current` points to (read on disk), or None."""
         try:
@@ -418,6 +448,9 @@ class Bench:
         self.results = []
         self.skipped = {}  # (name, n) -> reason
         self.unavailable = {}  # name -> reason (install failed): skipped at every N
+        rf = a.russh_floor
+        self.russh_floor_missing = None if os.path.isfile(rf) and os.access(rf, os.X_OK) else (
+            f"no russh floor at {rf} (cargo build --release --example russh-floor)")
         self.seq = 0
         self.a_id = None
         self.next_delta_at = 0.0
@@ -508,7 +541,8 @@ class Bench:
         m = measure(argv, outf, errf, env=env, cwd=cwd, timeout=max(600, 4 * n))
         settle(pids)
         r = {"part": part, "n": n, "name": name, "run": run_no, "wall": m.wall, "cpu": m.cpu,
-             "rss_mb": None if name.startswith("floor") else m.maxrss_kb / 1024, "rc": m.rc, "ok": m.rc == 0,
+             "machine_cpu": m.machine_cpu,
+             "rss_mb": None if name in ("floor", "floor-j") else m.maxrss_kb / 1024, "rc": m.rc, "ok": m.rc == 0,
              "timed_out": m.timed_out, "cmd": shlex.join(argv), "log": os.path.relpath(errf, ROOT),
              "out": outf, "err": errf}
         if bastion:
@@ -520,6 +554,7 @@ class Bench:
                 c = r["bastion"]
                 extra = f"; bastion: {c['logins']} login(s), {c['refused']} refused/dropped"
             log(f"{part} N={n} {name} run {run_no}: {m.wall:.2f} s (CPU {m.cpu:.2f} s, "
+                f"machine CPU {m.machine_cpu:.2f} s, "
                 f"max RSS {m.maxrss_kb / 1024:.0f} MB, exit {m.rc}){extra}")
         return r
 
@@ -611,6 +646,10 @@ class Bench:
         return ["xargs", "-a", hf, "-P", str(FLOOR_P), "-I", "{}", "ssh", "-F", self.fleet.ssh_config, "-o",
                 "ControlMaster=no", "deploy@{}", "true"]
 
+    def russh_floor_cmd(self, n):
+        f = self.fleet
+        return [self.a.russh_floor, f.client_key, f.known_hosts, "deploy", "10", f.addresses_file(n)]
+
     def foreign_cmd(self, name, n):
         if name == "ansible":
             inv, cfg = self.ansible_files(n)
@@ -642,6 +681,11 @@ class Bench:
         parts = self.a.parts
         cfg = self.shipit_config(n, "fleet")
         units = [u for u in ("floor", "status") if u in parts]
+        if "floor-russh" in parts:
+            if self.russh_floor_missing:
+                self.skipped[("floor-russh", n)] = self.russh_floor_missing
+            else:
+                units.insert(1, "floor-russh")
         if parts & {"noop", "delta", "rollback"}:
             units.append("shipit")
         for name in ("ansible", "pyinfra"):
@@ -660,10 +704,11 @@ class Bench:
         for run_no in range(1, self.a.runs + 1):
             k = (run_no - 1) % len(units)
             for u in units[k:] + units[:k]:
-                if u == "floor":
-                    r = self.execute("fleet", n, "floor", self.floor_cmd(n), run_no)
+                if u in ("floor", "floor-russh"):
+                    argv = self.floor_cmd(n) if u == "floor" else self.russh_floor_cmd(n)
+                    r = self.execute("fleet", n, u, argv, run_no)
                     if r["rc"] != 0:
-                        log(f"WARNING: the floor failed at N={n} (exit {r['rc']}): {tail(r['err'], 300)}")
+                        log(f"WARNING: {u} failed at N={n} (exit {r['rc']}): {tail(r['err'], 300)}")
                 elif u == "status":
                     self.check(self.execute("fleet", n, "status", [self.shipit, "-c", cfg, "status", "--json"],
                                             run_no), "status", n)
@@ -741,7 +786,9 @@ def report(b, meta):
          f"{meta['runs']} timed run(s) per command and N, contenders interleaved (each round starts one further "
          "on; noop, delta, rollback always in this order, as one block), `sync` and the hosts' sessions settled "
          "before each. Cells: wall time in s, median [min-max]. Client CPU: user+sys of the command and what it "
-         "reaped (wait4; not Ansible's ControlPersist ssh masters). Peak RSS: ru_maxrss, the largest single "
+         "reaped (wait4; not Ansible's ControlPersist ssh masters). Machine CPU: every CPU's busy time while "
+         "it ran (/proc/stat: the client, and every sshd and process on the hosts, which share this machine). "
+         "Peak RSS: ru_maxrss, the largest single "
          "process (n/a for the xargs floor). Per host: median wall / N.", ""]
     for part, names, title in (("fleet", MAIN, "Fleet: one command on N hosts"),
                                ("bastion", BASTION, "Through one bastion")):
@@ -772,8 +819,8 @@ def report(b, meta):
                     cells.append("-")
             L.append(f"| {n} | " + " | ".join(cells) + " |")
         L.append("")
-        hdr = "| N | contender | wall (s) | per host (ms) | client CPU (s) | peak RSS (MB) |"
-        sep = "|---|---|---|---|---|---|"
+        hdr = "| N | contender | wall (s) | per host (ms) | client CPU (s) | machine CPU (s) | peak RSS (MB) |"
+        sep = "|---|---|---|---|---|---|---|"
         if part == "bastion":
             hdr += " bastion logins | refused/dropped | throttling episodes | hosts failed |"
             sep += "---|---|---|---|"
@@ -786,10 +833,10 @@ def report(b, meta):
                     continue
                 med = statistics.median(r["wall"] for r in rs)
                 cpu = statistics.median(r["cpu"] for r in rs)
+                all_cpu = statistics.median(r.get("machine_cpu", 0.0) for r in rs)
                 rss = [r["rss_mb"] for r in rs if r["rss_mb"] is not None]
-                row = (f"| {n} | {LABELS[c]} | {wall_cell(rs)} | {med / n * 1000:.1f} | {cpu:.2f} | "
-                       f"{statistics.median(rss):.0f} |" if rss else
-                       f"| {n} | {LABELS[c]} | {wall_cell(rs)} | {med / n * 1000:.1f} | {cpu:.2f} | n/a |")
+                head = f"| {n} | {LABELS[c]} | {wall_cell(rs)} | {med / n * 1000:.1f} | {cpu:.2f} | {all_cpu:.2f} |"
+                row = head + (f" {statistics.median(rss):.0f} |" if rss else " n/a |")
                 if part == "bastion":
                     def cnt(key):
                         v = [r["bastion"][key] for r in rs]
@@ -860,6 +907,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shipit", default=os.path.join(ROOT, "target", "release", "shipit"),
                     help="the shipit binary (default: target/release/shipit; build it with cargo build --release)")
+    ap.add_argument("--russh-floor", default=DEFAULT_RUSSH_FLOOR,
+                    help="the russh floor (default: target/release/examples/russh-floor, built if missing)")
     ap.add_argument("--hosts", help="host counts, e.g. 20,100 (default 20,100,250,500)")
     ap.add_argument("--runs", type=int, help="timed runs per command and N (default 3)")
     ap.add_argument("--smoke", action="store_true", help="N=2,3, one run, no Ansible/pyinfra, bastion at N=2")
@@ -889,6 +938,11 @@ def main():
     if len(TB_PREFIX) > 12 or not re.fullmatch(r"[a-z0-9][a-z0-9-]*", TB_PREFIX):
         sys.exit("fleet: SHIPIT_BENCH_FLEET_TESTBED: at most 12 chars of a-z 0-9 -")
     a.shipit = os.path.abspath(a.shipit)
+    a.russh_floor = os.path.abspath(a.russh_floor)
+    if a.russh_floor == DEFAULT_RUSSH_FLOOR and "floor-russh" in a.parts and not os.path.isfile(a.russh_floor):
+        log("building the russh floor (cargo build --release --locked --example russh-floor)")
+        subprocess.run(["cargo", "build", "--release", "--locked", "--quiet", "--example", "russh-floor"],
+                       cwd=ROOT, check=True)
     if not (os.path.isfile(a.shipit) and os.access(a.shipit, os.X_OK)):
         sys.exit(f"fleet: no shipit binary at {a.shipit}: build it first (`cargo build --release`) or pass "
                  "--shipit PATH")
