@@ -106,7 +106,10 @@ pub fn run(settings: &Settings, opts: DeployOptions) -> Result<Exit> {
         let cancel = Cancel::new();
         rollout::on_signals(cancel.clone(), plan.events.clone());
         let dialer = Arc::new(Connector::default());
-        rollout::deploy::deploy(runs, &plan, dialer, early, how, policy, &cancel).await
+        let (mut runs, exit, id) =
+            rollout::deploy::deploy(runs, &plan, dialer, early, how, policy, &cancel).await;
+        rollout::hang_up(&mut runs).await;
+        (runs, exit, id)
     });
     live.finish();
     if opts.dry_run {

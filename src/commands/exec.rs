@@ -105,13 +105,16 @@ pub(super) fn everywhere(
                 run
             }
         };
-        each(runs, &plan, ALL, |r| r.remote.is_some(), work).await
+        let mut runs = each(runs, &plan, ALL, |r| r.remote.is_some(), work).await;
+        let connected: Vec<bool> = runs.iter().map(|r| r.remote.is_some()).collect();
+        crate::rollout::hang_up(&mut runs).await;
+        runs.into_iter().zip(connected).collect::<Vec<_>>()
     });
     let results = results.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let unreachable: Vec<String> = runs
         .iter()
-        .filter(|r| r.remote.is_none())
-        .map(|r| match &r.outcome {
+        .filter(|(_, connected)| !connected)
+        .map(|(r, _)| match &r.outcome {
             Outcome::Unreachable { reason } | Outcome::Failed { reason, .. } => {
                 format!("{}: {}", r.target.name, reason.trim())
             }

@@ -44,7 +44,10 @@ pub fn run(settings: &Settings, opts: RollbackOptions) -> Result<Exit> {
         let cancel = Cancel::new();
         rollout::on_signals(cancel.clone(), plan.events.clone());
         let dialer = Arc::new(Connector::default());
-        rollout::rollback::rollback(runs, &plan, dialer, &how, policy, &cancel).await
+        let (mut runs, exit, surveyed) =
+            rollout::rollback::rollback(runs, &plan, dialer, &how, policy, &cancel).await;
+        rollout::hang_up(&mut runs).await;
+        (runs, exit, surveyed)
     });
     live.finish();
     match (opts.dry_run, surveyed) {

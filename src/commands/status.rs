@@ -124,6 +124,7 @@ pub fn run(
     let runs = crate::targets::runs(&config, &targets, &hosts, &plan)?;
     let statuses: Vec<HostStatus> = runtime.block_on(async {
         let runs = connect_all(runs, &plan, Arc::new(Connector::default())).await;
+        let remotes: Vec<_> = runs.iter().filter_map(|r| r.remote.clone()).collect();
         let names: Vec<String> = runs.iter().map(|r| r.target.name.clone()).collect();
         let mut set = tokio::task::JoinSet::new();
         for run in runs {
@@ -136,6 +137,7 @@ pub fn run(
                 found.insert(s.name.clone(), s);
             }
         }
+        crate::rollout::hang_up_all(remotes).await;
         // A task that panicked still has its row, saying so.
         names
             .into_iter()

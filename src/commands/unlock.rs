@@ -85,7 +85,7 @@ pub(super) fn on_each_host(
         .build()?;
     let runs = runtime.block_on(async {
         let runs = connect_all(runs, &plan, Arc::new(Connector::default())).await;
-        each(
+        let mut runs = each(
             runs,
             &plan,
             ALL,
@@ -111,7 +111,9 @@ pub(super) fn on_each_host(
                 }
             },
         )
-        .await
+        .await;
+        crate::rollout::hang_up(&mut runs).await;
+        runs
     });
     let mut lines = Vec::new();
     for run in &runs {

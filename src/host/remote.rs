@@ -5,6 +5,8 @@
 //! as a host running that script would, so the phases and the rollout run in
 //! milliseconds without servers.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use tokio::io::AsyncRead;
 
@@ -102,6 +104,10 @@ pub trait Remote: Send + Sync {
         let _ = (socket, command);
         Err("this remote has no proxy".into())
     }
+
+    /// The end of the command: say goodbye to the host, if this is the last holder of the
+    /// connection (otherwise it just goes away when the last one drops it).
+    async fn hang_up(self: Arc<Self>) {}
 }
 
 /// Opens the connection to one host.
@@ -170,6 +176,17 @@ impl Remote for Session {
         lines: usize,
     ) -> String {
         health::journal_tail(self, manager, service, sudo, lines).await
+    }
+
+    async fn hang_up(self: Arc<Self>) {
+        // Exactly one holder gets it, whatever the order.
+        let Some(session) = Arc::into_inner(self) else {
+            return;
+        };
+        let host = session.name().to_owned();
+        if let Err(e) = session.close().await {
+            tracing::debug!(host, "closing: {e}");
+        }
     }
 
     async fn proxy_api(&self, socket: &str, command: &str) -> Result<String, String> {

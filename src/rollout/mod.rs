@@ -39,7 +39,7 @@ use crate::remote::guard::Confirmed;
 use crate::remote::release::State;
 
 pub use fleet::{ALL, Cancel, each, on_signals};
-pub use prepare::{Early, connect_all, connect_early, prepare, release_all};
+pub use prepare::{Early, connect_all, connect_early, hang_up, hang_up_all, prepare, release_all};
 
 /// How hosts are switched: `canary` hosts first, alone; then batches of `parallel`. More
 /// than `max_failures` failed hosts stop the rollout, and `on_failure` says what happens

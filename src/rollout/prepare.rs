@@ -82,6 +82,30 @@ pub async fn connect_all(
     runs
 }
 
+/// The end of a command: every run gives its connection up, and each connection says
+/// goodbye to its host (all at once; each waits at most `ssh::GOODBYE_WAIT` for its
+/// goodbye to go out). Without it the process would just exit, and every host (and
+/// bastion) would log a reset connection.
+pub async fn hang_up(runs: &mut [HostRun]) {
+    hang_up_all(runs.iter_mut().filter_map(|r| r.remote.take())).await;
+}
+
+/// [`hang_up`] for connections collected elsewhere (a host's runs in several roles share
+/// one): each connection is closed once, when no one else holds it.
+pub async fn hang_up_all(remotes: impl IntoIterator<Item = Arc<dyn Remote>>) {
+    let mut unique: Vec<Arc<dyn Remote>> = Vec::new();
+    for remote in remotes {
+        if !unique.iter().any(|u| Arc::ptr_eq(u, &remote)) {
+            unique.push(remote);
+        }
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for remote in unique {
+        set.spawn(remote.hang_up());
+    }
+    while set.join_next().await.is_some() {}
+}
+
 /// A host's runs after its first (its other roles) take the first one's connection, or
 /// its failure to connect.
 fn share_connections(runs: &mut [HostRun], plan: &Plan) {

@@ -199,6 +199,7 @@ impl Connector {
                         port: target.port,
                         reason: session::open_failure(&e),
                     })?;
+                bastion.tunnel_opened();
                 let handler = ClientHandler::new(check);
                 let handshake = client::connect_stream(config, channel.into_stream(), handler);
                 let handle = deadline

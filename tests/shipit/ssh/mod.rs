@@ -2,6 +2,7 @@
 //! (see `sshd.rs`): authentication paths, host-key policy, exec, upload, tunnel, jump
 //! host and connection failures.
 
+mod goodbye;
 pub mod sshd;
 mod storm;
 mod verbose;

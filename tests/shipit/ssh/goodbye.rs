@@ -1,0 +1,105 @@
+//! How a command leaves its hosts: every connection ends with an SSH disconnect, so a
+//! server logs "Received disconnect", not a connection closed or reset under it.
+
+use std::time::{Duration, Instant};
+
+use super::sshd::{self, Sshd};
+use crate::support::Project;
+
+/// The server's log from line `from` on.
+fn log_from(sshd: &Sshd, from: usize) -> Vec<String> {
+    let log = sshd.log.lock().unwrap_or_else(|p| p.into_inner());
+    log.get(from..).unwrap_or_default().to_vec()
+}
+
+/// The client ports of the connections logged in `lines`, in the order they logged in.
+fn logins(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("Accepted publickey for root from 127.0.0.1 port "))
+        .filter_map(|rest| rest.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// Runs shipit with `args` (exit status `code`), then waits (bounded) until every target
+/// connection the command opened, all but the bastion's, has logged its disconnect; the
+/// bastion's connection ends with one too, or (the race written down at
+/// `ssh::Session::close`) with sshd's write failing on the connection shipit has closed.
+/// No connection logs a close or reset.
+fn run_and_check_goodbyes(p: &Project, sshd: &Sshd, args: &[&str], code: i32, hosts: usize) {
+    let from = sshd.log.lock().unwrap_or_else(|p| p.into_inner()).len();
+    let out = p.run(args);
+    assert_eq!(out.code, code, "{args:?}: {}", out.stderr);
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = log_from(sshd, from);
+        let ports = logins(&lines);
+        let said =
+            |port: &str, what: &str| lines.iter().any(|l| l.contains(port) && l.contains(what));
+        let goodbye = |port: &str| said(&format!("port {port}:"), "Received disconnect from");
+        let targets = ports.iter().skip(1);
+        let bastion_done = ports
+            .first()
+            .is_some_and(|b| goodbye(b) || said(&format!("port {b}: "), "Broken pipe"));
+        if ports.len() == hosts + 1 && bastion_done && targets.clone().all(|t| goodbye(t)) {
+            for abrupt in ["Connection closed by", "Connection reset by"] {
+                assert!(
+                    !lines.iter().any(|l| l.contains(abrupt)),
+                    "{args:?}: {lines:#?}"
+                );
+            }
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "{args:?}: not every connection said goodbye: {lines:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `status`, `exec` and `deploy` on hosts behind a bastion (all the same real sshd): every
+/// connection to a host ends with a disconnect, although its goodbye goes through the
+/// bastion's connection, which is closed right after.
+#[test]
+fn every_connection_ends_with_a_disconnect_also_behind_a_bastion() {
+    if sshd::prerequisites().is_none() {
+        return;
+    }
+    let sshd = Sshd::start();
+    let deploy_to = tempfile::tempdir().unwrap();
+    let p = Project::new();
+    p.file(
+        "known_hosts",
+        &format!("[127.0.0.1]:{} {}\n", sshd.port, sshd.host_key),
+    );
+    p.file(
+        "deploy.yaml",
+        &format!(
+            "app: goodbye
+deploy_to: {deploy_to}
+package: {{root: pkg, include: [VERSION]}}
+ssh:
+  user: root
+  identity_files: [{key}]
+  known_hosts_file: {known_hosts}
+  proxy_jump: root@127.0.0.1:{port}
+service: {{manager: none}}
+hosts:
+  - {{host: 127.0.0.1, port: {port}, name: a}}
+  - {{host: 127.0.0.1, port: {port}, name: b}}
+",
+            deploy_to = deploy_to.path().display(),
+            key = sshd.client_key.display(),
+            known_hosts = p.path().join("known_hosts").display(),
+            port = sshd.port,
+        ),
+    );
+    run_and_check_goodbyes(&p, &sshd, &["status"], 0, 2);
+    // Never deployed: exec fails on both hosts, after connecting to them.
+    run_and_check_goodbyes(&p, &sshd, &["exec", "--", "true"], 1, 2);
+    // One host (both share this machine's `deploy_to`).
+    p.file("pkg/VERSION", "1\n");
+    let deploy = ["deploy", "--app-version", "1", "--hosts", "a"];
+    run_and_check_goodbyes(&p, &sshd, &deploy, 0, 1);
+}
