@@ -1,8 +1,10 @@
 //! `shipit check`: preflight every host at once. Connect, verify the host key,
 //! authenticate, then one script reports everything a deploy will need.
 
+use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Result;
@@ -13,7 +15,7 @@ use crate::exit::Exit;
 use crate::remote::check::{self, Check, CheckInput, Status};
 use crate::remote::proxy::Slots;
 use crate::settings::Settings;
-use crate::ssh::{Connector, Target};
+use crate::ssh::{Connector, Session, Target};
 use crate::targets::Pick;
 
 #[derive(Debug, Serialize)]
@@ -81,9 +83,11 @@ pub fn run(settings: &Settings, json: bool, pick: Pick) -> Result<Exit> {
         }
     }
     let mut hosts = Vec::new();
+    let connections = Connections::default();
     for (own, targets) in groups {
-        hosts.extend(check_config(own, targets, &runtime)?);
+        hosts.extend(check_config(own, targets, &connections, &runtime)?);
     }
+    runtime.block_on(connections.hang_up());
     let report = Report {
         ok: hosts.iter().all(HostReport::ok),
         environment: config.environment.clone(),
@@ -118,6 +122,7 @@ pub fn run(settings: &Settings, json: bool, pick: Pick) -> Result<Exit> {
 fn check_config(
     config: &Config,
     targets: Vec<Target>,
+    connections: &Connections,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<Vec<HostReport>> {
     let needed = last_artifact(config).and_then(|p| needed_bytes(&p));
@@ -149,7 +154,7 @@ fn check_config(
         script.push_str(check::fetch_part());
     }
     let socket = slots.as_ref().map(Slots::socket);
-    let mut hosts = runtime.block_on(check_all(targets, &script, socket));
+    let mut hosts = runtime.block_on(check_all(targets, &script, socket, connections));
     if let Some(s) = &slots {
         for h in hosts
             .iter_mut()
@@ -178,17 +183,61 @@ fn check_config(
     Ok(hosts)
 }
 
+/// One connection per host for the whole check: with roles, a host's other roles are
+/// checked over the connection its first role opened (or fail as it failed).
+#[derive(Default, Clone)]
+struct Connections {
+    connector: Connector,
+    /// By user, host and port: the connection, or whether the failure was the host being
+    /// unreachable, and what it was.
+    open: Arc<Mutex<HashMap<String, ConnectionOrWhy>>>,
+}
+
+impl Connections {
+    /// The target's connection: the one already open to its host, else a new one.
+    async fn get(&self, target: &Target) -> ConnectionOrWhy {
+        let key = format!("{}@{}:{}", target.user, target.host, target.port);
+        let known = self.lock().get(&key).cloned();
+        if let Some(known) = known {
+            return known;
+        }
+        let got = match self.connector.connect(target).await {
+            Ok(session) => Ok(Arc::new(session)),
+            Err(e) => Err((e.is_unreachable(), e.to_string())),
+        };
+        self.lock().insert(key, got.clone());
+        got
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ConnectionOrWhy>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every connection says goodbye.
+    async fn hang_up(self) {
+        let open: Vec<_> = self.lock().drain().filter_map(|(_, c)| c.ok()).collect();
+        let remotes = open.into_iter().map(|s| s as Arc<dyn crate::host::Remote>);
+        crate::rollout::hang_up_all(remotes).await;
+    }
+}
+
+type ConnectionOrWhy = Result<Arc<Session>, (bool, String)>;
+
 /// `socket`: with `proxy:`, HAProxy's admin socket, asked once over each host's SSH
 /// connection when the proxy runs (what a deploy's steps need of sshd).
-async fn check_all(targets: Vec<Target>, script: &str, socket: Option<String>) -> Vec<HostReport> {
-    let connector = Connector::default();
+async fn check_all(
+    targets: Vec<Target>,
+    script: &str,
+    socket: Option<String>,
+    connections: &Connections,
+) -> Vec<HostReport> {
     let tasks: Vec<_> = targets
         .into_iter()
         .map(|target| {
-            let connector = connector.clone();
+            let connections = connections.clone();
             let script = script.to_owned();
             let socket = socket.clone();
-            tokio::spawn(async move { check_host(&connector, target, &script, socket).await })
+            tokio::spawn(async move { check_host(&connections, target, &script, socket).await })
         })
         .collect();
     let mut reports = Vec::with_capacity(tasks.len());
@@ -201,7 +250,7 @@ async fn check_all(targets: Vec<Target>, script: &str, socket: Option<String>) -
 }
 
 async fn check_host(
-    connector: &Connector,
+    connections: &Connections,
     target: Target,
     script: &str,
     socket: Option<String>,
@@ -225,10 +274,10 @@ async fn check_host(
         stdout: String::new(),
         proxy_api: None,
     };
-    match connector.connect(&target).await {
-        Err(e) => {
-            report.reachable = !e.is_unreachable();
-            report.error = Some(e.to_string());
+    match connections.get(&target).await {
+        Err((unreachable, why)) => {
+            report.reachable = !unreachable;
+            report.error = Some(why);
         }
         Ok(session) => {
             report.reachable = true;
@@ -262,7 +311,6 @@ async fn check_host(
                 use crate::host::Remote;
                 report.proxy_api = Some(session.proxy_api(&socket, "show info").await.map(|_| ()));
             }
-            let _ = session.close().await;
         }
     }
     report.millis = started.elapsed().as_millis();

@@ -1,5 +1,6 @@
-//! How a command leaves its hosts: every connection ends with an SSH disconnect, so a
-//! server logs "Received disconnect", not a connection closed or reset under it.
+//! How a command holds its hosts: one connection per host (whatever its roles), and every
+//! connection ends with an SSH disconnect, so a server logs "Received disconnect", not a
+//! connection closed or reset under it.
 
 use std::time::{Duration, Instant};
 
@@ -102,4 +103,64 @@ hosts:
     p.file("pkg/VERSION", "1\n");
     let deploy = ["deploy", "--app-version", "1", "--hosts", "a"];
     run_and_check_goodbyes(&p, &sshd, &deploy, 0, 1);
+}
+
+/// `check` with a host in two roles checks each role (its own directory) over one
+/// connection: the server sees one login, and the connection ends with a disconnect.
+#[test]
+fn check_opens_one_connection_per_host_whatever_its_roles() {
+    if sshd::prerequisites().is_none() {
+        return;
+    }
+    let sshd = Sshd::start();
+    let deploy_to = tempfile::tempdir().unwrap();
+    let p = Project::new();
+    p.file(
+        "known_hosts",
+        &format!("[127.0.0.1]:{} {}\n", sshd.port, sshd.host_key),
+    );
+    p.file(
+        "deploy.yaml",
+        &format!(
+            "app: roles
+deploy_to: {deploy_to}
+ssh:
+  user: root
+  identity_files: [{key}]
+  known_hosts_file: {known_hosts}
+service: {{manager: none}}
+roles:
+  web: {{hosts: [{{host: 127.0.0.1, port: {port}, name: a}}]}}
+  worker: {{hosts: [{{host: 127.0.0.1, port: {port}, name: a}}]}}
+",
+            deploy_to = deploy_to.path().display(),
+            key = sshd.client_key.display(),
+            known_hosts = p.path().join("known_hosts").display(),
+            port = sshd.port,
+        ),
+    );
+    let out = p.run(&["check", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", out.stdout, out.stderr));
+    let names: Vec<&str> = report["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a/web", "a/worker"], "{}", out.stdout);
+    for host in report["hosts"].as_array().unwrap() {
+        assert_eq!(host["reachable"], true, "{host}");
+        assert!(host["error"].is_null(), "{host}");
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    while !log_from(&sshd, 0)
+        .iter()
+        .any(|l| l.contains("Received disconnect"))
+    {
+        assert!(Instant::now() < until, "{:#?}", log_from(&sshd, 0));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lines = log_from(&sshd, 0);
+    assert_eq!(logins(&lines).len(), 1, "{lines:#?}");
 }
