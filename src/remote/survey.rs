@@ -114,7 +114,8 @@ pub fn survey(wanted: Option<&Wanted>) -> Result<String, QuoteError> {
             "f={ARTIFACTS}/{sha}.tar.gz\nc=no\n\
              if [ -z \"$u\" ] && [ -f \"$f\" ] && [ \"$(cksum < \"$f\")\" = {cksum} ]; \
              then c=yes; fi\n\
-             printf '{CACHED} %s\\n{ARCH} %s\\n' \"$c\" \"$(uname -m)\"\n",
+             printf '{CACHED} %s\\n' \"$c\"\n\
+             [ -n \"$u\" ] || printf '{ARCH} %s\\n' \"$(uname -m)\"\n",
             ARCH = markers::ARCH,
             sha = q(w.sha256)?,
             cksum = q(w.cksum)?
@@ -269,6 +270,42 @@ mod tests {
         let s = parse_survey("@@unchanged\n@@manifest {\"files\":[]}\n@@verified\n");
         assert!(s.unchanged && s.base_verified);
         assert_eq!(s.base_manifest.as_deref(), Some("{\"files\":[]}"));
+    }
+
+    /// The survey run by a real `sh`: a host already on the artifact and config says so
+    /// and is not asked its architecture (one process less per host on a no-op deploy);
+    /// a host that will get the release is.
+    #[test]
+    fn only_a_host_that_gets_the_release_reports_its_architecture() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("releases/R/.shipit")).unwrap();
+        std::os::unix::fs::symlink("releases/R", dir.path().join("current")).unwrap();
+        let wanted = Wanted {
+            sha256: SHA,
+            cksum: "1 2",
+            manifest: false,
+            unchanged: Some((CONFIG_SHA, TOKEN)),
+        };
+        let script = survey(Some(&wanted)).unwrap();
+        let surveyed = |artifact: &str| {
+            let json = format!(
+                "{{\"artifact_sha256\":\"{artifact}\",\"state\":\"live\",\
+                 \"config_sha256\":\"{CONFIG_SHA}\"}}\n"
+            );
+            std::fs::write(dir.path().join("releases/R/.shipit/release.json"), json).unwrap();
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&script)
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            parse_survey(&String::from_utf8(out.stdout).unwrap())
+        };
+        let same = surveyed(SHA);
+        assert!(same.unchanged && same.arch.is_none(), "{same:?}");
+        let other = surveyed("0000");
+        assert!(!other.unchanged && other.arch.is_some(), "{other:?}");
     }
 
     #[test]
