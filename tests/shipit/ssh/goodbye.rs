@@ -69,31 +69,16 @@ fn every_connection_ends_with_a_disconnect_also_behind_a_bastion() {
     }
     let sshd = Sshd::start();
     let deploy_to = tempfile::tempdir().unwrap();
-    let p = Project::new();
-    p.file(
-        "known_hosts",
-        &format!("[127.0.0.1]:{} {}\n", sshd.port, sshd.host_key),
-    );
-    p.file(
-        "deploy.yaml",
+    let p = sshd.project(
+        &["127.0.0.1".into()],
+        "goodbye",
+        deploy_to.path(),
+        &format!("  proxy_jump: root@127.0.0.1:{}\n", sshd.port),
         &format!(
-            "app: goodbye
-deploy_to: {deploy_to}
-package: {{root: pkg, include: [VERSION]}}
-ssh:
-  user: root
-  identity_files: [{key}]
-  known_hosts_file: {known_hosts}
-  proxy_jump: root@127.0.0.1:{port}
-service: {{manager: none}}
-hosts:
-  - {{host: 127.0.0.1, port: {port}, name: a}}
-  - {{host: 127.0.0.1, port: {port}, name: b}}
-",
-            deploy_to = deploy_to.path().display(),
-            key = sshd.client_key.display(),
-            known_hosts = p.path().join("known_hosts").display(),
-            port = sshd.port,
+            "package: {{root: pkg, include: [VERSION]}}\nservice: {{manager: none}}\nhosts:\n\
+             - {{host: 127.0.0.1, port: {port}, name: a}}\n\
+             - {{host: 127.0.0.1, port: {port}, name: b}}\n",
+            port = sshd.port
         ),
     );
     run_and_check_goodbyes(&p, &sshd, &["status"], 0, 2);
@@ -114,29 +99,15 @@ fn check_opens_one_connection_per_host_whatever_its_roles() {
     }
     let sshd = Sshd::start();
     let deploy_to = tempfile::tempdir().unwrap();
-    let p = Project::new();
-    p.file(
-        "known_hosts",
-        &format!("[127.0.0.1]:{} {}\n", sshd.port, sshd.host_key),
-    );
-    p.file(
-        "deploy.yaml",
+    let host = format!("{{host: 127.0.0.1, port: {}, name: a}}", sshd.port);
+    let p = sshd.project(
+        &["127.0.0.1".into()],
+        "roles",
+        deploy_to.path(),
+        "",
         &format!(
-            "app: roles
-deploy_to: {deploy_to}
-ssh:
-  user: root
-  identity_files: [{key}]
-  known_hosts_file: {known_hosts}
-service: {{manager: none}}
-roles:
-  web: {{hosts: [{{host: 127.0.0.1, port: {port}, name: a}}]}}
-  worker: {{hosts: [{{host: 127.0.0.1, port: {port}, name: a}}]}}
-",
-            deploy_to = deploy_to.path().display(),
-            key = sshd.client_key.display(),
-            known_hosts = p.path().join("known_hosts").display(),
-            port = sshd.port,
+            "service: {{manager: none}}\nroles:\n  web: {{hosts: [{host}]}}\n  \
+             worker: {{hosts: [{host}]}}\n"
         ),
     );
     let out = p.run(&["check", "--json"]);

@@ -413,6 +413,38 @@ impl Sshd {
         }
     }
 
+    /// A project whose deploy.yaml reaches this server as root with its client key: `app`,
+    /// `deploy_to`, an `ssh` block (with `ssh_extra`, indented lines of its own), then
+    /// `rest` (service, hosts, ...). Its known_hosts file holds the server's key at each of
+    /// `addresses` (at the server's port).
+    pub fn project(
+        &self,
+        addresses: &[String],
+        app: &str,
+        deploy_to: &Path,
+        ssh_extra: &str,
+        rest: &str,
+    ) -> crate::support::Project {
+        let p = crate::support::Project::new();
+        let known: String = addresses
+            .iter()
+            .map(|a| format!("[{a}]:{} {}\n", self.port, self.host_key))
+            .collect();
+        p.file("known_hosts", &known);
+        p.file(
+            "deploy.yaml",
+            &format!(
+                "app: {app}\ndeploy_to: {deploy_to}\n\
+                 ssh:\n  user: root\n  identity_files: [{key}]\n  known_hosts_file: {known}\n\
+                 {ssh_extra}{rest}",
+                deploy_to = deploy_to.display(),
+                key = self.client_key.display(),
+                known = p.path().join("known_hosts").display(),
+            ),
+        );
+        p
+    }
+
     /// SHA256 fingerprint of the host key as `ssh-keygen -l` prints it.
     pub fn host_fingerprint(&self) -> String {
         let out = run(Command::new("ssh-keygen")

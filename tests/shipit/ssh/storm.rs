@@ -57,11 +57,7 @@ fn a_deploy_with_parallel_50_reaches_every_host_of_an_sshd_that_takes_2_starts_a
     }
     let deploy_to = tempfile::tempdir().unwrap();
     let sshd = Sshd::start_per_address(deploy_to.path(), HOSTS, "2");
-    let p = Project::new();
-    let known_hosts: String = (1..=HOSTS)
-        .map(|n| format!("[127.0.0.{n}]:{} {}\n", sshd.port, sshd.host_key))
-        .collect();
-    p.file("known_hosts", &known_hosts);
+    let addresses: Vec<String> = (1..=HOSTS).map(|n| format!("127.0.0.{n}")).collect();
     let hosts: String = (1..=HOSTS)
         .map(|n| {
             format!(
@@ -70,26 +66,11 @@ fn a_deploy_with_parallel_50_reaches_every_host_of_an_sshd_that_takes_2_starts_a
             )
         })
         .collect();
-    let config = |starts: &str| {
-        format!(
-            "app: storm
-deploy_to: {deploy_to}
-package: {{root: pkg, include: [VERSION]}}
-ssh:
-  user: root
-  identity_files: [{key}]
-  known_hosts_file: {known_hosts}
-{starts}service: {{manager: none}}
-rollout: {{canary: 0, parallel: 50}}
-hosts:
-{hosts}",
-            deploy_to = deploy_to.path().display(),
-            key = sshd.client_key.display(),
-            known_hosts = p.path().join("known_hosts").display(),
-        )
-    };
-
-    p.file("deploy.yaml", &config(""));
+    let rest = format!(
+        "package: {{root: pkg, include: [VERSION]}}\nservice: {{manager: none}}\n\
+         rollout: {{canary: 0, parallel: 50}}\nhosts:\n{hosts}"
+    );
+    let p = sshd.project(&addresses, "storm", deploy_to.path(), "", &rest);
     deploy(&p, &sshd, "1");
     let first = versions(&sshd);
     for (n, (current, version)) in first.iter().enumerate() {
@@ -102,7 +83,10 @@ hosts:
         "sshd dropped no start: the limit was never met"
     );
 
-    p.file("deploy.yaml", &config("  max_concurrent_starts: 50\n"));
+    // The ssh block ends right before `package:`.
+    let config = p.read("deploy.yaml");
+    let more = config.replace("package:", "  max_concurrent_starts: 50\npackage:");
+    p.file("deploy.yaml", &more);
     deploy(&p, &sshd, "2");
     for (n, ((before, _), (current, version))) in first.iter().zip(versions(&sshd)).enumerate() {
         assert_ne!(&current, before, "h{}: `current` did not move", n + 1);
