@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use serde::Serialize;
+use tokio::sync::OnceCell;
 
 use crate::config::Config;
 use crate::exit::Exit;
@@ -188,40 +189,49 @@ fn check_config(
 #[derive(Default, Clone)]
 struct Connections {
     connector: Connector,
-    /// By user, host and port: the connection, or whether the failure was the host being
-    /// unreachable, and what it was.
-    open: Arc<Mutex<HashMap<String, ConnectionOrWhy>>>,
+    /// By where a connection goes (user, host, port, and the way there): the connection,
+    /// or whether the failure was the host being unreachable, and what it was. Set once:
+    /// targets asking at the same time wait for the one attempt.
+    open: Arc<Mutex<Open>>,
 }
+
+type ConnectionOrWhy = Result<Arc<Session>, (bool, String)>;
+type Open = HashMap<String, Arc<OnceCell<ConnectionOrWhy>>>;
 
 impl Connections {
     /// The target's connection: the one already open to its host, else a new one.
     async fn get(&self, target: &Target) -> ConnectionOrWhy {
-        let key = format!("{}@{}:{}", target.user, target.host, target.port);
-        let known = self.lock().get(&key).cloned();
-        if let Some(known) = known {
-            return known;
-        }
-        let got = match self.connector.connect(target).await {
-            Ok(session) => Ok(Arc::new(session)),
-            Err(e) => Err((e.is_unreachable(), e.to_string())),
+        let key = format!(
+            "{}@{}:{} via {:?} {:?}",
+            target.user,
+            target.host,
+            target.port,
+            target.proxy_jump.as_ref().map(|j| &j.name),
+            target.proxy_command
+        );
+        let cell = Arc::clone(self.lock().entry(key).or_default());
+        let connect = || async {
+            match self.connector.connect(target).await {
+                Ok(session) => Ok(Arc::new(session)),
+                Err(e) => Err((e.is_unreachable(), e.to_string())),
+            }
         };
-        self.lock().insert(key, got.clone());
-        got
+        cell.get_or_init(connect).await.clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ConnectionOrWhy>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every connection says goodbye.
     async fn hang_up(self) {
-        let open: Vec<_> = self.lock().drain().filter_map(|(_, c)| c.ok()).collect();
-        let remotes = open.into_iter().map(|s| s as Arc<dyn crate::host::Remote>);
+        let cells: Vec<_> = self.lock().drain().map(|(_, c)| c).collect();
+        let open = cells.iter().filter_map(|c| c.get().cloned()?.ok());
+        let remotes: Vec<Arc<dyn crate::host::Remote>> = open.map(|s| s as _).collect();
+        drop(cells);
         crate::rollout::hang_up_all(remotes).await;
     }
 }
-
-type ConnectionOrWhy = Result<Arc<Session>, (bool, String)>;
 
 /// `socket`: with `proxy:`, HAProxy's admin socket, asked once over each host's SSH
 /// connection when the proxy runs (what a deploy's steps need of sshd).

@@ -91,7 +91,8 @@ fn every_connection_ends_with_a_disconnect_also_behind_a_bastion() {
 }
 
 /// `check` with a host in two roles checks each role (its own directory) over one
-/// connection: the server sees one login, and the connection ends with a disconnect.
+/// connection: the server sees one login, and the connection ends with a disconnect. A
+/// second name for the same address (`b`, checked at the same time as `a`) shares it too.
 #[test]
 fn check_opens_one_connection_per_host_whatever_its_roles() {
     if sshd::prerequisites().is_none() {
@@ -99,15 +100,16 @@ fn check_opens_one_connection_per_host_whatever_its_roles() {
     }
     let sshd = Sshd::start();
     let deploy_to = tempfile::tempdir().unwrap();
-    let host = format!("{{host: 127.0.0.1, port: {}, name: a}}", sshd.port);
+    let host = |name| format!("{{host: 127.0.0.1, port: {}, name: {name}}}", sshd.port);
+    let (a, b) = (host("a"), host("b"));
     let p = sshd.project(
         &["127.0.0.1".into()],
         "roles",
         deploy_to.path(),
         "",
         &format!(
-            "service: {{manager: none}}\nroles:\n  web: {{hosts: [{host}]}}\n  \
-             worker: {{hosts: [{host}]}}\n"
+            "service: {{manager: none}}\nroles:\n  web: {{hosts: [{a}, {b}]}}\n  \
+             worker: {{hosts: [{a}]}}\n"
         ),
     );
     let out = p.run(&["check", "--json"]);
@@ -119,7 +121,7 @@ fn check_opens_one_connection_per_host_whatever_its_roles() {
         .iter()
         .map(|h| h["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["a/web", "a/worker"], "{}", out.stdout);
+    assert_eq!(names, ["a/web", "b/web", "a/worker"], "{}", out.stdout);
     for host in report["hosts"].as_array().unwrap() {
         assert_eq!(host["reachable"], true, "{host}");
         assert!(host["error"].is_null(), "{host}");
