@@ -47,8 +47,12 @@ pub(super) async fn poll<P: Probe>(
         }
         attempts += 1;
         let remaining = deadline - began;
-        let step = probe.probe(per_attempt.min(remaining), remaining).await;
+        let budget = per_attempt.min(remaining);
+        let step = probe.probe(budget, remaining).await;
         let elapsed = start.elapsed();
+        // An attempt that ran out of the time left before the overall timeout (not of its
+        // own budget) failed for that alone: it says less than the failure before it.
+        let cut_short = remaining < per_attempt && began.elapsed() >= budget;
         match step {
             Step::Pass => {
                 let since = *passing_since.get_or_insert(began);
@@ -71,7 +75,9 @@ pub(super) async fn poll<P: Probe>(
                     failure: Some(reason.clone()),
                     passing_for: Duration::ZERO,
                 });
-                last_failure = Some(reason);
+                if !(cut_short && last_failure.is_some()) {
+                    last_failure = Some(reason);
+                }
             }
             Step::Fatal(reason) => {
                 on_attempt(&Attempt {
@@ -272,6 +278,28 @@ mod tests {
             took >= Duration::from_millis(200) && took < Duration::from_millis(400),
             "{took:?}"
         );
+    }
+
+    /// The last attempt, started just before the timeout and stopped by it, fails with
+    /// "no answer within 0ms": the outcome keeps the failure before it, which says why.
+    #[test]
+    fn an_attempt_cut_short_by_the_timeout_does_not_hide_the_failure_before_it() {
+        let mut p = Scripted::new(&[
+            (0, fail("GET /healthz: 500 Internal Server Error")),
+            (
+                60_000,
+                fail("GET /healthz: no complete response within 0ms"),
+            ),
+        ]);
+        let (outcome, seen) = run(timing(200, 30, 0), &mut p);
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        match outcome {
+            Outcome::Unhealthy { reason, .. } => assert_eq!(
+                reason,
+                "timed out after 200ms: GET /healthz: 500 Internal Server Error"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
