@@ -90,17 +90,11 @@ pub async fn hang_up(runs: &mut [HostRun]) {
     hang_up_all(runs.iter_mut().filter_map(|r| r.remote.take())).await;
 }
 
-/// [`hang_up`] for connections collected elsewhere (a host's runs in several roles share
-/// one): each connection is closed once, when no one else holds it.
+/// [`hang_up`] for connections collected elsewhere. A connection given more than once (a
+/// host's runs in several roles share one) is closed once: by its last holder.
 pub async fn hang_up_all(remotes: impl IntoIterator<Item = Arc<dyn Remote>>) {
-    let mut unique: Vec<Arc<dyn Remote>> = Vec::new();
-    for remote in remotes {
-        if !unique.iter().any(|u| Arc::ptr_eq(u, &remote)) {
-            unique.push(remote);
-        }
-    }
     let mut set = tokio::task::JoinSet::new();
-    for remote in unique {
+    for remote in remotes {
         set.spawn(remote.hang_up());
     }
     while set.join_next().await.is_some() {}

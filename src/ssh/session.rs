@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -137,8 +137,8 @@ pub struct Session {
     name: String,
     handle: ClientHandle,
     jump: Option<std::sync::Arc<Session>>,
-    /// Tunnels opened through this connection (it is a jump host's).
-    tunnels: AtomicU64,
+    /// Whether tunnels were opened through this connection (it is a jump host's).
+    carries_tunnels: AtomicBool,
 }
 
 impl std::fmt::Debug for Session {
@@ -160,13 +160,13 @@ impl Session {
             name,
             handle,
             jump,
-            tunnels: AtomicU64::new(0),
+            carries_tunnels: AtomicBool::new(false),
         }
     }
 
     /// A tunnel to a target behind this jump host is open.
     pub(crate) fn tunnel_opened(&self) {
-        self.tunnels.fetch_add(1, Ordering::Relaxed);
+        self.carries_tunnels.store(true, Ordering::Relaxed);
     }
 
     pub(crate) fn handle(&self) -> &ClientHandle {
@@ -331,9 +331,9 @@ impl Session {
             name,
             handle,
             jump,
-            tunnels,
+            carries_tunnels,
         } = self;
-        if tunnels.into_inner() > 0 && !handle.is_closed() {
+        if carries_tunnels.into_inner() && !handle.is_closed() {
             let _ = tokio::time::timeout(GOODBYE_WAIT, handle.send_ping()).await;
         }
         let result = if handle.is_closed() {

@@ -180,16 +180,15 @@ impl Sshd {
     }
 
     /// `command` run in this server's network namespace (from [`Sshd::start_per_address`]):
-    /// `nsenter` with the command's program, arguments, environment and directory.
+    /// `nsenter` with the command's program, arguments, directory and the environment it
+    /// sets, alone (as [`crate::support::Project::command`] gives it).
     pub fn enter(&self, command: &Command) -> Command {
         let mut c = Command::new("nsenter");
         c.arg(format!("--net=/proc/{}/ns/net", self.child.id()))
             .arg("--")
             .arg(command.get_program())
-            .args(command.get_args());
-        if command.get_envs().any(|(k, _)| k == "PATH") {
-            c.env_clear();
-        }
+            .args(command.get_args())
+            .env_clear();
         for (k, v) in command.get_envs() {
             match v {
                 Some(v) => c.env(k, v),
